@@ -1,0 +1,1 @@
+"""nn.Modules built on hope.ops: mixers, channel memories, norms, convolutions."""

@@ -1,0 +1,1 @@
+"""Pure tensor functions for memory updates (no nn.Module, no config)."""

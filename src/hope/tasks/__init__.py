@@ -1,0 +1,1 @@
+"""Benchmark generators: MQAR, MAD, needle-in-a-haystack, BABILong-style, formal languages, continual learning."""
