@@ -1,0 +1,174 @@
+"""Checkpoints: a directory written atomically (temp dir, then rename), verified when read.
+
+Layout of ``DIR``::
+
+    model.safetensors     weights
+    config.json           model config (``ModelConfig.to_dict``)
+    tokenizer.json        the tokenizer the model was trained with
+    trainer.safetensors   optimizer / scheduler tensors (absent in weights-only checkpoints)
+    trainer.json          the rest of the trainer state (step, schedules, metrics)
+    manifest.json         sha256 of every other file, written last
+
+No file is read with pickle: non-tensor state is JSON, tensors are safetensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from hope.data.tokenizer import Tokenizer, tokenizer_from_json
+from hope.errors import HopeError
+from hope.models import LanguageModel, config_from_dict
+
+MANIFEST = "manifest.json"
+
+
+def flatten(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
+    """Split a nested structure of dicts/lists/scalars/tensors into a JSON skeleton and named tensors."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(value: Any, path: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            tensors[path] = value.detach().cpu().contiguous()
+            return {"__tensor__": path}
+        if isinstance(value, dict):
+            return {"__dict__": [[walk(k, f"{path}.k{i}"), walk(v, f"{path}.{i}")] for i, (k, v) in enumerate(value.items())]}
+        if isinstance(value, (list, tuple)):
+            return {"__list__": [walk(v, f"{path}.{i}") for i, v in enumerate(value)], "tuple": isinstance(value, tuple)}
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise TypeError(f"cannot checkpoint a value of type {type(value).__name__} at {path}")
+
+    return walk(obj, prefix or "root"), tensors
+
+
+def unflatten(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of ``flatten``."""
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            return tensors[skeleton["__tensor__"]]
+        if "__dict__" in skeleton:
+            return {unflatten(k, tensors): unflatten(v, tensors) for k, v in skeleton["__dict__"]}
+        if "__list__" in skeleton:
+            items = [unflatten(v, tensors) for v in skeleton["__list__"]]
+            return tuple(items) if skeleton.get("tuple") else items
+    return skeleton
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(directory: str | Path, model: LanguageModel, tokenizer: Tokenizer,
+                    trainer_state: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint to ``directory`` atomically; an existing checkpoint there is replaced only
+    once the new one is complete on disk."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        weights.pop("head.weight", None)
+    save_file(weights, str(tmp / "model.safetensors"))
+    (tmp / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2))
+    (tmp / "tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
+    if trainer_state is not None:
+        skeleton, tensors = flatten(trainer_state)
+        save_file(tensors, str(tmp / "trainer.safetensors"))
+        (tmp / "trainer.json").write_text(json.dumps(skeleton))
+    manifest = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    for p in tmp.iterdir():
+        with open(p, "rb") as f:
+            os.fsync(f.fileno())
+    _fsync_dir(tmp)
+    old = directory.with_name(f".{directory.name}.old{os.getpid()}")
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    _fsync_dir(directory.parent)
+    if old.exists():
+        shutil.rmtree(old)
+    return directory
+
+
+def verify_checkpoint(directory: str | Path) -> dict[str, str]:
+    """Check that ``directory`` is a complete checkpoint whose files match their manifest."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise HopeError(f"checkpoint {directory} does not exist (expected a directory written by `hope train`)")
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise HopeError(f"checkpoint {directory} is incomplete: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError:
+        raise HopeError(f"checkpoint {directory} is corrupt: {MANIFEST} is not valid JSON") from None
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        if name not in manifest:
+            raise HopeError(f"checkpoint {directory} is incomplete: {name} is not in its manifest")
+    for name, digest in manifest.items():
+        path = directory / name
+        if not path.is_file():
+            raise HopeError(f"checkpoint {directory} is incomplete: {name} is missing")
+        if _sha256(path) != digest:
+            raise HopeError(f"checkpoint {directory} is corrupt or truncated: {name} does not match its checksum")
+    return manifest
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",
+                    with_trainer_state: bool = False) -> tuple[LanguageModel, Tokenizer, dict[str, Any] | None]:
+    """Read and verify a checkpoint: ``(model, tokenizer, trainer_state or None)``."""
+    directory = Path(directory)
+    manifest = verify_checkpoint(directory)
+    try:
+        config = config_from_dict(json.loads((directory / "config.json").read_text()))
+    except json.JSONDecodeError:
+        raise HopeError(f"checkpoint {directory} is corrupt: config.json is not valid JSON") from None
+    tokenizer = tokenizer_from_json((directory / "tokenizer.json").read_text(encoding="utf-8"), f"{directory}/tokenizer.json")
+    if tokenizer.vocab_size > config.vocab_size:
+        raise HopeError(f"checkpoint {directory}: tokenizer has {tokenizer.vocab_size} tokens but the model only {config.vocab_size}")
+    model = LanguageModel(config)
+    try:
+        weights = load_file(str(directory / "model.safetensors"))
+    except SafetensorError as err:
+        raise HopeError(f"checkpoint {directory} is corrupt: model.safetensors ({err})") from None
+    if config.tie_embeddings:
+        weights["head.weight"] = weights["embed.weight"]
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+        raise HopeError(f"checkpoint {directory}: weights do not match config.json ({first})") from None
+    model.to(device)
+    trainer_state = None
+    if with_trainer_state:
+        if "trainer.json" not in manifest:
+            raise HopeError(f"checkpoint {directory} holds weights only; it has no trainer state to resume from")
+        skeleton = json.loads((directory / "trainer.json").read_text())
+        trainer_state = unflatten(skeleton, load_file(str(directory / "trainer.safetensors")))
+    return model, tokenizer, trainer_state

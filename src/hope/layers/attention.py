@@ -1,0 +1,56 @@
+"""Causal softmax attention with RoPE and a KV cache (the Transformer++ mixer).
+
+Attention is the memory that updates per token non-parametrically (NL Sec. 5): its state is the
+whole key/value cache, which is why it is the one mixer whose decoding memory grows with position.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def rotary(x: torch.Tensor, position: int, theta: float) -> torch.Tensor:
+    """Rotate pairs of channels of ``x: [B, H, T, D]`` by angles ``(position + t) * theta^(-2i/D)``."""
+    _, _, t, d = x.shape
+    inv_freq = theta ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
+    pos = torch.arange(position, position + t, device=x.device, dtype=torch.float32)
+    angles = torch.outer(pos, inv_freq)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+class Attention(nn.Module):
+    """Multi-head causal self-attention (``scaled_dot_product_attention``) with RoPE.
+
+    ``state`` holds the cache ``{"k": [B, H, S, D], "v": [B, H, S, D]}`` of the ``S`` tokens seen so
+    far; the new tokens sit at positions ``position .. position + T - 1``.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, rope_theta: float = 10000.0) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.n_heads, self.head_dim, self.rope_theta = n_heads, d_model // n_heads, rope_theta
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, state: dict | None = None, position: int = 0) -> tuple[torch.Tensor, dict]:
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = rotary(q, position, self.rope_theta), rotary(k, position, self.rope_theta)
+        if state:
+            k = torch.cat([state["k"], k], dim=2)
+            v = torch.cat([state["v"], v], dim=2)
+        past = k.shape[2] - t
+        if past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif t == 1:
+            y = F.scaled_dot_product_attention(q, k, v)
+        else:
+            mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).reshape(b, t, -1)
+        return self.out(y), {"k": k, "v": v}

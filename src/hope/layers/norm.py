@@ -1,0 +1,8 @@
+"""Normalisation layers."""
+
+from torch import nn
+
+
+def rms_norm(dim: int, eps: float = 1e-6) -> nn.RMSNorm:
+    """RMSNorm with a learnable gain (Transformer++ and every hope block use it)."""
+    return nn.RMSNorm(dim, eps=eps)

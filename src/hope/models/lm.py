@@ -1,0 +1,98 @@
+"""One language model for Hope and every baseline: embedding -> blocks (mixer + channel memory) -> head.
+
+Block layout (pre-norm residual, paper_spec Sec. 4.1)::
+
+    h = x + Mixer(Norm(x))          # attention, Titans, Gated DeltaNet or self-modifying Titans
+    y = h + Channel(Norm(h))        # static SwiGLU MLP or a Continuum Memory System
+
+Mixers and channel memories share one calling convention:
+``module(x, state: dict[str, Tensor] | None, position: int) -> (y, new_state)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hope.layers.norm import rms_norm
+from hope.models.config import ModelConfig
+from hope.models.state import HopeState
+
+
+@dataclass
+class LMOutput:
+    logits: torch.Tensor
+    state: HopeState
+    loss: torch.Tensor | None = None
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.mixer_norm = rms_norm(config.d_model, config.norm_eps)
+        self.mixer = config.build_mixer(layer)
+        self.channel_norm = rms_norm(config.d_model, config.norm_eps)
+        self.channel = config.build_channel(layer)
+
+    def forward(self, x: torch.Tensor, state: dict | None, position: int) -> tuple[torch.Tensor, dict]:
+        state = state or {}
+        h, mixer_state = self.mixer(self.mixer_norm(x), state.get("mixer"), position)
+        x = x + h
+        h, channel_state = self.channel(self.channel_norm(x), state.get("channel"), position)
+        return x + h, {"mixer": mixer_state, "channel": channel_state}
+
+
+class LanguageModel(nn.Module):
+    """``model(input_ids, state=None, targets=None) -> LMOutput(logits, state, loss)``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
+        self.norm = rms_norm(config.d_model, config.norm_eps)
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self._init_weights()
+        if config.tie_embeddings:
+            self.head.weight = self.embed.weight
+
+    def _init_weights(self) -> None:
+        """N(0, init_std) for every linear and embedding weight, output projections scaled by 1/sqrt(2 L);
+        then each submodule with an ``init_weights`` method initialises its own special parameters."""
+        std = self.config.init_std
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                scale = (2 * self.config.n_layers) ** -0.5 if name.endswith((".out", ".down")) else 1.0
+                nn.init.normal_(module.weight, std=std * scale)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+        for module in self.modules():
+            if module is not self and hasattr(module, "init_weights"):
+                module.init_weights()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, input_ids: torch.Tensor, state: HopeState | None = None,
+                targets: torch.Tensor | None = None) -> LMOutput:
+        if input_ids.ndim != 2 or input_ids.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"input_ids must be an integer tensor [batch, time], got {input_ids.dtype} {list(input_ids.shape)}")
+        if targets is not None and targets.shape != input_ids.shape:
+            raise ValueError(f"targets must have the shape of input_ids {list(input_ids.shape)}, got {list(targets.shape)}")
+        if state is not None and len(state.layers) not in (0, len(self.blocks)):
+            raise ValueError(f"state has {len(state.layers)} layers, the model {len(self.blocks)}")
+        position = state.position if state is not None else 0
+        layer_states = state.layers if state is not None and state.layers else [None] * len(self.blocks)
+        x = self.embed(input_ids)
+        new_states = []
+        for block, layer_state in zip(self.blocks, layer_states):
+            x, s = block(x, layer_state, position)
+            new_states.append(s)
+        logits = self.head(self.norm(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        return LMOutput(logits, HopeState(position + input_ids.shape[1], new_states), loss)
