@@ -92,6 +92,88 @@ class TransformerConfig(ModelConfig):
         return Attention(self.d_model, self.n_heads, self.rope_theta)
 
 
+CMS_VARIANTS = ("sequential", "nested", "independent")
+
+
+@dataclass
+class CMSConfig(ModelConfig):
+    """Mixin: the channel memory is a Continuum Memory System (NL Eqs. 70-74; DESIGN.md Sec. 3; docs/cms.md).
+
+    Subclassed by ``HopeConfig`` (self-modifying Titans + CMS) and ``HopeAttentionConfig`` (attention + CMS).
+    """
+
+    cms_periods: tuple[int | None, ...] = (32, 128, 512)
+    """Update period of each level in tokens (the chunk size C of NL Eq. 71; labels such as "512" and "2K" in
+    the paper are periods, paper_spec A9), in chain order (NL Eq. 70: the first level reads the input first).
+    ``None`` is a static level (update frequency 0, a plain MLP). The periods that are not ``None`` must divide
+    one another (e.g. 16, 64, 256)."""
+    cms_levels: int = 0
+    """How many levels to use: the first ``cms_levels`` entries of ``cms_periods``; 0 means all of them.
+    ``cms_levels=1`` is the one-level ablation; ``cms_periods=(None,)`` is the paper's "w/o CMS" (a static MLP)."""
+    cms_hidden: int = 0
+    """Hidden width of each level's SwiGLU; 0 splits ``mlp_hidden`` evenly over the levels (rounded up to a
+    multiple of 8), so that the CMS has the parameter count of the static MLP it replaces."""
+    cms_variant: str = "sequential"
+    """``sequential`` (NL Eq. 70 + 73: levels chained, every initial state meta-learned by the outer loop),
+    ``nested`` (NL Eq. 72: at each boundary of a level the next faster level is re-initialised, and its initial
+    state is learned in context by that slower level) or ``independent`` (NL Eq. 74: levels read the same input
+    in parallel and their outputs are summed with learnable weights)."""
+    cms_lr: float = 0.1
+    """Initial inner learning rate eta_l of every level (the step on the mean next-token loss of its period)."""
+    cms_learnable_lr: bool = True
+    """Meta-learn each level's learning rate (stored as its logarithm); False keeps ``cms_lr`` fixed."""
+    cms_second_order: bool = False
+    """Differentiate through the inner gradient (create_graph=True: full second-order meta-gradient). The
+    default is first order: the inner gradient is a constant for the outer loss, which still reaches the
+    initial states and the learning rates through the fast weights."""
+    test_time_learning: bool = True
+    """False freezes every in-context update (CMS fast weights and self-modifying Titans memories): the model
+    then runs with its meta-learned initial states as static weights."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.cms_periods = tuple(self.cms_periods)
+        if not self.cms_periods:
+            raise HopeError("cms_periods must name at least one level (a period in tokens, or None for static)")
+        for period in self.cms_periods:
+            if period is not None and (isinstance(period, bool) or not isinstance(period, int) or period < 1):
+                raise HopeError(f"cms_periods entries must be positive integers or None, got {period!r}")
+        if not 0 <= self.cms_levels <= len(self.cms_periods):
+            raise HopeError(f"cms_levels must be in 0..{len(self.cms_periods)} (len(cms_periods)), got {self.cms_levels}")
+        active = sorted(p for p in self.level_periods if p is not None)
+        if any(slow % fast for fast, slow in zip(active, active[1:])):
+            raise HopeError(f"cms_periods must divide one another (e.g. 16, 64, 256), got {self.cms_periods}")
+        if self.cms_variant not in CMS_VARIANTS:
+            raise HopeError(f"cms_variant must be one of {', '.join(CMS_VARIANTS)}, got {self.cms_variant!r}")
+        if self.cms_hidden < 0:
+            raise HopeError(f"cms_hidden must be >= 0, got {self.cms_hidden}")
+        if not self.cms_lr > 0:
+            raise HopeError(f"cms_lr must be > 0, got {self.cms_lr}")
+
+    @property
+    def level_periods(self) -> tuple[int | None, ...]:
+        """The periods of the levels in use (the first ``cms_levels`` of ``cms_periods``)."""
+        return self.cms_periods[: self.cms_levels or len(self.cms_periods)]
+
+    @property
+    def level_hidden(self) -> int:
+        levels = len(self.level_periods)
+        return self.cms_hidden or -(-self.mlp_hidden // levels // 8) * 8
+
+    def build_channel(self, layer: int) -> nn.Module:
+        from hope.layers.cms import CMS
+
+        return CMS(self.d_model, self.level_hidden, self.level_periods, variant=self.cms_variant, lr=self.cms_lr,
+                   learnable_lr=self.cms_learnable_lr, second_order=self.cms_second_order,
+                   test_time_learning=self.test_time_learning)
+
+
+@register("hope-attention")
+@dataclass
+class HopeAttentionConfig(CMSConfig, TransformerConfig):
+    """Hope-Attention (NL Sec. 8.3): softmax attention as the mixer, a Continuum Memory System as channel memory."""
+
+
 def make_config(arch: str, size: str | None = None, **overrides: Any) -> ModelConfig:
     """The config of ``arch`` at preset ``size`` (``None``: the class defaults), with ``overrides``."""
     if arch not in ARCHS:
