@@ -1,0 +1,103 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hope.cli import main
+
+
+def run(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def train_args(tmp_path, text_folder, *extra):
+    return ("train", "--out", str(tmp_path / "run"), "--data", str(text_folder), "--tokenizer", "bytes",
+            "--seq-len", "32", "--batch-size", "4", "--max-steps", "3", "--warmup-steps", "1",
+            "--eval-windows", "2", "--no-progress", "--model", "d_model=32", "--model", "n_layers=1",
+            "--model", "n_heads=2", *extra)
+
+
+def test_train_eval_generate_end_to_end(tmp_path, text_folder, capsys):
+    code, out, err = run(capsys, *train_args(tmp_path, text_folder))
+    assert code == 0, err
+    assert json.loads(out)["step"] == 3
+    checkpoint = str(tmp_path / "run" / "checkpoint")
+    code, out, err = run(capsys, "eval", "--checkpoint", checkpoint, "--data", str(text_folder), "--max-windows", "3")
+    assert code == 0, err
+    report = json.loads((tmp_path / "run" / "eval_test.json").read_text())
+    assert report["bits_per_byte"] > 0 and report["perplexity"] > 1 and report["seq_len"] == 32
+    code, out, err = run(capsys, "generate", "--checkpoint", checkpoint, "--prompt", "Fellow", "--max-new-tokens", "5",
+                         "--state", str(tmp_path / "state.safetensors"))
+    assert code == 0, err
+    assert out.startswith("Fellow") and (tmp_path / "state.safetensors").exists()
+    code, out, err = run(capsys, "generate", "--checkpoint", checkpoint, "--prompt", " and", "--max-new-tokens", "2",
+                         "--state", str(tmp_path / "state.safetensors"))
+    assert code == 0, err
+    assert "state after 17 tokens" in err
+
+
+def test_yaml_config_gives_defaults_that_flags_override(tmp_path, text_folder, capsys):
+    from hope.cli import build_parser, train_config_from_args
+
+    path = tmp_path / "c.yaml"
+    path.write_text("seq_len: 64\nlr: 0.01\nmodel:\n  d_model: 48\n")
+    args = build_parser().parse_args(["train", "--config", str(path), "--lr", "0.02"])
+    config = train_config_from_args(args)
+    assert (config.seq_len, config.lr, config.model) == (64, 0.02, {"d_model": 48})
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--arch", "gpt5", "--max-steps", "1"], "unknown arch"),
+    (["train", "--size", "huge", "--max-steps", "1"], "unknown size"),
+    (["train", "--max-steps", "1", "--model", "colour=blue"], "unknown config field"),
+    (["train", "--data", "/nonexistent/corpus.txt"], "does not exist"),
+    (["train", "--colour", "blue"], "unrecognized arguments"),
+    (["eval", "--checkpoint", "/nonexistent/ckpt"], "does not exist"),
+    (["train", "--config", "/nonexistent.yaml"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, text_folder, capsys, argv, message):
+    if argv[0] == "train" and "--data" not in argv and "--config" not in argv and "--colour" not in argv:
+        argv = argv + ["--data", str(text_folder), "--tokenizer", "bytes", "--out", str(tmp_path / "x")]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_bad_yaml_config(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("seq_len: [unclosed\n")
+    code, _, err = run(capsys, "train", "--config", str(path))
+    assert code == 2 and "not valid YAML" in err and len(err.strip().splitlines()) == 1
+    path.write_text("sequence_length: 12\n")
+    code, _, err = run(capsys, "train", "--config", str(path))
+    assert code == 2 and "unknown option(s) sequence_length" in err
+
+
+def test_corrupt_checkpoint_on_the_command_line(tmp_path, text_folder, capsys):
+    assert run(capsys, *train_args(tmp_path, text_folder))[0] == 0
+    weights = tmp_path / "run" / "checkpoint" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    code, _, err = run(capsys, "generate", "--checkpoint", str(tmp_path / "run" / "checkpoint"), "--prompt", "x")
+    assert code == 2 and "corrupt or truncated" in err and len(err.strip().splitlines()) == 1
+
+
+def test_state_from_another_model_is_refused(tmp_path, text_folder, capsys):
+    assert run(capsys, *train_args(tmp_path, text_folder))[0] == 0
+    ckpt = str(tmp_path / "run" / "checkpoint")
+    state = str(tmp_path / "s.safetensors")
+    assert run(capsys, "generate", "--checkpoint", ckpt, "--prompt", "a", "--max-new-tokens", "1", "--state", state)[0] == 0
+    other = tmp_path / "other"
+    assert run(capsys, *train_args(other, text_folder, "--seed", "1"))[0] == 0
+    code, _, err = run(capsys, "generate", "--checkpoint", str(other / "run" / "checkpoint"), "--prompt", "a", "--state", state)
+    assert code == 2 and "another model" in err
+
+
+def test_python_dash_m_hope_help():
+    result = subprocess.run([sys.executable, "-m", "hope", "train", "--help"], capture_output=True, text=True, check=True)
+    assert "--max-steps" in result.stdout and "Optimizer steps in all" in result.stdout
