@@ -1,0 +1,106 @@
+"""Chunk-parallel form of the linear DGD family: WY representation / UT transform (NL Eq. 88).
+
+Cut the sequence into chunks of ``C`` tokens. Inside a chunk with entering state ``S_0``, write each
+step as ``S_t = alpha_t S_{t-1} + u_t k_t^T`` with ``u_t = eta_t (v_t - S_{t-1} k_t)`` (``rule="dgd"``)
+or ``u_t = eta_t v_t`` (``rule="gd"``). Unrolling with the decay products
+``G[t, j] = alpha_{j+1} ... alpha_t`` (``G[t, t] = 1``) gives
+
+    S_t = G[t, 0] S_0 + sum_{j <= t} G[t, j] u_j k_j^T,        o_t = S_t q_t,
+
+and, substituting ``S_{t-1}`` into ``u_t``, the unit lower-triangular system
+
+    (I + A) U = diag(eta) V - diag(eta * G[t-1, 0]) K S_0^T,
+    A[t, j] = eta_t G[t-1, j] (k_t . k_j)   for j < t.
+
+So ``U = U_v - W S_0^T`` with ``U_v, W`` from one triangular solve per chunk, done for all chunks at
+once; only the short loop that carries ``S_0`` from chunk to chunk is sequential:
+
+    O = diag(G[:, 0]) Q S_0^T + (tril(Q K^T) * G) U,     S_C = G[C, 0] S_0 + U^T diag(G[C, :]) K.
+
+Decays. ``G`` is built by a running product down the columns of a ``(C + 1) x (C + 1)`` matrix, never
+as a ratio ``b_t / b_j`` of cumulative products and never through ``log(alpha)``. Each entry is an
+honest product of the alphas between two positions, so a tiny alpha underflows to an exact 0 (a
+clean reset) instead of producing ``inf / inf``, ``alpha = 0`` is exact (the memory is wiped at that
+token, then written), and any real alpha (even > 1 or negative) is handled like the recurrence.
+
+A short last chunk is padded with identity steps (``alpha = 1``, ``eta = 0``, zero ``k, v, q``) that
+leave the state unchanged; their outputs are dropped.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _to_chunks(x: torch.Tensor, chunk: int, pad: int, fill: float) -> torch.Tensor:
+    """``[B, T, H, ...]`` -> ``[B, H, N, C, ...]``, padding the time axis with ``fill``."""
+    if pad:
+        shape = list(x.shape)
+        shape[1] = pad
+        x = torch.cat([x, x.new_full(shape, fill)], dim=1)
+    b, t, h = x.shape[:3]
+    x = x.reshape(b, t // chunk, chunk, h, *x.shape[3:])
+    return x.movedim(3, 1)
+
+
+def decay_products(alpha: torch.Tensor) -> torch.Tensor:
+    """``alpha: [..., C]`` -> ``G: [..., C + 1, C + 1]``, ``G[i, j] = alpha_{j+1} ... alpha_i`` for
+    ``i >= j`` (empty product 1) and 0 above the diagonal; index 0 is the chunk start."""
+    c = alpha.shape[-1]
+    padded = torch.cat([alpha.new_ones(*alpha.shape[:-1], 1), alpha], dim=-1)
+    strict_lower = torch.ones(c + 1, c + 1, dtype=torch.bool, device=alpha.device).tril(-1)
+    factors = torch.where(strict_lower, padded.unsqueeze(-1), padded.new_ones(()))
+    return torch.cumprod(factors, dim=-2).tril()
+
+
+def dgd_chunk(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    alpha: torch.Tensor,
+    eta: torch.Tensor,
+    rule: str,
+    state: torch.Tensor,
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunked DGD; same arguments and results as :func:`hope.ops.dgd.naive.dgd_naive`."""
+    length = q.shape[1]
+    chunk = min(chunk_size, length)
+    n_chunks = -(-length // chunk)
+    pad = n_chunks * chunk - length
+    q, k, v = (_to_chunks(x, chunk, pad, 0.0) for x in (q, k, v))
+    alpha, eta = _to_chunks(alpha, chunk, pad, 1.0), _to_chunks(eta, chunk, pad, 0.0)
+
+    decays = decay_products(alpha)
+    from_start = decays[..., 1:, 0]
+    within = decays[..., 1:, 1:]
+    to_end = decays[..., -1, 1:]
+    chunk_decay = decays[..., -1, 0]
+
+    scores = (q @ k.transpose(-1, -2)) * within
+    keys_to_end = k * to_end.unsqueeze(-1)
+    written = eta.unsqueeze(-1) * v
+    if rule == "dgd":
+        before = decays[..., :-1, 1:]
+        coupling = eta.unsqueeze(-1) * before * (k @ k.transpose(-1, -2))
+        erase = (eta * decays[..., :-1, 0]).unsqueeze(-1) * k
+        solved = torch.linalg.solve_triangular(
+            coupling, torch.cat([written, erase], dim=-1), upper=False, unitriangular=True
+        )
+        written, erase = solved.split([v.shape[-1], k.shape[-1]], dim=-1)
+
+    entering, updates = [], []
+    for n in range(n_chunks):
+        entering.append(state)
+        u = written[:, :, n]
+        if rule == "dgd":
+            u = u - erase[:, :, n] @ state.transpose(-1, -2)
+        updates.append(u)
+        state = chunk_decay[:, :, n, None, None] * state + u.transpose(-1, -2) @ keys_to_end[:, :, n]
+    entering_states = torch.stack(entering, dim=2)
+    u = torch.stack(updates, dim=2)
+
+    o = from_start.unsqueeze(-1) * (q @ entering_states.transpose(-1, -2)) + scores @ u
+    b, h = o.shape[:2]
+    o = o.movedim(1, 3).reshape(b, n_chunks * chunk, h, -1)[:, :length]
+    return o, state
