@@ -40,7 +40,7 @@ def _to_chunks(x: torch.Tensor, chunk: int, pad: int, fill: float) -> torch.Tens
         x = torch.cat([x, x.new_full(shape, fill)], dim=1)
     b, t, h = x.shape[:3]
     x = x.reshape(b, t // chunk, chunk, h, *x.shape[3:])
-    return x.movedim(3, 1)
+    return x.movedim(3, 1).contiguous()
 
 
 def decay_products(alpha: torch.Tensor) -> torch.Tensor:
@@ -48,9 +48,26 @@ def decay_products(alpha: torch.Tensor) -> torch.Tensor:
     ``i >= j`` (empty product 1) and 0 above the diagonal; index 0 is the chunk start."""
     c = alpha.shape[-1]
     padded = torch.cat([alpha.new_ones(*alpha.shape[:-1], 1), alpha], dim=-1)
-    strict_lower = torch.ones(c + 1, c + 1, dtype=torch.bool, device=alpha.device).tril(-1)
-    factors = torch.where(strict_lower, padded.unsqueeze(-1), padded.new_ones(()))
-    return torch.cumprod(factors, dim=-2).tril()
+    strict_upper = torch.ones(c + 1, c + 1, dtype=torch.bool, device=alpha.device).triu(1)
+    factors = torch.where(strict_upper, padded.unsqueeze(-2), padded.new_ones(()))
+    return torch.cumprod(factors, dim=-1).triu().transpose(-1, -2)
+
+
+def _ut_transform(
+    k: torch.Tensor, eta: torch.Tensor, decays: torch.Tensor, written: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve ``(I + A) [U_v, W] = [diag(eta) V, diag(eta G[t-1, 0]) K]`` for every chunk at once."""
+    coupling = eta.unsqueeze(-1) * decays[..., :-1, 1:] * (k @ k.transpose(-1, -2))
+    erase = (eta * decays[..., :-1, 0]).unsqueeze(-1) * k
+    # Solved as X (I + A)^T = [..]^T, which LAPACK handles faster here than the left-sided solve.
+    solved = torch.linalg.solve_triangular(
+        coupling.transpose(-1, -2),
+        torch.cat([written, erase], dim=-1).transpose(-1, -2),
+        upper=True,
+        left=False,
+        unitriangular=True,
+    ).transpose(-1, -2)
+    return solved.split([written.shape[-1], k.shape[-1]], dim=-1)
 
 
 def dgd_chunk(
@@ -72,35 +89,28 @@ def dgd_chunk(
     alpha, eta = _to_chunks(alpha, chunk, pad, 1.0), _to_chunks(eta, chunk, pad, 0.0)
 
     decays = decay_products(alpha)
-    from_start = decays[..., 1:, 0]
-    within = decays[..., 1:, 1:]
-    to_end = decays[..., -1, 1:]
-    chunk_decay = decays[..., -1, 0]
-
-    scores = (q @ k.transpose(-1, -2)) * within
-    keys_to_end = k * to_end.unsqueeze(-1)
+    keys_to_end = k * decays[..., -1, 1:].unsqueeze(-1)
+    chunk_decays = decays[..., -1, 0].unbind(2)
     written = eta.unsqueeze(-1) * v
+    entering = []
     if rule == "dgd":
-        before = decays[..., :-1, 1:]
-        coupling = eta.unsqueeze(-1) * before * (k @ k.transpose(-1, -2))
-        erase = (eta * decays[..., :-1, 0]).unsqueeze(-1) * k
-        solved = torch.linalg.solve_triangular(
-            coupling, torch.cat([written, erase], dim=-1), upper=False, unitriangular=True
-        )
-        written, erase = solved.split([v.shape[-1], k.shape[-1]], dim=-1)
+        written, erase = _ut_transform(k, eta, decays, written)
+        updates = []
+        for written_n, erase_n, keys_n, decay_n in zip(
+            written.unbind(2), erase.unbind(2), keys_to_end.unbind(2), chunk_decays
+        ):
+            entering.append(state)
+            updates.append(written_n - erase_n @ state.transpose(-1, -2))
+            state = decay_n[..., None, None] * state + updates[-1].transpose(-1, -2) @ keys_n
+        written = torch.stack(updates, dim=2)
+    else:
+        for chunk_write, decay_n in zip((written.transpose(-1, -2) @ keys_to_end).unbind(2), chunk_decays):
+            entering.append(state)
+            state = decay_n[..., None, None] * state + chunk_write
 
-    entering, updates = [], []
-    for n in range(n_chunks):
-        entering.append(state)
-        u = written[:, :, n]
-        if rule == "dgd":
-            u = u - erase[:, :, n] @ state.transpose(-1, -2)
-        updates.append(u)
-        state = chunk_decay[:, :, n, None, None] * state + u.transpose(-1, -2) @ keys_to_end[:, :, n]
-    entering_states = torch.stack(entering, dim=2)
-    u = torch.stack(updates, dim=2)
-
-    o = from_start.unsqueeze(-1) * (q @ entering_states.transpose(-1, -2)) + scores @ u
+    scores = (q @ k.transpose(-1, -2)) * decays[..., 1:, 1:]
+    carried = q @ torch.stack(entering, dim=2).transpose(-1, -2)
+    o = decays[..., 1:, 0].unsqueeze(-1) * carried + scores @ written
     b, h = o.shape[:2]
     o = o.movedim(1, 3).reshape(b, n_chunks * chunk, h, -1)[:, :length]
     return o, state
