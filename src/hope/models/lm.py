@@ -7,6 +7,10 @@ Block layout (pre-norm residual, paper_spec Sec. 4.1)::
 
 Mixers and channel memories share one calling convention:
 ``module(x, state: dict[str, Tensor] | None, position: int) -> (y, new_state)``.
+
+A model whose CMS levels learn in context runs segment by segment between their boundaries, with one
+inner gradient step per boundary (``hope.models.in_context``, docs/cms.md); every other model reads the
+whole input in one pass.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hope.layers.cms import CMS
 from hope.layers.norm import rms_norm
 from hope.models.config import ModelConfig
+from hope.models.in_context import forward_in_context
 from hope.models.state import HopeState
 
 
@@ -58,6 +64,10 @@ class LanguageModel(nn.Module):
         self._init_weights()
         if config.tie_embeddings:
             self.head.weight = self.embed.weight
+        self.cms_layers = [i for i, block in enumerate(self.blocks)
+                           if isinstance(block.channel, CMS) and block.channel.active_periods]
+        self.cms_periods = tuple(sorted({p for i in self.cms_layers for p in self.blocks[i].channel.active_periods}))
+        """The update periods of the CMS levels that learn in context (empty: a single-pass model)."""
 
     def _init_weights(self) -> None:
         """N(0, init_std) for every linear and embedding weight, output projections scaled by 1/sqrt(2 L);
@@ -84,15 +94,24 @@ class LanguageModel(nn.Module):
             raise ValueError(f"targets must have the shape of input_ids {list(input_ids.shape)}, got {list(targets.shape)}")
         if state is not None and len(state.layers) not in (0, len(self.blocks)):
             raise ValueError(f"state has {len(state.layers)} layers, the model {len(self.blocks)}")
-        position = state.position if state is not None else 0
-        layer_states = state.layers if state is not None and state.layers else [None] * len(self.blocks)
-        x = self.embed(input_ids)
-        new_states = []
-        for block, layer_state in zip(self.blocks, layer_states):
-            x, s = block(x, layer_state, position)
-            new_states.append(s)
-        logits = self.head(self.norm(x))
+        if self.cms_periods:
+            logits, new_state = forward_in_context(self, input_ids, state)
+        else:
+            position = state.position if state is not None else 0
+            layers = state.layers if state is not None else []
+            logits, new_layers = self.run_blocks(input_ids, layers, position)
+            new_state = HopeState(position + input_ids.shape[1], new_layers)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-        return LMOutput(logits, HopeState(position + input_ids.shape[1], new_states), loss)
+        return LMOutput(logits, new_state, loss)
+
+    def run_blocks(self, input_ids: torch.Tensor, layers: list, position: int) -> tuple[torch.Tensor, list]:
+        """Logits of ``input_ids`` at ``position ..`` from per-layer states ``layers`` (``[]``: fresh), and the
+        new per-layer states; every layer keeps the weights its state holds (no in-context step here)."""
+        x = self.embed(input_ids)
+        new_layers = []
+        for block, layer_state in zip(self.blocks, layers or [None] * len(self.blocks)):
+            x, s = block(x, layer_state, position)
+            new_layers.append(s)
+        return self.head(self.norm(x)), new_layers

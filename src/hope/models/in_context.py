@@ -1,0 +1,143 @@
+"""Segment-wise forward of a language model whose CMS levels learn in context (NL Eq. 71; docs/cms.md).
+
+A boundary is a position ``b > 0`` that is a multiple of a learning level's period ``C``. The model reads the
+tokens between two consecutive boundaries in one pass; at a boundary ``b``, every level with ``C | b`` takes one
+step on the mean next-token loss of positions ``b - C .. b - 1`` (targets: tokens ``b - C + 1 .. b``), computed
+from the model's own logits and differentiated through every layer above the level. The step changes the
+outputs of positions ``>= b`` only. The target of position ``b - 1`` is token ``b``, so the step at ``b`` is
+taken when token ``b`` is read: when a call ends, steps whose targets are not read yet are pending.
+
+Pending steps live in the ``HopeState``: for each learning level, a snapshot of the model state where it last
+stepped, and the tokens read since the oldest snapshot. A call that reaches a pending boundary re-runs the
+model from that snapshot over the stored tokens, so the step sees the same graph as one full forward would:
+prefill + decode == one full forward. Decoding between boundaries costs one ordinary forward per token.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from hope.models.state import HopeState
+
+
+def last_step(position: int, period: int) -> int:
+    """Where a level of ``period`` last stepped after reading ``position`` tokens (0: it never did).
+    The step at a multiple ``b`` of ``period`` needs token ``b``, so it is taken once ``position > b``."""
+    return (position - 1) // period * period if position > 0 else 0
+
+
+def forward_in_context(model, input_ids: torch.Tensor, state: HopeState | None) -> tuple[torch.Tensor, HopeState]:
+    """``model(input_ids, state)`` for a model with learning CMS levels: logits ``[B, T, V]`` and the new state."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("CMS in-context learning needs autograd: use torch.no_grad(), not torch.inference_mode()")
+    state = state or HopeState()
+    periods, position, length = model.cms_periods, state.position, input_ids.shape[1]
+    end = position + length
+    last = {c: last_step(position, c) for c in periods}
+    start = min((last[c] for c in periods if last[c] + c < end), default=position)
+    origin = state.snapshots[0].position if state.snapshots else position
+    if start < position:
+        begin = _snapshot_at(state, start)
+        ids = torch.cat([state.replay_ids[:, start - origin:], input_ids], dim=1)
+    else:
+        begin, ids = state, input_ids
+    keep = {last_step(end, c) for c in periods}
+    outer_grad = torch.is_grad_enabled()
+    logits, layers, captured = _run_segments(model, ids, start, begin.layers, keep, outer_grad)
+    snapshots = [captured[p] if p >= start else _snapshot_at(state, p) for p in sorted(keep)]
+    known = input_ids if state.replay_ids is None else torch.cat([state.replay_ids, input_ids], dim=1)
+    new_state = HopeState(end, layers, known[:, min(keep) - origin:], snapshots)
+    logits = logits[:, position - start:]
+    if not outer_grad:
+        return logits.detach(), new_state.detach()
+    return logits, new_state
+
+
+def _snapshot_at(state: HopeState, position: int) -> HopeState:
+    for snapshot in state.snapshots:
+        if snapshot.position == position:
+            return snapshot
+    raise ValueError(f"state at position {state.position} has no CMS snapshot at position {position}; "
+                     "a state for a model whose CMS learns in context must come from such a model")
+
+
+def _run_segments(model, ids: torch.Tensor, start: int, layers: list, keep: set[int],
+                  outer_grad: bool) -> tuple[torch.Tensor, list, dict[int, HopeState]]:
+    """Read ``ids`` (positions ``start ..``) segment by segment, stepping the CMS levels at every boundary.
+
+    Returns all the logits, the final per-layer states and the states at the positions in ``keep``."""
+    periods, end = model.cms_periods, start + ids.shape[1]
+    boundaries = sorted({b for c in periods for b in range((start // c + 1) * c, end, c)})
+    captured = {start: HopeState(start, layers)} if start in keep else {}
+    if not boundaries:
+        logits, layers = model.run_blocks(ids, layers, start)
+        return logits, layers, captured
+    with torch.enable_grad():
+        return _run_learning_segments(model, ids, start, layers, boundaries, keep, captured, outer_grad)
+
+
+def _run_learning_segments(model, ids: torch.Tensor, start: int, layers: list, boundaries: list[int],
+                           keep: set[int], captured: dict[int, HopeState],
+                           outer_grad: bool) -> tuple[torch.Tensor, list, dict[int, HopeState]]:
+    periods, end = model.cms_periods, start + ids.shape[1]
+    layers = _fast_weights_requiring_grad(model, layers)
+    second_order = outer_grad and any(model.blocks[i].channel.second_order for i in model.cms_layers)
+    outputs, window = [], []
+    position = start
+    for boundary in [*boundaries, end]:
+        logits, layers = model.run_blocks(ids[:, position - start : boundary - start], layers, position)
+        outputs.append(logits)
+        window.append((position, logits))
+        position = boundary
+        if boundary == end:
+            break
+        due = [c for c in periods if boundary % c == 0]
+        grads = {c: _inner_gradient(model, window, ids, start, boundary, c, layers, second_order) for c in due}
+        layers = _apply_steps(model, layers, grads)
+        if boundary in keep:
+            captured[boundary] = HopeState(boundary, layers)
+        oldest_needed = min(boundary // c * c for c in periods)
+        window = [(p, x) for p, x in window if p >= oldest_needed]
+    return torch.cat(outputs, dim=1), layers, captured
+
+
+def _fast_weights_requiring_grad(model, layers: list) -> list:
+    """The CMS fast weights of ``layers`` as tensors that autograd can differentiate (states read from a
+    file or returned by a no-grad call are plain tensors)."""
+    if not layers:
+        return layers
+    out = [dict(layer) for layer in layers]
+    for i in model.cms_layers:
+        out[i]["channel"] = model.blocks[i].channel.differentiable_state(layers[i]["channel"])
+    return out
+
+
+def _inner_gradient(model, window: list, ids: torch.Tensor, start: int, boundary: int, period: int,
+                    layers: list, second_order: bool) -> list[list[torch.Tensor]]:
+    """Per layer, the gradient of the mean next-token loss of positions ``boundary - period .. boundary - 1``
+    (per sequence) with respect to the fast tensors of the levels of ``period`` (NL Eq. 71)."""
+    first = boundary - period
+    if not window or window[0][0] > first:
+        raise RuntimeError(f"logits of positions {first}..{boundary - 1} are missing (internal error)")
+    logits = torch.cat([x for p, x in window if p >= first], dim=1)
+    targets = ids[:, first - start + 1 : boundary - start + 1]
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+    loss = losses.view(targets.shape).mean(dim=1).sum()
+    tensors = [model.blocks[i].channel.step_tensors(layers[i]["channel"], period) for i in model.cms_layers]
+    flat = torch.autograd.grad(loss, [t for group in tensors for t in group], create_graph=second_order,
+                               retain_graph=True)
+    grads, offset = [], 0
+    for group in tensors:
+        grads.append(list(flat[offset : offset + len(group)]))
+        offset += len(group)
+    return grads
+
+
+def _apply_steps(model, layers: list, grads: dict[int, list[list[torch.Tensor]]]) -> list:
+    out = list(layers)
+    for k, i in enumerate(model.cms_layers):
+        channel = model.blocks[i].channel.apply_steps(layers[i]["channel"], {c: g[k] for c, g in grads.items()})
+        out[i] = {**layers[i], "channel": channel}
+    return out
