@@ -11,7 +11,8 @@ Per batch element and head, with ``S: [Dv, Dk]`` starting at ``initial_state`` (
 
 and ``o_t = S_t q_t``. The three modes compute the same function: ``naive`` (per-token reference),
 ``chunk`` (WY / UT transform, chunk-parallel; the default) and ``recurrent`` (one token at a time,
-for decoding).
+for decoding). On CUDA with flash-linear-attention installed, ``mode="chunk"`` on float16 /
+bfloat16 inputs runs fla's ``chunk_gated_delta_rule`` (see ``fla_path``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from hope.ops.dgd._checks import check_dgd_args, state_dtype
 from hope.ops.dgd.chunk import dgd_chunk
+from hope.ops.dgd.fla_path import dgd_fla, fla_applies
 from hope.ops.dgd.naive import dgd_naive
 from hope.ops.dgd.recurrent import dgd_recurrent, dgd_step
 
@@ -44,7 +46,8 @@ def dgd(
     Args:
         q, k: ``[B, T, H, Dk]`` queries and keys. ``v``: ``[B, T, H, Dv]`` values; q, k, v share a
             dtype (float16, bfloat16, float32 or float64).
-        alpha: ``[B, T, H]`` retention (any real value; 0 wipes the memory at that token).
+        alpha: ``[B, T, H]`` retention (any real value, 0 included: with ``rule="gd"`` it wipes the
+            memory at that token; with ``rule="dgd"`` it leaves ``-eta S k k^T``).
         eta: ``[B, T, H]`` step size.
         rule: ``"dgd"`` (delta gradient descent) or ``"gd"`` (Hebbian, the no-DGD ablation).
         initial_state: ``[B, H, Dv, Dk]`` memory before the first token, zero if ``None``.
@@ -66,6 +69,9 @@ def dgd(
         state = q.new_zeros(b, h, dv, dk, dtype=dtype)
     else:
         state = initial_state.to(dtype)
+    if mode == "chunk" and fla_applies(q, alpha, rule):
+        o, state = dgd_fla(q, k, v, alpha, eta, state)
+        return o, state if output_final_state else None
     q, k, v, alpha, eta = (x.to(dtype) for x in (q, k, v, alpha, eta))
     if mode == "naive":
         o, state = dgd_naive(q, k, v, alpha, eta, rule, state)

@@ -48,8 +48,9 @@ def check_dgd_args(
         raise ValueError(f"v must be a 4-d tensor of shape [B, T, H, Dv] = [{b}, {t}, {h}, Dv], got {got}")
     dv = v.shape[-1]
     _check_tensor("v", v, (b, t, h, dv), "[B, T, H, Dv]", q.device)
-    if not (q.dtype == k.dtype == v.dtype):
-        raise ValueError(f"q, k and v must share one dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}")
+    for name, x in (("k", k), ("v", v)):
+        if x.dtype != q.dtype:
+            raise ValueError(f"{name} must have the dtype of q ({q.dtype}), got {x.dtype}")
     _check_tensor("alpha", alpha, (b, t, h), "[B, T, H]", q.device)
     _check_tensor("eta", eta, (b, t, h), "[B, T, H]", q.device)
     if initial_state is not None:

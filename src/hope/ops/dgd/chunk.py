@@ -19,9 +19,9 @@ once; only the short loop that carries ``S_0`` from chunk to chunk is sequential
 
 Decays. ``G`` is built by a running product down the columns of a ``(C + 1) x (C + 1)`` matrix, never
 as a ratio ``b_t / b_j`` of cumulative products and never through ``log(alpha)``. Each entry is an
-honest product of the alphas between two positions, so a tiny alpha underflows to an exact 0 (a
-clean reset) instead of producing ``inf / inf``, ``alpha = 0`` is exact (the memory is wiped at that
-token, then written), and any real alpha (even > 1 or negative) is handled like the recurrence.
+honest product of the alphas between two positions, so products of tiny alphas underflow to 0
+(as they do in the recurrence) instead of producing ``inf / inf`` or ``nan``; ``alpha = 0`` is exact,
+and so is any real alpha (even > 1 or negative), with gradients that match the recurrence.
 
 A short last chunk is padded with identity steps (``alpha = 1``, ``eta = 0``, zero ``k, v, q``) that
 leave the state unchanged; their outputs are dropped.
