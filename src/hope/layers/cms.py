@@ -50,6 +50,8 @@ class CMSLevel(nn.Module):
 class CMS(nn.Module):
     """Channel memory ``module(x [B, T, D], state, position) -> (y, state)`` (DESIGN.md Sec. 3, "CMS").
 
+    ``sequential``/``nested`` return ``z_L - x``, accumulated as ``delta_l = delta_{l-1} + f(x + delta_{l-1})``.
+
     ``state`` holds, for every learning level ``l``, its fast weights ``"{l}.gate_up" [B, 2H, D]`` and
     ``"{l}.down" [B, D, H]``; with ``nested`` also ``"{l}.start.gate_up"`` / ``"{l}.start.down"``, the start
     state of level ``l`` learned by its next slower level. A missing state starts from the parameters.
@@ -132,10 +134,10 @@ class CMS(nn.Module):
         if self.variant == "independent":
             y = sum(self.mix[i] * swiglu(x, *self._weights(state, i)) for i in range(len(self.periods)))
             return y, state
-        z = x
-        for i in range(len(self.periods)):
-            z = z + swiglu(z, *self._weights(state, i))
-        return z - x, state
+        delta = swiglu(x, *self._weights(state, 0))
+        for i in range(1, len(self.periods)):
+            delta = delta + swiglu(x + delta, *self._weights(state, i))
+        return delta, state
 
     def levels_with_period(self, period: int) -> list[int]:
         return [i for i in self.learning if self.periods[i] == period]

@@ -15,8 +15,11 @@ prefill + decode == one full forward. Decoding between boundaries costs one ordi
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from hope.models.state import HopeState
 
@@ -83,6 +86,14 @@ def _run_learning_segments(model, ids: torch.Tensor, start: int, layers: list, b
     periods, end = model.cms_periods, start + ids.shape[1]
     layers = _fast_weights_requiring_grad(model, layers)
     second_order = outer_grad and any(model.blocks[i].channel.second_order for i in model.cms_layers)
+    with sdpa_kernel([SDPBackend.MATH]) if second_order else nullcontext():
+        return _learning_loop(model, ids, start, layers, boundaries, keep, captured, second_order)
+
+
+def _learning_loop(model, ids: torch.Tensor, start: int, layers: list, boundaries: list[int], keep: set[int],
+                   captured: dict[int, HopeState], second_order: bool) -> tuple[torch.Tensor, list, dict[int, HopeState]]:
+    """The segments and steps; ``second_order`` runs attention on the math kernel, which has a double backward."""
+    periods, end = model.cms_periods, start + ids.shape[1]
     outputs, window = [], []
     position = start
     for boundary in [*boundaries, end]:
