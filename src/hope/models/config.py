@@ -174,6 +174,39 @@ class HopeAttentionConfig(CMSConfig, TransformerConfig):
     """Hope-Attention (NL Sec. 8.3): softmax attention as the mixer, a Continuum Memory System as channel memory."""
 
 
+@register("gated-deltanet")
+@dataclass
+class GatedDeltaNetConfig(ModelConfig):
+    """Gated DeltaNet: the linear DGD memory (gated delta rule) as mixer, a static SwiGLU as channel memory."""
+
+    SIZE_OVERRIDES: ClassVar[dict[str, dict[str, int]]] = {
+        "tiny": {"mlp_hidden": 335}, "small": {"mlp_hidden": 888},
+        "760m": {"mlp_hidden": 3580}, "1.3b": {"mlp_hidden": 4813},
+    }
+    """Narrower SwiGLUs that pay for the mixer's extra gate projection: parameters within 1% of Transformer++."""
+    conv_width: int = 4
+    """Width of the causal depthwise convolution after the q, k, v projections."""
+    chunk_size: int = 64
+    """Tokens per chunk of the chunk-parallel DGD op (speed only: the result does not depend on it)."""
+    retention_init: tuple[float, float] = (0.9, 0.999)
+    """Range over the heads of the initial retention ``alpha`` (sigmoid of the gate bias)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.retention_init = tuple(self.retention_init)
+        if self.conv_width < 1 or self.chunk_size < 1:
+            raise HopeError(f"conv_width and chunk_size must be positive, got {self.conv_width}, {self.chunk_size}")
+        low, high = self.retention_init
+        if not 0 < low <= high < 1:
+            raise HopeError(f"retention_init must be (low, high) with 0 < low <= high < 1, got {self.retention_init}")
+
+    def build_mixer(self, layer: int) -> nn.Module:
+        from hope.layers.gated_deltanet import GatedDeltaNet
+
+        return GatedDeltaNet(self.d_model, self.n_heads, conv_width=self.conv_width, chunk_size=self.chunk_size,
+                             retention_init=self.retention_init, norm_eps=self.norm_eps)
+
+
 def make_config(arch: str, size: str | None = None, **overrides: Any) -> ModelConfig:
     """The config of ``arch`` at preset ``size`` (``None``: the class defaults), with ``overrides``."""
     if arch not in ARCHS:
