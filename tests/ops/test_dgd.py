@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hope.ops.dgd import chunk as chunk_module
 from hope.ops.dgd import dgd, dgd_step
 
 B, H, DK, DV = 2, 2, 4, 6
@@ -63,6 +64,19 @@ def test_long_sequence_matches_naive(rule: str, chunk_size: int) -> None:
     x = make_inputs(1000, initial=True, b=1, h=2, dk=8, dv=5)
     want = run_with_grads(x, rule=rule, mode="naive")
     assert_same(run_with_grads(x, rule=rule, chunk_size=chunk_size), want, tol=1e-9)
+    with torch.no_grad():
+        o, state = dgd(**x, rule=rule, chunk_size=chunk_size, output_final_state=True)
+    torch.testing.assert_close(o, want[0], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(state, want[1], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("rule", ["dgd", "gd"])
+def test_checkpointed_segments_match_naive(rule: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chunk_module, "SEGMENT_TOKENS", 48)
+    x = make_inputs(130, initial=True)
+    want = run_with_grads(x, rule=rule, mode="naive")
+    for chunk_size in (16, 32, 64):
+        assert_same(run_with_grads(x, rule=rule, chunk_size=chunk_size), want)
 
 
 @pytest.mark.parametrize("rule", ["dgd", "gd"])
@@ -125,7 +139,9 @@ def test_gradcheck_chunk(rule: str) -> None:
         o, s = dgd(**dict(zip(names, tensors)), rule=rule, chunk_size=2, output_final_state=True)
         return o, s
 
-    assert torch.autograd.gradcheck(fn, tuple(t.requires_grad_() for t in x.values()))
+    inputs = tuple(t.requires_grad_() for t in x.values())
+    assert torch.autograd.gradcheck(fn, inputs)
+    assert torch.autograd.gradgradcheck(fn, inputs)
 
 
 @pytest.mark.parametrize("rule", ["dgd", "gd"])

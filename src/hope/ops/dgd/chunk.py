@@ -30,6 +30,9 @@ leave the state unchanged; their outputs are dropped.
 from __future__ import annotations
 
 import torch
+from torch.utils.checkpoint import checkpoint
+
+SEGMENT_TOKENS = 1024
 
 
 def _to_chunks(x: torch.Tensor, chunk: int, pad: int, fill: float) -> torch.Tensor:
@@ -80,7 +83,36 @@ def dgd_chunk(
     state: torch.Tensor,
     chunk_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunked DGD; same arguments and results as :func:`hope.ops.dgd.naive.dgd_naive`."""
+    """Chunked DGD; same arguments and results as :func:`hope.ops.dgd.naive.dgd_naive`.
+
+    When gradients are needed, the sequence is cut into segments of about ``SEGMENT_TOKENS``
+    tokens (whole chunks), each run under activation checkpointing: autograd keeps only the inputs
+    and the state entering each segment, and recomputes a segment's intermediates in the backward.
+    """
+    tensors = (q, k, v, alpha, eta, state)
+    if not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors)):
+        return _chunked(q, k, v, alpha, eta, rule, state, chunk_size)
+    span = max(1, SEGMENT_TOKENS // chunk_size) * chunk_size
+    outputs = []
+    for start in range(0, q.shape[1], span):
+        pieces = (x[:, start : start + span] for x in (q, k, v, alpha, eta))
+        o, state = checkpoint(
+            _chunked, *pieces, rule, state, chunk_size, use_reentrant=False, preserve_rng_state=False
+        )
+        outputs.append(o)
+    return torch.cat(outputs, dim=1), state
+
+
+def _chunked(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    alpha: torch.Tensor,
+    eta: torch.Tensor,
+    rule: str,
+    state: torch.Tensor,
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     length = q.shape[1]
     chunk = min(chunk_size, length)
     n_chunks = -(-length // chunk)
