@@ -1,0 +1,48 @@
+"""The residual MLP memory ``M(x) = x + W1 silu(W2 x)`` (NL Eq. 89) and the per-layer view of one
+gradient step on it (NL Eqs. 29-31): the input ``u`` and back-propagated error ``delta`` of each layer.
+
+For a key ``k`` and a target ``v_hat`` (all per batch element and head; ``W2: [E, D]``, ``W1: [D, E]``):
+
+    z = W2 k,   h = silu(z),   y = M(k) = k + W1 h,
+    g = dL/dy = -v_hat            (objective "dot": L = -<M(k), v_hat>)
+              = y - v_hat         (objective "l2":  L = 0.5 ||M(k) - v_hat||^2)
+
+    layer W1:  u1 = h,  delta1 = g                              (dL/dW1 = delta1 u1^T)
+    layer W2:  u2 = k,  delta2 = silu'(z) * (W1^T g)            (dL/dW2 = delta2 u2^T)
+
+with ``silu'(z) = s (1 + z (1 - s)) = s (1 + z - h)``, ``s = sigmoid(z)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+OBJECTIVES = ("dot", "l2")
+
+
+def read_and_errors(
+    w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor, n_reads: int, v_hat: torch.Tensor, objective: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One pass of the memory over queries and keys stacked on the token axis.
+
+    ``w1: [..., D, E]``, ``w2: [..., E, D]``, ``x: [..., n_reads + N, D]`` (the first ``n_reads`` rows
+    are queries, the other ``N`` rows keys), ``v_hat: [..., N, D]``. Returns the reads
+    ``M(q): [..., n_reads, D]``, the W1 inputs ``h: [..., N, E]``, the W1 errors ``g: [..., N, D]``
+    and the W2 errors ``delta2: [..., N, E]`` (the W2 inputs are the keys themselves).
+    """
+    z = x @ w2.mT
+    hidden = F.silu(z)
+    y = x + hidden @ w1.mT
+    z_k, h = z[..., n_reads:, :], hidden[..., n_reads:, :]
+    g = y[..., n_reads:, :] - v_hat if objective == "l2" else -v_hat
+    delta2 = (g @ w1) * (torch.sigmoid(z_k) * (1.0 + z_k - h))
+    return y[..., :n_reads, :], h, g, delta2
+
+
+def proximal_eta(eta: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """``eta' = eta / (1 + eta ||u||^2)``, the exact solution of the proximal step NL Eq. 56.
+
+    ``eta: [...]``, ``u: [..., Du]``. With it ``I - eta' u u^T`` has eigenvalues in ``(0, 1]``.
+    """
+    return eta / (1.0 + eta * u.square().sum(-1))

@@ -1,0 +1,135 @@
+"""The Titans rule on the residual MLP memory (Titans, arXiv 2501.00663, section 3.1-3.2, Eqs. 13-14
+and 16-18): gradient descent with momentum and decay, chunk-wise.
+
+Per batch element and head, with ``W(c)`` the weights at the start of the chunk that holds token
+``t`` (every gradient and every read in a chunk uses them), for each layer ``l`` of
+``M(x) = x + W1 silu(W2 x)``:
+
+    o_t   = M(q_t; W(c))
+    S_l  <- beta_t S_l - theta_t grad_l(W(c); k_t, v_t)          (momentum, "surprise")
+    W_l  <- (1 - forget_t) W_l + S_l                             (decay)
+
+with ``grad_l = delta_l u_l^T`` the gradient of ``0.5 ||M(k_t) - v_t||^2`` (the Titans loss
+``||M(k) - v||^2`` with its factor 2 folded into ``theta``); ``(u, delta)`` per layer are listed in
+:mod:`hope.ops.mlp_memory.residual_mlp`. ``chunk_size = 1`` is the exact per-token rule.
+
+Chunk form. Both recurrences are first-order and linear with scalar gates, and the gradients of a
+chunk are all known once the chunk starts, so the scan over a chunk has a closed form. With
+``F[i, j] = (1 - forget_{j+1}) ... (1 - forget_i)`` and ``Bm[i, j] = beta_{j+1} ... beta_i``
+(decay products, index 0 = chunk start) and ``L`` the chunk's length:
+
+    S_end = Bm[L, 0] S_start - sum_j Bm[L, j] theta_j delta_j u_j^T
+    W_end = F[L, 0] W_start + c_0 S_start - sum_j c_j theta_j delta_j u_j^T,   c = F[L, 1:] Bm[1:, :]
+
+(``c_j = sum_{t >= j} F[L, t] Bm[t, j]``: the momentum written at ``j`` reaches the weights at every
+later token of the chunk). The coefficients of all chunks are computed at once; each chunk then
+costs one batched MLP pass and two matmuls per layer.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from hope.ops.dgd.chunk import decay_products
+from hope.ops.mlp_memory.chunk import to_chunks
+from hope.ops.mlp_memory.residual_mlp import read_and_errors
+
+
+class TitansMemoryState(NamedTuple):
+    """Everything a Titans memory carries between tokens: running ``weights (W1, W2)``, ``momentum
+    (S1, S2)`` (same shapes), the weights at the start of the current chunk and the position in it."""
+
+    weights: tuple[torch.Tensor, torch.Tensor]
+    momentum: tuple[torch.Tensor, torch.Tensor]
+    chunk_start: tuple[torch.Tensor, torch.Tensor]
+    position: int
+
+    @classmethod
+    def start(
+        cls, w1: torch.Tensor, w2: torch.Tensor, momentum: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> TitansMemoryState:
+        """The state at a chunk boundary (zero momentum unless given)."""
+        if momentum is None:
+            momentum = (torch.zeros_like(w1), torch.zeros_like(w2))
+        return cls((w1, w2), momentum, (w1, w2), 0)
+
+
+def titans_naive(q, k, v, theta, beta, forget, state: TitansMemoryState, chunk_size: int):
+    """Per-token reference written from the formulas (no shared helper). ``q, k, v: [B, T, H, D]``,
+    gates ``[B, T, H]``, ``state`` at a chunk boundary. Returns ``o: [B, T, H, D]`` and the final
+    ``((W1, W2), (S1, S2))``."""
+    (w1, w2), (s1, s2) = state.weights, state.momentum
+    outputs = []
+    for t in range(q.shape[1]):
+        if t % chunk_size == 0:
+            w1_c, w2_c = w1, w2
+        q_t, k_t, v_t = q[:, t, :, :, None], k[:, t, :, :, None], v[:, t, :, :, None]
+        outputs.append((q_t + w1_c @ F.silu(w2_c @ q_t)).squeeze(-1))
+        z = w2_c @ k_t
+        h = F.silu(z)
+        g = k_t + w1_c @ h - v_t
+        s = torch.sigmoid(z)
+        delta2 = s * (1.0 + z * (1.0 - s)) * (w1_c.mT @ g)
+        b_t, th_t, keep_t = beta[:, t, :, None, None], theta[:, t, :, None, None], 1.0 - forget[:, t, :, None, None]
+        s1 = b_t * s1 - th_t * (g @ h.mT)
+        s2 = b_t * s2 - th_t * (delta2 @ k_t.mT)
+        w1, w2 = keep_t * w1 + s1, keep_t * w2 + s2
+    return torch.stack(outputs, dim=1), ((w1, w2), (s1, s2))
+
+
+def titans_step(state: TitansMemoryState, q, k, v, theta, beta, forget, chunk_size: int):
+    """One token, no checks: ``q, k, v: [B, H, D]``, gates ``[B, H]``. Returns ``o: [B, H, D]`` and
+    the next state."""
+    (w1, w2), (s1, s2), chunk_start, position = state
+    if position == 0:
+        chunk_start = (w1, w2)
+    o, h, g, delta2 = read_and_errors(*chunk_start, torch.stack([q, k], dim=-2), 1, v.unsqueeze(-2), "l2")
+    b_t, th_t, keep_t = beta[..., None, None], theta[..., None, None], 1.0 - forget[..., None, None]
+    s1 = b_t * s1 - th_t * (g.mT @ h)
+    s2 = b_t * s2 - th_t * (delta2.mT @ k.unsqueeze(-2))
+    state = TitansMemoryState((keep_t * w1 + s1, keep_t * w2 + s2), (s1, s2), chunk_start, (position + 1) % chunk_size)
+    return o.squeeze(-2), state
+
+
+def titans_recurrent(q, k, v, theta, beta, forget, state: TitansMemoryState, chunk_size: int):
+    """Apply :func:`titans_step` to each token (``state`` at any position). Returns
+    ``o: [B, T, H, D]`` and the state after the last token."""
+    outputs = []
+    for t in range(q.shape[1]):
+        o_t, state = titans_step(state, q[:, t], k[:, t], v[:, t], theta[:, t], beta[:, t], forget[:, t], chunk_size)
+        outputs.append(o_t)
+    return torch.stack(outputs, dim=1), state
+
+
+def titans_chunk(q, k, v, theta, beta, forget, state: TitansMemoryState, chunk_size: int):
+    """Chunk form (closed-form scan per chunk); same arguments as :func:`titans_naive`. Returns ``o``
+    and the final weights and momentum as ``((W1, W2), (S1, S2))``."""
+    length = q.shape[1]
+    c = min(chunk_size, length)
+    q, k, v = (to_chunks(x, c, 0.0) for x in (q, k, v))
+    theta, beta, forget = to_chunks(theta, c, 0.0), to_chunks(beta, c, 1.0), to_chunks(forget, c, 0.0)
+    keep, carry = decay_products(1.0 - forget), decay_products(beta)
+    last = length - (q.shape[2] - 1) * c
+    keep_end = torch.cat([keep[:, :, :-1, c], keep[:, :, -1:, last]], dim=2)
+    carry_end = torch.cat([carry[:, :, :-1, c], carry[:, :, -1:, last]], dim=2)
+    through = (keep_end[..., None, 1:] @ carry[..., 1:, :]).squeeze(-2)
+    coefficients = zip(
+        keep_end[..., 0, None, None].unbind(2), through[..., 0, None, None].unbind(2),
+        carry_end[..., 0, None, None].unbind(2), (through[..., 1:] * theta)[..., None].unbind(2),
+        (carry_end[..., 1:] * theta)[..., None].unbind(2), strict=True,
+    )
+    (w1, w2), (s1, s2) = state.weights, state.momentum
+    reads = []
+    for x_n, k_n, v_n, (keep_w, s_to_w, keep_s, to_w, to_s) in zip(
+        torch.cat([q, k], dim=-2).unbind(2), k.unbind(2), v.unbind(2), coefficients, strict=True
+    ):
+        o_n, h, g, delta2 = read_and_errors(w1, w2, x_n, c, v_n, "l2")
+        reads.append(o_n)
+        w1, s1 = keep_w * w1 + s_to_w * s1 - (to_w * g).mT @ h, keep_s * s1 - (to_s * g).mT @ h
+        w2, s2 = keep_w * w2 + s_to_w * s2 - (to_w * delta2).mT @ k_n, keep_s * s2 - (to_s * delta2).mT @ k_n
+    o = torch.stack(reads, dim=2)
+    b, h, n = o.shape[:3]
+    return o.movedim(1, 3).reshape(b, n * c, h, -1)[:, :length], ((w1, w2), (s1, s2))
