@@ -178,11 +178,22 @@ Targets (issue 3): fwd+bwd speed-up >= {TARGETS['fwd_bwd_speedup_at_2048']:.0f}x
 speed-up >= {TARGETS['fwd_speedup_at_2048']:.0f}x at T=2048; training memory <= {TARGETS['memory_ratio_at_8192']}x naive
 at T=8192. Met in this run: {', '.join(f'{k} {"yes" if v else "no"}' for k, v in result['targets_met'].items())}.
 
-How the chunk form works (see `src/hope/ops/dgd/chunk.py`): per chunk of C tokens one unit
-lower-triangular solve gives the WY factors of the C-step transition, all chunks at once; a loop over
-the T/C chunks carries the state; outputs are dense matmuls. Autograd stores one state per chunk
-instead of one per token, which is where the memory saving comes from.
-"""
+What is compared. `naive` is the per-token reference (`src/hope/ops/dgd/naive.py`): a Python loop
+doing the rank-one update `alpha S - eta (S k) k^T + eta v k^T` and the read `S q`, i.e. O(Dk Dv)
+work per token (it never forms the Dk x Dk transition matrix), differentiated by plain autograd,
+which keeps one Dv x Dk state per token. `chunk` (`src/hope/ops/dgd/chunk.py`): per chunk of C tokens
+one unit lower-triangular solve gives the WY / UT factors of the chunk's C steps, for all chunks at
+once; a loop over the T/C chunks carries the state; outputs are dense matmuls. When gradients are
+needed it runs in checkpointed segments of about 1024 tokens, so autograd keeps only the inputs and
+one state per segment, and the backward recomputes one segment at a time (that recomputation is
+included in the forward+backward times).
+
+How memory is measured. "Saved for backward" sums the sizes of the distinct storages that autograd
+holds between forward and backward (`torch.autograd.graph.saved_tensors_hooks`; the inputs count,
+for both forms): the activation memory a layer adds to a model's training step. "Peak RSS growth"
+runs one forward+backward in a fresh process, resets the kernel's peak-RSS mark (Linux
+`/proc/self/clear_refs`) just before, and reads `VmHWM` after: it includes the backward's
+temporaries and the gradients. The issue's memory target is checked against the larger ratio.
     (DOCS / "ops_dgd.md").write_text(text)
 
 

@@ -166,3 +166,13 @@ def test_prefill_then_decode_equals_one_pass(rule: str) -> None:
 
     torch.testing.assert_close(torch.cat(outputs, dim=1), o_full, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(state, s_full, rtol=1e-12, atol=1e-12)
+
+
+def test_decay_products_are_plain_products() -> None:
+    alpha = torch.tensor([[0.5, 0.0, 2.0, 1e-200, 3.0]], dtype=torch.float64)
+    decays = chunk_module.decay_products(alpha)[0]
+    padded = [1.0, *alpha[0].tolist()]
+    for i in range(6):
+        for j in range(6):
+            want = torch.tensor(padded[j + 1 : i + 1], dtype=torch.float64).prod() if i >= j else 0.0
+            assert decays[i, j] == want, (i, j)

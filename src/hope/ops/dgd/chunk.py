@@ -59,7 +59,8 @@ def decay_products(alpha: torch.Tensor) -> torch.Tensor:
 def _ut_transform(
     k: torch.Tensor, eta: torch.Tensor, decays: torch.Tensor, written: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Solve ``(I + A) [U_v, W] = [diag(eta) V, diag(eta G[t-1, 0]) K]`` for every chunk at once."""
+    """Solve ``(I + A) [U_v, W] = [diag(eta) V, diag(eta G[t-1, 0]) K]`` for every chunk at once;
+    ``written`` is ``diag(eta) V``. Returns ``U_v`` and ``W``."""
     coupling = eta.unsqueeze(-1) * decays[..., :-1, 1:] * (k @ k.transpose(-1, -2))
     erase = (eta * decays[..., :-1, 0]).unsqueeze(-1) * k
     # Solved as X (I + A)^T = [..]^T, which LAPACK handles faster here than the left-sided solve.
@@ -113,6 +114,7 @@ def _chunked(
     state: torch.Tensor,
     chunk_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chunk algorithm of the module docstring over one stretch of the sequence."""
     length = q.shape[1]
     chunk = min(chunk_size, length)
     n_chunks = -(-length // chunk)
@@ -123,26 +125,26 @@ def _chunked(
     decays = decay_products(alpha)
     keys_to_end = k * decays[..., -1, 1:].unsqueeze(-1)
     chunk_decays = decays[..., -1, 0].unbind(2)
-    written = eta.unsqueeze(-1) * v
+    updates = eta.unsqueeze(-1) * v
     entering = []
     if rule == "dgd":
-        written, erase = _ut_transform(k, eta, decays, written)
-        updates = []
-        for written_n, erase_n, keys_n, decay_n in zip(
-            written.unbind(2), erase.unbind(2), keys_to_end.unbind(2), chunk_decays
+        base, erase = _ut_transform(k, eta, decays, updates)
+        per_chunk = []
+        for base_n, erase_n, keys_n, decay_n in zip(
+            base.unbind(2), erase.unbind(2), keys_to_end.unbind(2), chunk_decays
         ):
             entering.append(state)
-            updates.append(written_n - erase_n @ state.transpose(-1, -2))
-            state = decay_n[..., None, None] * state + updates[-1].transpose(-1, -2) @ keys_n
-        written = torch.stack(updates, dim=2)
+            per_chunk.append(base_n - erase_n @ state.transpose(-1, -2))
+            state = decay_n[..., None, None] * state + per_chunk[-1].transpose(-1, -2) @ keys_n
+        updates = torch.stack(per_chunk, dim=2)
     else:
-        for chunk_write, decay_n in zip((written.transpose(-1, -2) @ keys_to_end).unbind(2), chunk_decays):
+        for chunk_write, decay_n in zip((updates.transpose(-1, -2) @ keys_to_end).unbind(2), chunk_decays):
             entering.append(state)
             state = decay_n[..., None, None] * state + chunk_write
 
     scores = (q @ k.transpose(-1, -2)) * decays[..., 1:, 1:]
     carried = q @ torch.stack(entering, dim=2).transpose(-1, -2)
-    o = decays[..., 1:, 0].unsqueeze(-1) * carried + scores @ written
+    o = decays[..., 1:, 0].unsqueeze(-1) * carried + scores @ updates
     b, h = o.shape[:2]
     o = o.movedim(1, 3).reshape(b, n_chunks * chunk, h, -1)[:, :length]
     return o, state
