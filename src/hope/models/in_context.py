@@ -99,12 +99,12 @@ def _learning_loop(model, ids: torch.Tensor, start: int, layers: list, boundarie
     for boundary in [*boundaries, end]:
         logits, layers = model.run_blocks(ids[:, position - start : boundary - start], layers, position)
         outputs.append(logits)
-        window.append((position, logits))
-        position = boundary
         if boundary == end:
             break
+        window.append((position, _next_token_losses(logits, ids[:, position - start + 1 : boundary - start + 1])))
+        position = boundary
         due = [c for c in periods if boundary % c == 0]
-        grads = {c: _inner_gradient(model, window, ids, start, boundary, c, layers, second_order) for c in due}
+        grads = {c: _inner_gradient(model, window, boundary, c, layers, second_order) for c in due}
         layers = _apply_steps(model, layers, grads)
         if boundary in keep:
             captured[boundary] = HopeState(boundary, layers)
@@ -124,18 +124,20 @@ def _fast_weights_requiring_grad(model, layers: list) -> list:
     return out
 
 
-def _inner_gradient(model, window: list, ids: torch.Tensor, start: int, boundary: int, period: int,
-                    layers: list, second_order: bool) -> list[list[torch.Tensor]]:
+def _next_token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every position against the token after it, ``[B, T]`` (at least float32)."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
+
+
+def _inner_gradient(model, window: list, boundary: int, period: int, layers: list,
+                    second_order: bool) -> list[list[torch.Tensor]]:
     """Per layer, the gradient of the mean next-token loss of positions ``boundary - period .. boundary - 1``
     (per sequence) with respect to the fast tensors of the levels of ``period`` (NL Eq. 71)."""
     first = boundary - period
     if not window or window[0][0] > first:
-        raise RuntimeError(f"logits of positions {first}..{boundary - 1} are missing (internal error)")
-    logits = torch.cat([x for p, x in window if p >= first], dim=1)
-    targets = ids[:, first - start + 1 : boundary - start + 1]
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-    loss = losses.view(targets.shape).mean(dim=1).sum()
+        raise RuntimeError(f"losses of positions {first}..{boundary - 1} are missing (internal error)")
+    loss = torch.cat([x for p, x in window if p >= first], dim=1).mean(dim=1).sum()
     tensors = [model.blocks[i].channel.step_tensors(layers[i]["channel"], period) for i in model.cms_layers]
     flat = torch.autograd.grad(loss, [t for group in tensors for t in group], create_graph=second_order,
                                retain_graph=True)
