@@ -22,7 +22,9 @@ each forward run with autograd enabled adds ``x^T x`` and the row count to a run
 over micro-batches gives the mean over all of them, and activation checkpointing (two forwards)
 leaves the mean unchanged. Forwards under ``torch.no_grad`` / ``inference_mode`` (evaluation) are not
 recorded. Under DDP the sums are all-reduced in ``step`` (as the gradients are), so ranks stay in sync.
-Other parameters (embeddings, norms, biases) take a plain SGD step. Weight decay is decoupled,
+Other parameters (embeddings, norms, biases), and ``nn.Linear`` weights whose module was not called
+since the last step (e.g. a CMS level's initial state, used functionally as fast weights), take a
+plain SGD step. Weight decay is decoupled,
 ``W <- (1 - lr wd) W``. Call ``remove_hooks()`` to detach the optimizer from the model.
 """
 
@@ -103,7 +105,7 @@ class DGD(torch.optim.Optimizer):
             raise ValueError("DGD found no nn.Linear in model whose weight is among params")
 
     def remove_hooks(self) -> None:
-        """Stop recording layer inputs (the optimizer then no longer works for ``step``)."""
+        """Stop recording layer inputs (every parameter then takes plain SGD steps)."""
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
@@ -122,13 +124,10 @@ class DGD(torch.optim.Optimizer):
                 if weight_decay:
                     p.mul_(1 - lr * weight_decay)
                 statistics = self._inputs.get(id(p))
-                if statistics is None:
+                moment = statistics.mean() if statistics is not None else None
+                if moment is None:
                     p.add_(p.grad, alpha=-lr)
                     continue
-                moment = statistics.mean()
-                if moment is None:
-                    raise RuntimeError("DGD: a Linear weight has a gradient but no recorded inputs since the last "
-                                       "step; run the forward pass with autograd enabled after creating the optimizer")
                 moment = moment.to(p.dtype)
                 step = lr / (1 + scale * lr * moment.trace()) if group["proximal"] else moment.new_tensor(lr)
                 p.sub_((p @ moment).mul_(scale * step)).sub_(p.grad * step)
