@@ -193,18 +193,136 @@ class GatedDeltaNetConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.retention_init = tuple(self.retention_init)
-        if self.conv_width < 1 or self.chunk_size < 1:
-            raise HopeError(f"conv_width and chunk_size must be positive, got {self.conv_width}, {self.chunk_size}")
-        low, high = self.retention_init
-        if not 0 < low <= high < 1:
-            raise HopeError(f"retention_init must be (low, high) with 0 < low <= high < 1, got {self.retention_init}")
+        _check_memory_fields(self, ("conv_width", "chunk_size"), ())
 
     def build_mixer(self, layer: int) -> nn.Module:
         from hope.layers.gated_deltanet import GatedDeltaNet
 
         return GatedDeltaNet(self.d_model, self.n_heads, conv_width=self.conv_width, chunk_size=self.chunk_size,
                              retention_init=self.retention_init, norm_eps=self.norm_eps)
+
+
+def _check_memory_fields(config: ModelConfig, positive: tuple[str, ...], gates: tuple[str, ...]) -> None:
+    """Shared checks of the recurrent mixers' fields: positive integers, gate values in (0, 1), and
+    ``retention_init`` as ``(low, high)`` with ``0 < low <= high < 1``."""
+    for name in positive:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise HopeError(f"{name} must be a positive integer, got {value!r}")
+    for name in gates:
+        if not 0 < getattr(config, name) < 1:
+            raise HopeError(f"{name} must be in (0, 1), got {getattr(config, name)}")
+    config.retention_init = tuple(config.retention_init)
+    if len(config.retention_init) != 2 or not 0 < config.retention_init[0] <= config.retention_init[1] < 1:
+        raise HopeError(f"retention_init must be (low, high) with 0 < low <= high < 1, got {config.retention_init}")
+
+
+@register("titans")
+@dataclass
+class TitansConfig(ModelConfig):
+    """Titans (LMM): a deep neural memory trained in context by GD with momentum and decay (Titans Sec. 3) as
+    mixer, a static SwiGLU as channel memory."""
+
+    SIZE_OVERRIDES: ClassVar[dict[str, dict[str, int]]] = {
+        "tiny": {"mlp_hidden": 291}, "small": {"mlp_hidden": 801},
+        "760m": {"mlp_hidden": 3397}, "1.3b": {"mlp_hidden": 4631},
+    }
+    """Narrower SwiGLUs that pay for the memory and the gate projection: parameters within 1% of Transformer++."""
+    memory_expansion: int = 2
+    """Hidden width of the memory MLP per head, in multiples of the head dimension."""
+    chunk_size: int = 16
+    """Tokens per chunk: inside a chunk every read and gradient uses the chunk-start memory (part of the model)."""
+    conv_width: int = 4
+    """Width of the causal depthwise convolution after the q, k, v projections."""
+    step_init: float = 0.1
+    """Initial inner learning rate ``theta`` (sigmoid of its gate bias)."""
+    momentum_init: float = 0.9
+    """Initial momentum gate ``beta``."""
+    retention_init: tuple[float, float] = (0.9, 0.999)
+    """Range over the heads of the initial ``1 - forget``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_memory_fields(self, ("memory_expansion", "chunk_size", "conv_width"), ("step_init", "momentum_init"))
+
+    def build_mixer(self, layer: int) -> nn.Module:
+        from hope.layers.titans import Titans
+
+        return Titans(self.d_model, self.n_heads, expansion=self.memory_expansion, chunk_size=self.chunk_size,
+                      conv_width=self.conv_width, step_init=self.step_init, momentum_init=self.momentum_init,
+                      retention_init=self.retention_init, norm_eps=self.norm_eps)
+
+
+@register("hope")
+@dataclass
+class HopeConfig(CMSConfig):
+    """Hope (NL Sec. 8): self-modifying Titans as mixer (NL Eqs. 83-97), a Continuum Memory System as channel memory.
+
+    The ablations of NL Table 6 are overrides: ``dgd=False``, ``momentum=False``, ``retention=False``,
+    ``cms_levels=1``, ``adaptive_q=True``, ``adaptive_k=False`` / ``adaptive_v=False`` (static k / v), and
+    ``test_time_learning=False`` freezes every in-context update."""
+
+    SIZE_OVERRIDES: ClassVar[dict[str, dict[str, int]]] = {
+        "tiny": {"mlp_hidden": 299}, "small": {"mlp_hidden": 913},
+        "760m": {"mlp_hidden": 4157}, "1.3b": {"mlp_hidden": 5760},
+    }
+    """SwiGLU widths (split over the CMS levels) that put Hope's parameters within 1% of Transformer++."""
+    memory: str = "deep"
+    """``deep``: every memory is a 2-layer residual MLP per head (NL Eq. 89); ``linear``: a matrix per head (the
+    fast path on ``hope.ops.dgd``)."""
+    memory_expansion: int = 1
+    """Hidden width of each deep memory per head, in multiples of the head dimension."""
+    chunk_size: int = 16
+    """Chunk of the memories M_k, M_v, M_eta, M_alpha (and M_q): inside a chunk every read, target and gradient
+    uses the chunk-start state (NL Eqs. 90-91); part of the model."""
+    memory_chunk_size: int = 16
+    """Chunk of the output memory M_mem (NL Sec. 8.2: it has its own)."""
+    objective: str = "dot"
+    """Inner objective of every memory: ``dot`` (``-<M(k), v_hat>``; a linear memory is then exactly the gated
+    delta rule) or ``l2`` (``0.5 ||M(k) - v_hat||^2``, NL Eq. 93 as printed)."""
+    proximal: bool = True
+    """Step ``eta / (1 + eta ||u||^2)`` per layer (the exact solution of NL Eq. 56): every update contracts."""
+    dgd: bool = True
+    """Delta gradient descent (NL Eq. 88); False drops the ``-eta u u^T`` term (the "w/o DGD" ablation)."""
+    momentum: bool = True
+    """Titans-style momentum over each chunk's update, gated by a read-out of M_eta (paper_spec A2)."""
+    retention: bool = True
+    """The retention gate alpha from M_alpha; False fixes alpha = 1 and drops M_alpha ("w/o weight decay")."""
+    adaptive_k: bool = True
+    """Keys from the memory M_k; False: a static projection learned only in pre-training ("static k")."""
+    adaptive_v: bool = True
+    """Values from the memory M_v; False: a static projection ("static v")."""
+    adaptive_q: bool = False
+    """Queries from a memory M_q; the default is the paper's static ``q = x W_q`` (paper_spec A1)."""
+    conv_width: int = 4
+    """Width of the causal depthwise convolution after the k, v, q reads (NL Sec. 8.3)."""
+    step_init: float = 0.5
+    """Initial inner step ``eta`` (sigmoid of its read-out bias)."""
+    momentum_init: float = 0.5
+    """Initial momentum gate ``beta``."""
+    retention_init: tuple[float, float] = (0.9, 0.999)
+    """Range over the heads of the initial retention ``alpha``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.memory not in ("deep", "linear"):
+            raise HopeError(f"memory must be 'deep' or 'linear', got {self.memory!r}")
+        if self.objective not in ("dot", "l2"):
+            raise HopeError(f"objective must be 'dot' or 'l2', got {self.objective!r}")
+        _check_memory_fields(self, ("memory_expansion", "chunk_size", "memory_chunk_size", "conv_width"),
+                             ("step_init", "momentum_init"))
+
+    def build_mixer(self, layer: int) -> nn.Module:
+        from hope.layers.self_modifying_titans import SelfModifyingTitans
+
+        return SelfModifyingTitans(
+            self.d_model, self.n_heads, memory=self.memory, expansion=self.memory_expansion,
+            chunk_size=self.chunk_size, memory_chunk_size=self.memory_chunk_size, objective=self.objective,
+            proximal=self.proximal, dgd=self.dgd, momentum=self.momentum, retention=self.retention,
+            adaptive_k=self.adaptive_k, adaptive_v=self.adaptive_v, adaptive_q=self.adaptive_q,
+            test_time_learning=self.test_time_learning, conv_width=self.conv_width,
+            retention_init=self.retention_init, step_init=self.step_init, momentum_init=self.momentum_init,
+            norm_eps=self.norm_eps)
 
 
 def make_config(arch: str, size: str | None = None, **overrides: Any) -> ModelConfig:

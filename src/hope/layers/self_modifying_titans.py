@@ -1,0 +1,271 @@
+"""Self-modifying Titans, the mixer of Hope (NL Sec. 8.1-8.2, Eqs. 83-97; DESIGN.md Sec. 3; paper_spec Sec. 2).
+
+Every projection but the query is a memory that keeps learning in context (NL Eqs. 83-85)::
+
+    k_t = M_k(x_t),  v_t = M_v(x_t),  eta_t = g(M_eta(x_t)),  alpha_t = g(M_alpha(x_t)),  q_t = x_t W_q
+    o_t = M_mem(q_t)
+    v_hat_{box,t} = M_box(v_t)                                   (self-generated targets, NL Eq. 84)
+    M_box <- M_box (alpha_t I - eta_t k_t k_t^T) - eta_t grad L(M_box; k_t, v_hat_{box,t})   (DGD, NL Eq. 88)
+
+for ``box`` in ``{k, v, eta, alpha, mem}``. Each memory is per head: a 2-layer residual MLP
+``M(x) = x + W1 silu(W2 x)`` (NL Eq. 89) or, with ``memory="linear"``, a matrix ``M(x) = W x``; its initial
+state is an ordinary parameter, meta-learned through the unrolled in-context updates (paper_spec A15: full
+backpropagation, as in Titans and TTT). ``k`` and ``q`` are L2-normalised; ``k, v, q`` pass through a causal
+depthwise convolution of width 4 and SiLU (Titans Sec. 4.4, after the reads); ``eta, alpha`` are per-head
+scalars read out of ``M_eta`` / ``M_alpha`` by a learned vector and a sigmoid (paper_spec A3). The output is
+normalised per head, gated and projected.
+
+Chunks (NL Eqs. 90-91, paper_spec A10). ``M_mem`` updates in chunks of ``memory_chunk_size`` tokens, the other
+memories in chunks of ``chunk_size``. Inside a chunk every read, target and gradient is computed with the
+memory's state at the end of the *previous* chunk, then the chunk is folded into the state by DGD token after
+token (:func:`hope.ops.mlp_memory.mlp_memory`, or :func:`hope.ops.dgd.dgd` for linear memories). The keys of a
+chunk are produced by ``M_k`` itself, so the chunks are visited in order (a loop over chunks, not tokens).
+
+Momentum (paper_spec A2, whose form the paper leaves open): each chunk's update ``Delta_c = M_fold - M_start``
+enters a Titans-style momentum ``S_c = beta_c S_{c-1} + Delta_c``, ``M_c = M_{c-1} + S_c``, with ``beta_c`` the
+mean over the chunk of a gate read out of ``M_eta``. With ``beta = 0`` this is plain DGD; with one-token chunks
+it is per-token momentum.
+
+Streaming. The state holds each group's chunk-start weights (and momentum) plus the keys, values and gates of
+the tokens read since that chunk started; a chunk is folded when its last token arrives. So prefill + decode
+gives the outputs of one full forward at any cut, and decoding keeps at most one chunk of tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hope.layers.conv import ShortConv
+from hope.layers.gated_deltanet import GatedOutput, l2_normalize, spread_logits
+from hope.ops.dgd import dgd as linear_dgd
+
+MEMORY_KINDS = ("deep", "linear")
+OBJECTIVES = ("dot", "l2")
+BUFFERED = ("k", "v", "alpha", "eta", "beta")
+"""Per-token quantities a partial chunk keeps until it is folded (``v`` regenerates the targets; ``beta`` only
+with momentum)."""
+
+
+def deep_read(w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``M(x) = x + W1 silu(W2 x)`` per head (NL Eq. 89). ``x: [B, T, H, D]``; ``w2: [(B,) H, E, D]``,
+    ``w1: [(B,) H, D, E]`` (shared or per sequence)."""
+    batch = "b" if w2.ndim == 4 else ""
+    hidden = F.silu(torch.einsum(f"bthd,{batch}hed->bthe", x, w2))
+    return x + torch.einsum(f"bthe,{batch}hde->bthd", hidden, w1)
+
+
+def linear_read(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``M(x) = W x`` per head; ``w: [(B,) H, D, D]`` in the ``[Dv, Dk]`` layout of :mod:`hope.ops.dgd`."""
+    batch = "b" if w.ndim == 4 else ""
+    return torch.einsum(f"bthk,{batch}hvk->bthv", x, w)
+
+
+class MemoryBank(nn.Module):
+    """``n`` per-head memories, stacked on the head axis (``[.., n * H, ..]``), with meta-learned initial
+    states (NL Sec. 8.1) and one DGD fold for all of them (NL Eq. 88)."""
+
+    def __init__(self, names: tuple[str, ...], n_heads: int, head_dim: int, *, kind: str, expansion: int,
+                 objective: str, proximal: bool, dgd: bool) -> None:
+        super().__init__()
+        self.names, self.kind, self.head_dim = names, kind, head_dim
+        self.objective, self.proximal, self.dgd = objective, proximal, dgd
+        heads, hidden = len(names) * n_heads, expansion * head_dim
+        if kind == "deep":
+            self.w1 = nn.Parameter(torch.empty(heads, head_dim, hidden))
+            self.w2 = nn.Parameter(torch.empty(heads, hidden, head_dim))
+        else:
+            self.w = nn.Parameter(torch.empty(heads, head_dim, head_dim))
+        self.init_weights()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return ("w1", "w2") if self.kind == "deep" else ("w",)
+
+    def init_weights(self) -> None:
+        """Deep: ``W2 ~ N(0, 1/D)`` (hidden pre-activations of order one), ``W1 ~ N(0, 0.02^2)`` (so the memory
+        starts close to the identity of its residual path). Linear: the identity."""
+        with torch.no_grad():
+            if self.kind == "deep":
+                self.w2.normal_(std=self.head_dim ** -0.5)
+                self.w1.normal_(std=0.02)
+            else:
+                self.w.copy_(torch.eye(self.head_dim).expand_as(self.w))
+
+    def initial(self, batch: int) -> dict[str, torch.Tensor]:
+        """The initial states, one view per sequence: ``{name: [B, n * H, ...]}``."""
+        return {key: getattr(self, key).expand(batch, *getattr(self, key).shape) for key in self.keys}
+
+    def shared(self) -> dict[str, torch.Tensor]:
+        """The initial states without a batch axis (for reads that never learn)."""
+        return {key: getattr(self, key) for key in self.keys}
+
+    def read(self, weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Every memory of the bank at ``x: [B, T, n * H, D]``."""
+        if self.kind == "deep":
+            return deep_read(weights["w1"], weights["w2"], x)
+        return linear_read(weights["w"], x)
+
+    def fold(self, weights: dict[str, torch.Tensor], keys: torch.Tensor, targets: torch.Tensor,
+             alpha: torch.Tensor, eta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Fold one chunk into the memories by DGD with retention, every gradient at ``weights`` (NL Eq. 91).
+
+        ``keys, targets: [B, C, n * H, D]``, ``alpha, eta: [B, C, n * H]``."""
+        chunk = keys.shape[1]
+        if self.kind == "deep":
+            from hope.ops.mlp_memory import mlp_memory
+
+            _, (w1, w2) = mlp_memory(keys, keys, targets, alpha, eta, weights["w1"], weights["w2"],
+                                     objective=self.objective, proximal=self.proximal, dgd=self.dgd,
+                                     chunk_size=chunk, mode="chunk")
+            return {"w1": w1, "w2": w2}
+        values = targets if self.objective == "dot" else targets - linear_read(weights["w"], keys)
+        if self.proximal:
+            eta = eta / (1 + eta * keys.square().sum(-1))
+        _, w = linear_dgd(keys, keys, values, alpha, eta, rule="dgd" if self.dgd else "gd",
+                          initial_state=weights["w"], output_final_state=True, chunk_size=chunk)
+        return {"w": w}
+
+
+class SelfModifyingTitans(nn.Module):
+    """``module(x [B, T, D], state, position) -> (y, state)`` (see the module docstring).
+
+    State (``dict[str, Tensor]``): ``conv`` (the convolution tail); for each group ``g`` in ``proj`` (the
+    projection memories) and ``mem``: ``g.w1, g.w2`` (or ``g.w``) the weights at the start of the current
+    chunk, ``g.momentum.*`` the momentum, and ``g.k, g.v, g.alpha, g.eta, g.beta`` the tokens of the chunk read
+    so far. With ``test_time_learning=False`` the memories never change and the state is only ``conv``.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, memory: str = "deep", expansion: int = 1,
+                 chunk_size: int = 16, memory_chunk_size: int = 16, objective: str = "dot", proximal: bool = True,
+                 dgd: bool = True, momentum: bool = True, retention: bool = True, adaptive_k: bool = True,
+                 adaptive_v: bool = True, adaptive_q: bool = False, test_time_learning: bool = True,
+                 conv_width: int = 4, retention_init: tuple[float, float] = (0.9, 0.999), step_init: float = 0.5,
+                 momentum_init: float = 0.5, norm_eps: float = 1e-6) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        if memory not in MEMORY_KINDS or objective not in OBJECTIVES:
+            raise ValueError(f"memory must be in {MEMORY_KINDS} and objective in {OBJECTIVES}, "
+                             f"got {memory!r}, {objective!r}")
+        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        self.chunk_sizes = {"proj": chunk_size, "mem": memory_chunk_size}
+        self.momentum, self.retention, self.test_time_learning = momentum, retention, test_time_learning
+        self.retention_init, self.step_init, self.momentum_init = retention_init, step_init, momentum_init
+        adaptive = {"k": adaptive_k, "v": adaptive_v, "q": adaptive_q, "eta": True, "alpha": retention}
+        self.static_names = tuple(name for name in ("q", "k", "v") if not adaptive[name])
+        self.static = nn.Linear(d_model, len(self.static_names) * d_model, bias=False) if self.static_names else None
+        bank = dict(kind=memory, expansion=expansion, objective=objective, proximal=proximal, dgd=dgd)
+        self.banks = nn.ModuleDict({
+            "proj": MemoryBank(tuple(name for name, on in adaptive.items() if on), n_heads, self.head_dim, **bank),
+            "mem": MemoryBank(("mem",), n_heads, self.head_dim, **bank),
+        })
+        self.gate_names = ("eta",) + ("alpha",) * retention + ("beta",) * momentum
+        self.buffered = BUFFERED if momentum else BUFFERED[:-1]
+        self.readout = nn.Parameter(torch.empty(len(self.gate_names), n_heads, self.head_dim))
+        self.readout_bias = nn.Parameter(torch.empty(len(self.gate_names), n_heads))
+        self.conv = ShortConv(3 * d_model, conv_width)
+        self.output = GatedOutput(d_model, n_heads, norm_eps)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Gate read-outs ``N(0, 0.02^2)``; biases so that ``eta = step_init``, ``beta = momentum_init`` and the
+        retention ``alpha`` is spread over ``retention_init`` across heads."""
+        initial = {"eta": torch.logit(torch.tensor(self.step_init)).expand(self.n_heads),
+                   "alpha": spread_logits(self.n_heads, *self.retention_init),
+                   "beta": torch.logit(torch.tensor(self.momentum_init)).expand(self.n_heads)}
+        with torch.no_grad():
+            self.readout.normal_(std=0.02)
+            self.readout_bias.copy_(torch.stack([initial[name] for name in self.gate_names]))
+
+    def initial_state(self, batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The state of a fresh sequence: meta-learned initial weights, zero momentum, no pending tokens."""
+        state = {"conv": like.new_zeros(batch, self.conv.width - 1, self.conv.channels)}
+        for group, bank in self.banks.items():
+            for key, weight in bank.initial(batch).items():
+                state[f"{group}.{key}"] = weight
+                if self.momentum:
+                    state[f"{group}.momentum.{key}"] = torch.zeros_like(weight)
+            for name in self.buffered:
+                shape = (batch, 0, self.n_heads) + ((self.head_dim,) if name in ("k", "v") else ())
+                state[f"{group}.{name}"] = like.new_zeros(shape)
+        return state
+
+    def forward(self, x: torch.Tensor, state: dict | None = None, position: int = 0) -> tuple[torch.Tensor, dict]:
+        if x.ndim != 3 or x.shape[-1] != self.n_heads * self.head_dim:
+            raise ValueError(f"x must be [batch, time, {self.n_heads * self.head_dim}], got {list(x.shape)}")
+        b, t, _ = x.shape
+        heads = x.view(b, t, self.n_heads, self.head_dim)
+        static = None if self.static is None else self.static(x).view(b, t, -1, self.n_heads, self.head_dim)
+        if not self.test_time_learning:
+            features, tail = self._features(heads, static, self.banks["proj"].shared(), (state or {}).get("conv"))
+            reads = self.banks["mem"].read(self.banks["mem"].shared(), features["q"])
+            return self.output(reads, x), {"conv": tail}
+        state = state or self.initial_state(b, x)
+        weights = {group: {key: state[f"{group}.{key}"] for key in bank.keys} for group, bank in self.banks.items()}
+        velocity = {group: {key: state[f"{group}.momentum.{key}"] for key in bank.keys} if self.momentum else {}
+                    for group, bank in self.banks.items()}
+        pending = {group: [{name: state[f"{group}.{name}"] for name in self.buffered}] for group in self.banks}
+        filled = {group: state[f"{group}.k"].shape[1] for group in self.banks}
+        tail, reads, start = state["conv"], [], 0
+        while start < t:
+            end = start + min(t - start, *(self.chunk_sizes[g] - filled[g] for g in self.banks))
+            segment = None if static is None else static[:, start:end]
+            features, tail = self._features(heads[:, start:end], segment, weights["proj"], tail)
+            reads.append(self.banks["mem"].read(weights["mem"], features["q"]))
+            due = []
+            for group in self.banks:
+                pending[group].append({name: features[name] for name in self.buffered})
+                filled[group] += end - start
+                if filled[group] == self.chunk_sizes[group]:
+                    due.append(group)
+            for group in due:
+                chunk = {name: torch.cat([p[name] for p in pending[group]], dim=1) for name in self.buffered}
+                weights[group], velocity[group] = self._fold(group, weights[group], velocity[group], chunk)
+                pending[group], filled[group] = [], 0
+            start = end
+        new_state = {"conv": tail}
+        for group, bank in self.banks.items():
+            new_state.update({f"{group}.{key}": weights[group][key] for key in bank.keys})
+            new_state.update({f"{group}.momentum.{key}": tensor for key, tensor in velocity[group].items()})
+            for name in self.buffered:
+                parts = [p[name] for p in pending[group]] or [state[f"{group}.{name}"][:, :0]]
+                new_state[f"{group}.{name}"] = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        return self.output(torch.cat(reads, dim=1), x), new_state
+
+    def _features(self, heads: torch.Tensor, static: torch.Tensor | None, weights: dict[str, torch.Tensor],
+                  tail: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Keys, values, queries and gates of a segment read at the projection memories' ``weights``
+        (NL Eqs. 83-85, 90). ``heads: [B, T, H, D]``; ``static: [B, T, n_static, H, D]`` or ``None``."""
+        b, t, h, d = heads.shape
+        bank = self.banks["proj"]
+        n = len(bank.names)
+        raw = bank.read(weights, heads.repeat(1, 1, n, 1)).view(b, t, n, h, d)
+        source = {name: raw[:, :, i] for i, name in enumerate(bank.names)}
+        source.update({name: static[:, :, i] for i, name in enumerate(self.static_names)})
+        kvq, tail = self.conv(torch.cat([source[name].flatten(2) for name in ("k", "v", "q")], dim=-1), tail)
+        k, v, q = kvq.view(b, t, 3, h, d).unbind(2)
+        gate_inputs = torch.stack([source["alpha" if name == "alpha" else "eta"] for name in self.gate_names], 2)
+        gates = torch.sigmoid(torch.einsum("btghd,ghd->btgh", gate_inputs, self.readout) + self.readout_bias)
+        features = {name: gates[:, :, i] for i, name in enumerate(self.gate_names)}
+        features.update(k=l2_normalize(k), v=v, q=l2_normalize(q))
+        if not self.retention:
+            features["alpha"] = torch.ones_like(features["eta"])
+        return features, tail
+
+    def _fold(self, group: str, weights: dict[str, torch.Tensor], velocity: dict[str, torch.Tensor],
+              chunk: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Fold a completed chunk into one group of memories, with the targets ``v_hat = M(v)`` generated at the
+        chunk-start ``weights`` (NL Eqs. 84, 91), then apply the chunk-level momentum. Returns the new weights
+        and momentum (``velocity``, empty without momentum)."""
+        bank = self.banks[group]
+        n = len(bank.names)
+        targets = bank.read(weights, chunk["v"].repeat(1, 1, n, 1))
+        keys = chunk["k"].repeat(1, 1, n, 1)
+        folded = bank.fold(weights, keys, targets, chunk["alpha"].repeat(1, 1, n), chunk["eta"].repeat(1, 1, n))
+        if not self.momentum:
+            return folded, velocity
+        beta = chunk["beta"].mean(dim=1).repeat(1, n)[..., None, None]
+        velocity = {key: beta * velocity[key] + (folded[key] - weights[key]) for key in bank.keys}
+        return {key: weights[key] + velocity[key] for key in bank.keys}, velocity

@@ -1,0 +1,99 @@
+"""Titans (LMM) mixer: a deep neural memory trained in context by the Titans rule (Behrouz et al. 2025, Sec. 3;
+paper_spec Sec. 1.9), the baseline that Hope's self-modifying Titans grows out of.
+
+Per head, the memory ``M(x) = x + W1 silu(W2 x)`` (its initial state meta-learned) reads ``o_t = M(q_t)`` and
+learns ``k_t -> v_t`` by gradient descent with momentum and decay, each chunk's gradients at its start weights::
+
+    S_t = beta_t S_{t-1} - theta_t grad 0.5 ||M(k_t) - v_t||^2,        M_t = (1 - forget_t) M_{t-1} + S_t
+
+(:func:`hope.ops.mlp_memory.titans_memory`). ``q, k, v`` are static projections, each through a causal depthwise
+convolution of width 4 and SiLU, ``q, k`` L2-normalised (Titans Sec. 4.4); ``theta`` (step), ``beta`` (momentum)
+and ``forget`` are data-dependent per-head gates in (0, 1). Output: per-head norm, gate, projection.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from hope.layers.conv import ShortConv
+from hope.layers.gated_deltanet import GatedOutput, l2_normalize, spread_logits
+from hope.ops.mlp_memory import TitansMemoryState, titans_memory, titans_memory_prefill
+
+WEIGHTS = ("w1", "w2")
+
+
+class Titans(nn.Module):
+    """``module(x [B, T, D], state, position) -> (y, state)``.
+
+    ``state``: ``conv`` (the convolution tail), the running memory ``w1 [B, H, Dh, E], w2 [B, H, E, Dh]``, its
+    momentum ``momentum.w1, momentum.w2`` and the weights at the start of the current chunk ``start.w1,
+    start.w2``. Chunks are counted from the start of the sequence, so ``position`` (the number of tokens
+    before ``x``) says where in its chunk the sequence stands.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, expansion: int = 2, chunk_size: int = 16,
+                 conv_width: int = 4, step_init: float = 0.1, momentum_init: float = 0.9,
+                 retention_init: tuple[float, float] = (0.9, 0.999), norm_eps: float = 1e-6) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.n_heads, self.head_dim, self.chunk_size = n_heads, d_model // n_heads, chunk_size
+        self.step_init, self.momentum_init, self.retention_init = step_init, momentum_init, retention_init
+        hidden = expansion * self.head_dim
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.conv = ShortConv(3 * d_model, conv_width)
+        self.gates = nn.Linear(d_model, 3 * n_heads)
+        self.w1 = nn.Parameter(torch.empty(n_heads, self.head_dim, hidden))
+        self.w2 = nn.Parameter(torch.empty(n_heads, hidden, self.head_dim))
+        self.output = GatedOutput(d_model, n_heads, norm_eps)
+
+    def init_weights(self) -> None:
+        """Memory: ``W2 ~ N(0, 1/Dh)``, ``W1 ~ N(0, 0.02^2)`` (close to the identity of its residual path). Gate
+        biases: ``theta = step_init``, ``beta = momentum_init``, ``1 - forget`` spread over ``retention_init``."""
+        h = self.n_heads
+        with torch.no_grad():
+            self.w2.normal_(std=self.head_dim ** -0.5)
+            self.w1.normal_(std=0.02)
+            self.gates.bias[:h].fill_(math.log(self.step_init / (1 - self.step_init)))
+            self.gates.bias[h:2 * h].fill_(math.log(self.momentum_init / (1 - self.momentum_init)))
+            self.gates.bias[2 * h:].copy_(-spread_logits(h, *self.retention_init))
+
+    def forward(self, x: torch.Tensor, state: dict | None = None, position: int = 0) -> tuple[torch.Tensor, dict]:
+        if x.ndim != 3 or x.shape[-1] != self.n_heads * self.head_dim:
+            raise ValueError(f"x must be [batch, time, {self.n_heads * self.head_dim}], got {list(x.shape)}")
+        b, t, _ = x.shape
+        offset = position % self.chunk_size
+        if not state and offset:
+            raise ValueError(f"a sequence without state starts a chunk: position must be a multiple of "
+                             f"chunk_size={self.chunk_size}, got {position}")
+        state = state or {}
+        qkv, conv_tail = self.conv(self.qkv(x), state.get("conv"))
+        q, k, v = qkv.view(b, t, 3, self.n_heads, self.head_dim).unbind(2)
+        q, k = l2_normalize(q), l2_normalize(k)
+        theta, beta, forget = torch.sigmoid(self.gates(x)).split(self.n_heads, dim=-1)
+        inputs = (q, k, v, theta, beta, forget)
+        if state:
+            memory = TitansMemoryState(tuple(state[w] for w in WEIGHTS), tuple(state[f"momentum.{w}"] for w in WEIGHTS),
+                                       tuple(state[f"start.{w}"] for w in WEIGHTS), offset)
+        else:
+            memory = TitansMemoryState.start(self.w1.expand(b, *self.w1.shape), self.w2.expand(b, *self.w2.shape))
+        head = min(-offset % self.chunk_size, t)
+        reads = []
+        if head:  # finish the open chunk (fewer than chunk_size tokens, token by token)
+            o, memory = titans_memory_prefill(*(z[:, :head] for z in inputs), memory, chunk_size=self.chunk_size)
+            reads.append(o)
+        whole = head + (t - head) // self.chunk_size * self.chunk_size
+        for start, stop in ((head, whole), (whole, t)):  # whole chunks, then the start of a new one
+            if stop > start:
+                o, (w1, w2, s1, s2) = titans_memory(*(z[:, start:stop] for z in inputs), *memory.weights,
+                                                    initial_momentum=memory.momentum, chunk_size=self.chunk_size)
+                reads.append(o)
+                memory = TitansMemoryState((w1, w2), (s1, s2), memory.weights, (stop - start) % self.chunk_size)
+        new_state = {"conv": conv_tail}
+        for i, w in enumerate(WEIGHTS):
+            new_state[w], new_state[f"momentum.{w}"] = memory.weights[i], memory.momentum[i]
+            new_state[f"start.{w}"] = memory.chunk_start[i] if memory.position else memory.weights[i]
+        return self.output(torch.cat(reads, dim=1), x), new_state

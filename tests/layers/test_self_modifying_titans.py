@@ -1,0 +1,295 @@
+"""Self-modifying Titans (NL Eqs. 83-97) against a per-token reference written from the equations."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hope.layers.self_modifying_titans import SelfModifyingTitans
+
+D_MODEL, HEADS = 16, 2
+
+
+def silu_grad(z):
+    s = torch.sigmoid(z)
+    return s * (1 + z * (1 - s))
+
+
+def dgd_step(w, u, error, alpha, eta, proximal, dgd):
+    """One DGD step on one linear layer (NL Eq. 57 / 88): ``w: [N, O, I]``, input ``u: [N, I]``, back-propagated
+    error ``error: [N, O]``, per-memory ``alpha, eta: [N]``."""
+    if proximal:
+        eta = eta / (1 + eta * (u * u).sum(-1))
+    alpha, eta = alpha[:, None, None], eta[:, None, None]
+    new = alpha * w - eta * error[:, :, None] * u[:, None, :]
+    if dgd:
+        new = new - eta * (w @ u[:, :, None]) * u[:, None, :]
+    return new
+
+
+class Reference:
+    """The layer one token at a time, from the equations: no chunked op, no buffers, no segment loop."""
+
+    def __init__(self, layer: SelfModifyingTitans, batch: int) -> None:
+        self.layer, self.kind = layer, layer.banks["mem"].kind
+        self.state = {group: {key: getattr(bank, key).expand(batch, *getattr(bank, key).shape).clone()
+                              for key in bank.keys} for group, bank in layer.banks.items()}
+        self.start = {g: dict(w) for g, w in self.state.items()}
+        self.velocity = {g: {key: torch.zeros_like(w) for key, w in ws.items()} for g, ws in self.state.items()}
+        self.betas = {g: [] for g in self.state}
+        self.history = []
+
+    def read(self, weights, x):
+        """Memory reads for stacked heads: ``x: [B, N, D]``."""
+        if self.kind == "linear":
+            return (weights["w"] @ x[..., None])[..., 0]
+        return x + (weights["w1"] @ F.silu(weights["w2"] @ x[..., None]))[..., 0]
+
+    def update(self, weights, running, key, target, alpha, eta):
+        """Per-token DGD of every memory of a group; gradients at the chunk-start ``weights``."""
+        layer, b = self.layer, key.shape[0]
+        objective = layer.banks["mem"].objective
+        proximal, dgd = layer.banks["mem"].proximal, layer.banks["mem"].dgd
+        alpha, eta = alpha.reshape(-1), eta.reshape(-1)
+        flat = lambda t: t.reshape(-1, *t.shape[2:])
+        if self.kind == "linear":
+            error = -target if objective == "dot" else self.read(weights, key) - target
+            return {"w": dgd_step(flat(running["w"]), flat(key), flat(error), alpha, eta, proximal, dgd)
+                    .view_as(running["w"])}
+        z = (weights["w2"] @ key[..., None])[..., 0]
+        hidden = F.silu(z)
+        error = -target if objective == "dot" else key + (weights["w1"] @ hidden[..., None])[..., 0] - target
+        error2 = (weights["w1"].transpose(-1, -2) @ error[..., None])[..., 0] * silu_grad(z)
+        w1 = dgd_step(flat(running["w1"]), flat(hidden), flat(error), alpha, eta, proximal, dgd)
+        w2 = dgd_step(flat(running["w2"]), flat(key), flat(error2), alpha, eta, proximal, dgd)
+        return {"w1": w1.view_as(running["w1"]), "w2": w2.view_as(running["w2"])}
+
+    def __call__(self, x):
+        layer, (b, t, _) = self.layer, x.shape
+        h, d = layer.n_heads, layer.head_dim
+        static = None if layer.static is None else layer.static(x).view(b, t, -1, h, d)
+        width = layer.conv.width
+        outputs = []
+        for i in range(t):
+            heads = x[:, i].view(b, h, d)
+            proj = layer.banks["proj"]
+            raw = self.read(self.start["proj"], heads.repeat(1, len(proj.names), 1)).view(b, -1, h, d)
+            source = {name: raw[:, j] for j, name in enumerate(proj.names)}
+            source.update({name: static[:, i, j] for j, name in enumerate(layer.static_names)})
+            self.history.append(torch.cat([source[n].reshape(b, -1) for n in ("k", "v", "q")], -1))
+            window = [self.history[i - width + 1 + j] if i - width + 1 + j >= 0 else torch.zeros_like(self.history[0])
+                      for j in range(width)]
+            kvq = F.silu(sum(layer.conv.weight[:, j] * window[j] for j in range(width))).view(b, 3, h, d)
+            k, v, q = kvq.unbind(1)
+            k, q = (u / (u.square().sum(-1, keepdim=True) + 1e-6).sqrt() for u in (k, q))
+            gate = {}
+            for g, name in enumerate(layer.gate_names):
+                read = source["alpha" if name == "alpha" else "eta"]
+                gate[name] = torch.sigmoid((read * layer.readout[g]).sum(-1) + layer.readout_bias[g])
+            alpha = gate.get("alpha", torch.ones_like(gate["eta"]))
+            outputs.append(self.read(self.start["mem"], q))
+            if not layer.test_time_learning:
+                continue
+            for group, bank in layer.banks.items():
+                n = len(bank.names)
+                target = self.read(self.start[group], v.repeat(1, n, 1))
+                self.state[group] = self.update(self.start[group], self.state[group], k.repeat(1, n, 1), target,
+                                                alpha.repeat(1, n), gate["eta"].repeat(1, n))
+                if layer.momentum:
+                    self.betas[group].append(gate["beta"].repeat(1, n))
+                if (i + 1) % layer.chunk_sizes[group] == 0:
+                    self.end_chunk(group)
+        reads = torch.stack(outputs, 1)
+        return layer.output(reads, x)
+
+    def end_chunk(self, group):
+        if self.layer.momentum:
+            beta = torch.stack(self.betas[group], 1).mean(1)[..., None, None]
+            for key in self.state[group]:
+                self.velocity[group][key] = beta * self.velocity[group][key] + self.state[group][key] - self.start[group][key]
+                self.state[group][key] = self.start[group][key] + self.velocity[group][key]
+            self.betas[group] = []
+        self.start[group] = dict(self.state[group])
+
+
+def make(**kwargs):
+    torch.manual_seed(1)
+    layer = SelfModifyingTitans(D_MODEL, HEADS, **kwargs).double()
+    with torch.no_grad():  # livelier gates than the defaults, so every term matters
+        layer.readout.normal_(std=0.5)
+    return layer
+
+
+CONFIGS = [
+    dict(memory="linear", chunk_size=1, memory_chunk_size=1),
+    dict(memory="linear", chunk_size=3, memory_chunk_size=5),
+    dict(memory="linear", chunk_size=4, memory_chunk_size=4, objective="l2", proximal=False),
+    dict(memory="linear", chunk_size=2, memory_chunk_size=3, dgd=False, momentum=False, retention=False),
+    dict(memory="linear", chunk_size=3, memory_chunk_size=2, adaptive_q=True, adaptive_k=False, adaptive_v=False),
+    dict(memory="deep", chunk_size=1, memory_chunk_size=1),
+    dict(memory="deep", chunk_size=3, memory_chunk_size=5, expansion=2),
+    dict(memory="deep", chunk_size=4, memory_chunk_size=2, objective="l2", dgd=False),
+    dict(memory="deep", chunk_size=2, memory_chunk_size=3, proximal=False, momentum=False, retention=False,
+         adaptive_q=True, adaptive_v=False),
+    dict(memory="deep", chunk_size=3, memory_chunk_size=3, test_time_learning=False),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_matches_per_token_reference_outputs_and_gradients(config):
+    layer = make(**config)
+    x = torch.randn(2, 13, D_MODEL, dtype=torch.float64, requires_grad=True)
+    y, _ = layer(x)
+    expected = Reference(layer, 2)(x)
+    torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-10)
+    weight = torch.randn_like(y)
+    params = [x] + list(layer.parameters())
+    grads = torch.autograd.grad((y * weight).sum(), params, allow_unused=True)
+    expected_grads = torch.autograd.grad((expected * weight).sum(), params, allow_unused=True)
+    for got, want in zip(grads, expected_grads):
+        if want is None:  # without test-time learning the momentum gate is unused
+            assert got is None
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[6], CONFIGS[8]], ids=["linear", "deep", "ablations"])
+def test_prefill_then_decode_equals_one_forward_at_any_cut(config):
+    layer = make(**config)
+    x = torch.randn(2, 17, D_MODEL, dtype=torch.float64)
+    full, _ = layer(x)
+    for cut in (1, 4, 7, 15):
+        y, state = layer(x[:, :cut])
+        pieces, start = [y], cut
+        while start < 17:  # decode in pieces of 1 and 2 tokens
+            end = start + 1 + (start % 3 == 0)
+            y, state = layer(x[:, start:end], state)
+            pieces.append(y)
+            start = end
+        torch.testing.assert_close(torch.cat(pieces, 1), full, rtol=1e-11, atol=1e-11)
+
+
+def test_decode_state_stays_bounded():
+    layer = make(memory="deep", chunk_size=4, memory_chunk_size=8)
+    _, state = layer(torch.randn(1, 5, D_MODEL, dtype=torch.float64))
+    sizes = set()
+    for _ in range(40):
+        _, state = layer(torch.randn(1, 1, D_MODEL, dtype=torch.float64), state)
+        sizes.add(sum(t.numel() for t in state.values()))
+    assert max(state["proj.k"].shape[1], state["mem.k"].shape[1]) < 8 and len(sizes) <= 8 * 4
+
+
+def test_causal_and_batch_isolated():
+    layer = make(memory="deep", chunk_size=2, memory_chunk_size=4)
+    x = torch.randn(2, 12, D_MODEL, dtype=torch.float64)
+    base, _ = layer(x)
+    changed = x.clone()
+    changed[0, 6] += 1.0
+    out, _ = layer(changed)
+    assert torch.equal(out[0, :6], base[0, :6]) and not torch.allclose(out[0, 6:], base[0, 6:])
+    assert torch.equal(out[1], base[1])
+
+
+@pytest.mark.parametrize("memory", ["deep", "linear"])
+def test_gradients_reach_every_meta_learned_initial_state(memory):
+    layer = make(memory=memory, chunk_size=2, memory_chunk_size=3, adaptive_q=True)
+    y, _ = layer(torch.randn(2, 12, D_MODEL, dtype=torch.float64))
+    y.square().sum().backward()
+    for name, param in layer.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+        if name.startswith("banks."):  # every memory of every bank, head by head
+            assert (param.grad.flatten(1).abs().sum(1) > 0).all(), name
+
+
+def with_params_of(layer, source):
+    """Copy the parameters of ``source`` that ``layer`` shares by name and shape."""
+    theirs = dict(source.named_parameters())
+    with torch.no_grad():
+        for name, param in layer.named_parameters():
+            if name in theirs and theirs[name].shape == param.shape:
+                param.copy_(theirs[name])
+    return layer
+
+
+def test_momentum_flag_is_the_momentum_and_nothing_else():
+    with_momentum = make(memory="deep", chunk_size=2, memory_chunk_size=3)
+    without = with_params_of(make(memory="deep", chunk_size=2, memory_chunk_size=3, momentum=False), with_momentum)
+    with torch.no_grad():
+        without.readout.copy_(with_momentum.readout[:2])
+        without.readout_bias.copy_(with_momentum.readout_bias[:2])
+    x = torch.randn(2, 11, D_MODEL, dtype=torch.float64)
+    assert not torch.allclose(with_momentum(x)[0], without(x)[0])
+    with torch.no_grad():  # beta = 0: momentum adds nothing
+        with_momentum.readout_bias[2].fill_(-torch.inf)
+    torch.testing.assert_close(with_momentum(x)[0], without(x)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_retention_flag_removes_alpha_and_nothing_else():
+    kept = make(memory="linear", chunk_size=2, memory_chunk_size=3, momentum=False)
+    dropped = with_params_of(make(memory="linear", chunk_size=2, memory_chunk_size=3, momentum=False,
+                                  retention=False), kept)
+    with torch.no_grad():
+        dropped.banks["proj"].w.copy_(kept.banks["proj"].w[: 3 * HEADS])  # memories k, v, eta (alpha is last)
+        dropped.readout.copy_(kept.readout[:1])
+        dropped.readout_bias.copy_(kept.readout_bias[:1])
+    x = torch.randn(2, 11, D_MODEL, dtype=torch.float64)
+    assert not torch.allclose(kept(x)[0], dropped(x)[0])
+    with torch.no_grad():  # alpha = 1 everywhere
+        kept.readout_bias[1].fill_(torch.inf)
+    torch.testing.assert_close(kept(x)[0], dropped(x)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_dgd_flag_drops_only_the_erase_term():
+    on = make(memory="deep", chunk_size=2, memory_chunk_size=2)
+    off = with_params_of(make(memory="deep", chunk_size=2, memory_chunk_size=2, dgd=False), on)
+    x = torch.randn(2, 9, D_MODEL, dtype=torch.float64)
+    y_on, y_off = on(x)[0], off(x)[0]
+    torch.testing.assert_close(y_on[:, :2], y_off[:, :2], rtol=0, atol=0)  # first chunk: nothing learned yet
+    assert not torch.allclose(y_on[:, 2:], y_off[:, 2:])
+
+
+@pytest.mark.parametrize("projection", ["q", "k", "v"])
+def test_adaptive_and_static_projections(projection):
+    """A projection that is a memory equals the static projection with the same (block-diagonal) weights while
+    nothing is learned; with learning, only the adaptive one changes in context."""
+    flag = f"adaptive_{projection}"
+    base = dict(memory="linear", chunk_size=2, memory_chunk_size=2)
+    adaptive = make(**base, **{flag: True})
+    static = with_params_of(make(**base, **{flag: False}), adaptive)
+    names = adaptive.banks["proj"].names
+    index = names.index(projection)
+    memory_init = adaptive.banks["proj"].w[index * HEADS:(index + 1) * HEADS]
+    with torch.no_grad():
+        rows = static.static_names.index(projection) * D_MODEL
+        static.static.weight[rows:rows + D_MODEL] = torch.block_diag(*memory_init)
+        for i, name in enumerate(adaptive.static_names):
+            j = static.static_names.index(name)
+            static.static.weight[j * D_MODEL:(j + 1) * D_MODEL] = adaptive.static.weight[i * D_MODEL:(i + 1) * D_MODEL]
+        kept = [i for i, name in enumerate(names) if name != projection]
+        static.banks["proj"].w.copy_(torch.cat([adaptive.banks["proj"].w[i * HEADS:(i + 1) * HEADS] for i in kept]))
+    x = torch.randn(2, 9, D_MODEL, dtype=torch.float64)
+    y_adaptive, y_static = adaptive(x)[0], static(x)[0]
+    torch.testing.assert_close(y_adaptive[:, :2], y_static[:, :2], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(y_adaptive[:, 2:], y_static[:, 2:])
+    for layer in (adaptive, static):
+        layer.test_time_learning = False
+    torch.testing.assert_close(adaptive(x)[0], static(x)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_test_time_learning_false_freezes_every_memory():
+    learning = make(memory="deep", chunk_size=2, memory_chunk_size=3)
+    frozen = with_params_of(make(memory="deep", chunk_size=2, memory_chunk_size=3, test_time_learning=False), learning)
+    never_folds = with_params_of(make(memory="deep", chunk_size=64, memory_chunk_size=64), learning)
+    x = torch.randn(2, 10, D_MODEL, dtype=torch.float64)
+    y_frozen, state = frozen(x)
+    assert set(state) == {"conv"}
+    torch.testing.assert_close(y_frozen, never_folds(x)[0], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(y_frozen, learning(x)[0])
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="memory"):
+        SelfModifyingTitans(16, 2, memory="matrix")
+    with pytest.raises(ValueError, match="divisible"):
+        SelfModifyingTitans(15, 2)
+    with pytest.raises(ValueError, match=r"x must be \[batch, time, 16\]"):
+        SelfModifyingTitans(16, 2)(torch.randn(2, 3, 8))
