@@ -87,18 +87,21 @@ def _run_learning_segments(model, ids: torch.Tensor, start: int, layers: list, b
     layers = _fast_weights_requiring_grad(model, layers)
     second_order = outer_grad and any(model.blocks[i].channel.second_order for i in model.cms_layers)
     with sdpa_kernel([SDPBackend.MATH]) if second_order else nullcontext():
-        return _learning_loop(model, ids, start, layers, boundaries, keep, captured, second_order)
+        return _learning_loop(model, ids, start, layers, boundaries, keep, captured, outer_grad, second_order)
 
 
 def _learning_loop(model, ids: torch.Tensor, start: int, layers: list, boundaries: list[int], keep: set[int],
-                   captured: dict[int, HopeState], second_order: bool) -> tuple[torch.Tensor, list, dict[int, HopeState]]:
-    """The segments and steps; ``second_order`` runs attention on the math kernel, which has a double backward."""
+                   captured: dict[int, HopeState], outer_grad: bool,
+                   second_order: bool) -> tuple[torch.Tensor, list, dict[int, HopeState]]:
+    """The segments and steps; ``second_order`` runs attention on the math kernel, which has a double backward.
+    Without an outer graph (``outer_grad`` False), the graph is cut wherever every level starts a new period
+    (no pending step reaches back past it), so a long no-grad call holds at most one slowest period of it."""
     periods, end = model.cms_periods, start + ids.shape[1]
     outputs, window = [], []
     position = start
     for boundary in [*boundaries, end]:
         logits, layers = model.run_blocks(ids[:, position - start : boundary - start], layers, position)
-        outputs.append(logits)
+        outputs.append(logits if outer_grad else logits.detach())
         if boundary == end:
             break
         window.append((position, _next_token_losses(logits, ids[:, position - start + 1 : boundary - start + 1])))
@@ -106,6 +109,8 @@ def _learning_loop(model, ids: torch.Tensor, start: int, layers: list, boundarie
         due = [c for c in periods if boundary % c == 0]
         grads = {c: _inner_gradient(model, window, boundary, c, layers, second_order) for c in due}
         layers = _apply_steps(model, layers, grads)
+        if not outer_grad and all(boundary % c == 0 for c in periods):
+            layers = _fast_weights_requiring_grad(model, HopeState(boundary, layers).detach().layers)
         if boundary in keep:
             captured[boundary] = HopeState(boundary, layers)
         oldest_needed = min(boundary // c * c for c in periods)
