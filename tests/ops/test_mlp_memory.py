@@ -1,0 +1,279 @@
+"""hope.ops.mlp_memory (deep DGD memory): chunk and recurrent forms against the per-token reference
+(float64; outputs, final weights and gradients w.r.t. every input), C = 1 against DGD written from the
+formula with autograd gradients, every chunk's fold against hope.ops.dgd, the linear-memory case,
+prefill + decoding, batch isolation, dtypes and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hope.ops.dgd import dgd
+from hope.ops.mlp_memory import MLPMemoryState, mlp_memory, mlp_memory_prefill, mlp_memory_step
+from hope.ops.mlp_memory.chunk import chunk_transfer, fold_chunk_end, to_chunks
+from hope.ops.dgd.chunk import decay_products
+
+B, H, D, E = 2, 2, 4, 8
+INPUTS = ("q", "k", "v_hat", "alpha", "eta", "W1", "W2")
+
+
+def make_inputs(t: int, b: int = B, h: int = H, d: int = D, e: int = E, dtype=torch.float64) -> dict:
+    """Random inputs: unit keys (as in the model), targets ~ N(0, 1), alpha in (0.5, 1), eta in (0, 1),
+    per-sequence initial weights ~ N(0, 0.25)."""
+    return {
+        "q": torch.randn(b, t, h, d, dtype=dtype),
+        "k": F.normalize(torch.randn(b, t, h, d, dtype=dtype), dim=-1),
+        "v_hat": torch.randn(b, t, h, d, dtype=dtype),
+        "alpha": 0.5 + 0.5 * torch.rand(b, t, h, dtype=dtype),
+        "eta": torch.rand(b, t, h, dtype=dtype),
+        "W1": 0.5 * torch.randn(b, h, d, e, dtype=dtype),
+        "W2": 0.5 * torch.randn(b, h, e, d, dtype=dtype),
+    }
+
+
+def run_with_grads(x: dict, **options) -> list[torch.Tensor]:
+    """``[o, W1, W2, *gradients]``: gradients of a fixed random scalar of (o, W1, W2) w.r.t. every input."""
+    leaves = {name: value.detach().clone().requires_grad_() for name, value in x.items()}
+    o, (w1, w2) = mlp_memory(*leaves.values(), **options)
+    gen = torch.Generator().manual_seed(1)
+    loss = sum((y * torch.randn(y.shape, generator=gen, dtype=y.dtype)).sum() for y in (o, w1, w2))
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    return [o.detach(), w1.detach(), w2.detach(), *grads]
+
+
+def assert_all_close(got: list[torch.Tensor], want: list[torch.Tensor], tol: float = 1e-10) -> None:
+    names = ["o", "W1_final", "W2_final", *(f"grad_{n}" for n in INPUTS)]
+    for name, a, b in zip(names, got, want):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("objective", ["dot", "l2"])
+@pytest.mark.parametrize("length", [1, 63, 64, 65, 130])
+def test_chunk_matches_naive(objective: str, length: int) -> None:
+    x = make_inputs(length)
+    for chunk_size in (1, 8, 64):
+        options = dict(objective=objective, chunk_size=chunk_size)
+        assert_all_close(run_with_grads(x, mode="chunk", **options), run_with_grads(x, mode="naive", **options))
+
+
+@pytest.mark.parametrize("objective", ["dot", "l2"])
+@pytest.mark.parametrize(("proximal", "use_dgd"), [(False, True), (True, False), (False, False)])
+def test_chunk_matches_naive_ablations(objective: str, proximal: bool, use_dgd: bool) -> None:
+    x = make_inputs(65)
+    for chunk_size in (1, 8, 64):
+        options = dict(objective=objective, proximal=proximal, dgd=use_dgd, chunk_size=chunk_size)
+        assert_all_close(run_with_grads(x, mode="chunk", **options), run_with_grads(x, mode="naive", **options))
+
+
+@pytest.mark.parametrize("objective", ["dot", "l2"])
+def test_recurrent_matches_naive(objective: str) -> None:
+    x = make_inputs(65)
+    for chunk_size in (8, 64):
+        options = dict(objective=objective, chunk_size=chunk_size)
+        assert_all_close(run_with_grads(x, mode="recurrent", **options), run_with_grads(x, mode="naive", **options))
+
+
+def test_long_sequence_float32_chunk_close_to_naive() -> None:
+    x = make_inputs(1000, b=1, h=2, d=16, e=32, dtype=torch.float32)
+    o_ref, (w1_ref, w2_ref) = mlp_memory(*x.values(), objective="l2", chunk_size=64, mode="naive")
+    o, (w1, w2) = mlp_memory(*x.values(), objective="l2", chunk_size=64)
+    for got, want in ((o, o_ref), (w1, w1_ref), (w2, w2_ref)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def direct_dgd(x: dict, objective: str, proximal: bool, use_dgd: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token DGD written from the formula, independent of the package: the read uses the weights
+    before the token, the layer gradients come from autograd of the inner loss, and each layer steps
+    ``W <- W (alpha I - eta' u u^T) - eta' dL/dW`` with its input ``u`` (``k`` for W2, ``silu(W2 k)``
+    for W1) as explicit matrices."""
+    w1, w2 = x["W1"], x["W2"]
+    eye_d, eye_e = torch.eye(D, dtype=w1.dtype), torch.eye(E, dtype=w1.dtype)
+    outputs = []
+    for t in range(x["q"].shape[1]):
+        q, k, v = x["q"][:, t, :, :, None], x["k"][:, t, :, :, None], x["v_hat"][:, t, :, :, None]
+        outputs.append((q + w1 @ F.silu(w2 @ q)).squeeze(-1))
+        y = k + w1 @ F.silu(w2 @ k)
+        loss = -(y * v).sum() if objective == "dot" else 0.5 * (y - v).square().sum()
+        grad1, grad2 = torch.autograd.grad(loss, (w1, w2), create_graph=True)
+        alpha, eta = x["alpha"][:, t, :, None, None], x["eta"][:, t, :, None, None]
+        new = []
+        for w, grad, u, eye in ((w1, grad1, F.silu(w2 @ k), eye_e), (w2, grad2, k, eye_d)):
+            step = eta / (1.0 + eta * u.square().sum(-2, keepdim=True)) if proximal else eta
+            retention = alpha * eye - (step * u @ u.mT if use_dgd else 0.0)
+            new.append(w @ retention - step * grad)
+        w1, w2 = new
+    return torch.stack(outputs, dim=1), w1, w2
+
+
+@pytest.mark.parametrize("objective", ["dot", "l2"])
+@pytest.mark.parametrize(("proximal", "use_dgd"), [(True, True), (False, True), (True, False)])
+def test_chunk_size_one_is_direct_per_token_dgd(objective: str, proximal: bool, use_dgd: bool) -> None:
+    x = make_inputs(20)
+    leaves = {name: value.clone().requires_grad_() for name, value in x.items()}
+    want = direct_dgd(leaves, objective, proximal, use_dgd)
+    want_grads = torch.autograd.grad(sum(y.sum() for y in want), list(leaves.values()))
+    options = dict(objective=objective, proximal=proximal, dgd=use_dgd, chunk_size=1)
+    for mode in ("naive", "chunk"):
+        o, (w1, w2) = mlp_memory(*leaves.values(), mode=mode, **options)
+        grads = torch.autograd.grad(o.sum() + w1.sum() + w2.sum(), list(leaves.values()))
+        for got, ref in zip((o, w1, w2, *grads), (*want, *want_grads)):
+            torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+
+
+def layer_inputs_and_errors(w1, w2, k, v, objective):
+    """``(u1, delta1, u2, delta2)`` per token (``[B, T, H, .]``) at fixed weights, the errors by
+    autograd of the summed inner loss w.r.t. each layer's output (tokens are independent)."""
+    z = torch.einsum("bhed,bthd->bthe", w2.detach(), k).requires_grad_()
+    h = F.silu(z)
+    w1_h = torch.einsum("bhde,bthe->bthd", w1.detach(), h).requires_grad_()
+    y = k + w1_h
+    loss = -(y * v).sum() if objective == "dot" else 0.5 * (y - v).square().sum()
+    delta1, delta2 = torch.autograd.grad(loss, (w1_h, z))
+    return h.detach(), delta1, k, delta2
+
+
+@pytest.mark.parametrize("objective", ["dot", "l2"])
+@pytest.mark.parametrize(("proximal", "use_dgd"), [(True, True), (False, False)])
+def test_every_chunk_fold_is_linear_dgd_with_u_and_minus_delta(objective: str, proximal: bool, use_dgd: bool) -> None:
+    """Each chunk's end state of each layer is hope.ops.dgd run over the chunk, from the chunk-start
+    weights, with keys u and values -delta taken at those weights (proximal eta' per layer)."""
+    c, length, x = 8, 40, make_inputs(40)
+    sequence = [x[n] for n in INPUTS[:5]]
+    options = dict(objective=objective, proximal=proximal, dgd=use_dgd, chunk_size=c)
+    w1, w2 = x["W1"], x["W2"]
+    for start in range(0, length, c):
+        _, (w1_end, w2_end) = mlp_memory(*(s[:, : start + c] for s in sequence), x["W1"], x["W2"], **options)
+        _, k, v_hat, alpha, eta = (s[:, start : start + c] for s in sequence)
+        u1, delta1, u2, delta2 = layer_inputs_and_errors(w1, w2, k, v_hat, objective)
+        for w, u, delta, w_end in ((w1, u1, delta1, w1_end), (w2, u2, delta2, w2_end)):
+            step = eta / (1.0 + eta * u.square().sum(-1)) if proximal else eta
+            _, want = dgd(u, u, -delta, alpha, step, rule="dgd" if use_dgd else "gd",
+                          initial_state=w, output_final_state=True, mode="naive")
+            torch.testing.assert_close(w_end, want, rtol=1e-10, atol=1e-10)
+        w1, w2 = w1_end, w2_end
+
+
+def linear_memory_chunked(x: dict, state: torch.Tensor, chunk: int, rule: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The chunk form's two fold primitives applied to a *linear* memory ``M(x) = S x``.
+
+    How the memory is made linear: a linear memory is one layer whose input is the key itself
+    (``u = k``) and, under the "dot" objective ``-<S k, v_hat>``, whose error ``delta = -v_hat`` does
+    not depend on ``S``. Feeding those ``(u, delta)`` to the folds that the chunk form uses for the MLP
+    layers (the WY end-state fold of W1 and the precomputed transfer of W2) must give the gated delta
+    rule exactly, for any chunk size. Returns ``(S_fold, S_transfer)`` at the end of every chunk.
+    """
+    k, v = (to_chunks(x[n], chunk, 0.0) for n in ("k", "v_hat"))
+    alpha, eta = to_chunks(x["alpha"], chunk, 1.0), to_chunks(x["eta"], chunk, 0.0)
+    phi, writes = chunk_transfer(k, alpha, eta, rule)
+    decays = decay_products(alpha)
+    s_fold = s_transfer = state
+    ends = []
+    for n in range(k.shape[2]):
+        s_fold = fold_chunk_end(s_fold, k[:, :, n], -v[:, :, n], decays[:, :, n], eta[:, :, n], rule == "dgd")
+        s_transfer = s_transfer @ phi[:, :, n] + v[:, :, n].mT @ writes[:, :, n]
+        ends.append((s_fold, s_transfer))
+    return ends
+
+
+@pytest.mark.parametrize("rule", ["dgd", "gd"])
+@pytest.mark.parametrize("chunk", [1, 16, 64])
+def test_linear_memory_folds_equal_hope_ops_dgd(rule: str, chunk: int) -> None:
+    length = 70
+    x = make_inputs(length)
+    state = torch.randn(B, H, D, D, dtype=torch.float64)
+    ends = linear_memory_chunked(x, state, chunk, rule)
+    for n, (s_fold, s_transfer) in enumerate(ends):
+        stop = min((n + 1) * chunk, length)
+        _, want = dgd(*(x[name][:, :stop] for name in ("q", "k", "v_hat", "alpha", "eta")), rule=rule,
+                      initial_state=state, output_final_state=True, mode="naive")
+        torch.testing.assert_close(s_fold, want, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(s_transfer, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("objective", ["dot", "l2"])
+def test_prefill_then_decode_equals_one_pass(objective: str) -> None:
+    length, chunk = 70, 8
+    x = make_inputs(length)
+    options = dict(objective=objective, chunk_size=chunk)
+    o_ref, weights_ref = mlp_memory(*x.values(), **options)
+    sequence = [x[n] for n in INPUTS[:5]]
+
+    _, (w1, w2) = mlp_memory(*(s[:, :32] for s in sequence), x["W1"], x["W2"], **options)
+    o_rest, weights = mlp_memory(*(s[:, 32:] for s in sequence), w1, w2, mode="recurrent", **options)
+    torch.testing.assert_close(o_rest, o_ref[:, 32:], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(weights, weights_ref, rtol=1e-10, atol=1e-10)
+
+    state = MLPMemoryState.start(x["W1"], x["W2"])
+    o_a, state = mlp_memory_prefill(*(s[:, :13] for s in sequence), state, **options)
+    assert state.position == 13 % chunk
+    o_b, state = mlp_memory_prefill(*(s[:, 13:43] for s in sequence), state, mode="naive", **options)
+    outputs = [o_a, o_b]
+    for t in range(43, length):
+        o_t, state = mlp_memory_step(state, *(s[:, t] for s in sequence), **options)
+        outputs.append(o_t.unsqueeze(1))
+    torch.testing.assert_close(torch.cat(outputs, dim=1), o_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(state.weights, weights_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_sequences_never_share_memory_and_shared_init_gets_gradients() -> None:
+    x = make_inputs(30)
+    w1 = x["W1"][0].clone().requires_grad_()
+    w2 = x["W2"][0].clone().requires_grad_()
+    sequence = [x[n] for n in INPUTS[:5]]
+    o, (w1_end, w2_end) = mlp_memory(*sequence, w1, w2, objective="l2", chunk_size=8)
+    for b in range(B):
+        o_b, (w1_b, w2_b) = mlp_memory(*(s[b : b + 1] for s in sequence), w1, w2, objective="l2", chunk_size=8)
+        torch.testing.assert_close(o[b : b + 1], o_b, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(w1_end[b : b + 1], w1_b, rtol=1e-12, atol=1e-12)
+    (o.sum() + w1_end.sum() + w2_end.sum()).backward()
+    assert w1.grad is not None and w1.grad.abs().sum() > 0 and w2.grad.abs().sum() > 0
+
+
+def test_dtypes() -> None:
+    x = make_inputs(20, dtype=torch.float32)
+    o, (w1, w2) = mlp_memory(*x.values(), chunk_size=8)
+    assert o.dtype == w1.dtype == w2.dtype == torch.float32
+    low = {n: v.to(torch.bfloat16) if n in ("q", "k", "v_hat") else v for n, v in x.items()}
+    o, (w1, w2) = mlp_memory(*low.values(), chunk_size=8)
+    assert o.dtype == torch.bfloat16 and w1.dtype == torch.float32 and torch.isfinite(o.float()).all()
+
+
+@pytest.mark.parametrize(
+    ("name", "bad", "message"),
+    [
+        ("q", lambda x: x["q"][0], "q must be a 4-d tensor of shape [B, T, H, D]"),
+        ("k", lambda x: x["k"][..., :3], "k must have shape [B, T, H, D]"),
+        ("v_hat", lambda x: x["v_hat"][:, :5], "v_hat must have shape [B, T, H, D]"),
+        ("alpha", lambda x: x["alpha"][..., None], "alpha must have shape [B, T, H]"),
+        ("eta", lambda x: x["eta"][:1], "eta must have shape [B, T, H]"),
+        ("W1", lambda x: x["W1"].mT, "W1 must have shape [B, H, D, E] or [H, D, E]"),
+        ("W2", lambda x: x["W2"][..., :3], "W2 must have shape [B, H, E, D] or [H, E, D]"),
+        ("W2", lambda x: x["W2"][0, 0], "W2 must have shape [B, H, E, D] or [H, E, D]"),
+        ("k", lambda x: x["k"].float(), "k must have the dtype of q"),
+    ],
+)
+def test_bad_shapes_raise_value_error_naming_the_argument(name: str, bad, message: str) -> None:
+    x = make_inputs(10)
+    x[name] = bad(x)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        mlp_memory(*x.values())
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("objective", "l1"), ("mode", "fast"), ("chunk_size", 0), ("chunk_size", 2.0), ("proximal", 1), ("dgd", None)],
+)
+def test_bad_options_raise_value_error(option: str, value) -> None:
+    with pytest.raises(ValueError, match=option):
+        mlp_memory(*make_inputs(10).values(), **{option: value})
+
+
+def test_bad_state_raises_value_error() -> None:
+    x = make_inputs(10)
+    sequence = [x[n] for n in INPUTS[:5]]
+    state = MLPMemoryState.start(x["W1"], x["W2"])
+    with pytest.raises(ValueError, match="state.position"):
+        mlp_memory_prefill(*sequence, state._replace(position=8), chunk_size=8)
+    with pytest.raises(ValueError, match=r"state.chunk_start\[1\] must have shape"):
+        mlp_memory_prefill(*sequence, state._replace(chunk_start=(x["W1"], x["W1"])), chunk_size=8)

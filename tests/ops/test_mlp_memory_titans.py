@@ -1,0 +1,129 @@
+"""hope.ops.mlp_memory.titans_memory (the Titans rule on the residual MLP memory): chunk and recurrent
+forms against the per-token reference (float64; outputs, final weights and momentum, gradients w.r.t.
+every input), C = 1 against the rule written from the formula with autograd gradients, prefill +
+decoding, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hope.ops.mlp_memory import TitansMemoryState, titans_memory, titans_memory_prefill, titans_memory_step
+
+B, H, D, E = 2, 2, 4, 8
+SEQUENCE = ("q", "k", "v", "theta", "beta", "forget")
+
+
+def make_inputs(t: int) -> dict:
+    """Unit keys, values ~ N(0, 1), step theta in (0, 0.2), momentum beta in (0, 0.9), forget in
+    (0, 0.02), initial weights ~ N(0, 0.25) and a non-zero initial momentum."""
+    f64 = torch.float64
+    return {
+        "q": torch.randn(B, t, H, D, dtype=f64),
+        "k": F.normalize(torch.randn(B, t, H, D, dtype=f64), dim=-1),
+        "v": torch.randn(B, t, H, D, dtype=f64),
+        "theta": 0.2 * torch.rand(B, t, H, dtype=f64),
+        "beta": 0.9 * torch.rand(B, t, H, dtype=f64),
+        "forget": 0.02 * torch.rand(B, t, H, dtype=f64),
+        "W1": 0.5 * torch.randn(B, H, D, E, dtype=f64),
+        "W2": 0.5 * torch.randn(B, H, E, D, dtype=f64),
+        "S1": 0.1 * torch.randn(B, H, D, E, dtype=f64),
+        "S2": 0.1 * torch.randn(B, H, E, D, dtype=f64),
+    }
+
+
+def run_with_grads(x: dict, **options) -> list[torch.Tensor]:
+    """``[o, W1, W2, S1, S2, *gradients]`` for a fixed random scalar of all five outputs."""
+    leaves = {name: value.detach().clone().requires_grad_() for name, value in x.items()}
+    *args, s1, s2 = leaves.values()
+    o, final = titans_memory(*args, initial_momentum=(s1, s2), **options)
+    gen = torch.Generator().manual_seed(1)
+    outputs = (o, *final)
+    loss = sum((y * torch.randn(y.shape, generator=gen, dtype=y.dtype)).sum() for y in outputs)
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    return [y.detach() for y in outputs] + list(grads)
+
+
+def assert_all_close(got: list[torch.Tensor], want: list[torch.Tensor], tol: float = 1e-10) -> None:
+    names = ["o", "W1_final", "W2_final", "S1_final", "S2_final", *(f"grad_{n}" for n in make_inputs(1))]
+    for name, a, b in zip(names, got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("length", [1, 63, 64, 65, 130])
+def test_chunk_matches_naive(length: int) -> None:
+    x = make_inputs(length)
+    for chunk_size in (1, 8, 64):
+        want = run_with_grads(x, mode="naive", chunk_size=chunk_size)
+        assert_all_close(run_with_grads(x, mode="chunk", chunk_size=chunk_size), want)
+        if length == 65:
+            assert_all_close(run_with_grads(x, mode="recurrent", chunk_size=chunk_size), want)
+
+
+def test_chunk_size_one_is_the_per_token_titans_rule() -> None:
+    """``S <- beta S - theta dL/dW``, ``W <- (1 - forget) W + S`` per layer, the gradient of
+    ``0.5 ||M(k) - v||^2`` by autograd at the weights before the token, the read before the update."""
+    x = make_inputs(20)
+    leaves = {name: value.clone().requires_grad_() for name, value in x.items()}
+    w1, w2, s1, s2 = leaves["W1"], leaves["W2"], leaves["S1"], leaves["S2"]
+    outputs = []
+    for t in range(20):
+        q, k, v = (leaves[n][:, t, :, :, None] for n in ("q", "k", "v"))
+        theta, beta, forget = (leaves[n][:, t, :, None, None] for n in ("theta", "beta", "forget"))
+        outputs.append((q + w1 @ F.silu(w2 @ q)).squeeze(-1))
+        loss = 0.5 * (k + w1 @ F.silu(w2 @ k) - v).square().sum()
+        grad1, grad2 = torch.autograd.grad(loss, (w1, w2), create_graph=True)
+        s1, s2 = beta * s1 - theta * grad1, beta * s2 - theta * grad2
+        w1, w2 = (1 - forget) * w1 + s1, (1 - forget) * w2 + s2
+    want = (torch.stack(outputs, dim=1), w1, w2, s1, s2)
+    want_grads = torch.autograd.grad(sum(y.sum() for y in want), list(leaves.values()))
+    for mode in ("naive", "chunk"):
+        *args, m1, m2 = leaves.values()
+        o, final = titans_memory(*args, initial_momentum=(m1, m2), chunk_size=1, mode=mode)
+        grads = torch.autograd.grad(o.sum() + sum(y.sum() for y in final), list(leaves.values()))
+        for got, ref in zip((o, *final, *grads), (*want, *want_grads), strict=True):
+            torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_prefill_then_decode_equals_one_pass() -> None:
+    length, chunk = 50, 8
+    x = make_inputs(length)
+    o_ref, final_ref = titans_memory(*(x[n] for n in (*SEQUENCE, "W1", "W2")), initial_momentum=(x["S1"], x["S2"]),
+                                     chunk_size=chunk)
+    sequence = [x[n] for n in SEQUENCE]
+    state = TitansMemoryState.start(x["W1"], x["W2"], (x["S1"], x["S2"]))
+    o_a, state = titans_memory_prefill(*(s[:, :11] for s in sequence), state, chunk_size=chunk)
+    o_b, state = titans_memory_prefill(*(s[:, 11:37] for s in sequence), state, chunk_size=chunk)
+    outputs = [o_a, o_b]
+    for t in range(37, length):
+        o_t, state = titans_memory_step(state, *(s[:, t] for s in sequence), chunk_size=chunk)
+        outputs.append(o_t.unsqueeze(1))
+    torch.testing.assert_close(torch.cat(outputs, dim=1), o_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close((*state.weights, *state.momentum), final_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_zero_initial_momentum_is_the_default() -> None:
+    x = make_inputs(12)
+    args = [x[n] for n in (*SEQUENCE, "W1", "W2")]
+    zeros = (torch.zeros_like(x["W1"]), torch.zeros_like(x["W2"]))
+    got = titans_memory(*args, chunk_size=4)
+    want = titans_memory(*args, initial_momentum=zeros, chunk_size=4)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"theta": lambda x: x["theta"][..., None]}, r"theta must have shape \[B, T, H\]"),
+        ({"forget": lambda x: x["forget"][:, :3]}, r"forget must have shape \[B, T, H\]"),
+        ({"v": lambda x: x["v"][..., :2]}, r"v must have shape \[B, T, H, D\]"),
+        ({"S1": lambda x: x["S1"][..., :3]}, r"initial_momentum\[0\] must have shape"),
+        ({"S2": lambda x: x["S2"].mT}, r"initial_momentum\[1\] must have shape"),
+    ],
+)
+def test_bad_input_raises_value_error_naming_the_argument(change: dict, message: str) -> None:
+    x = make_inputs(10)
+    x.update({name: bad(x) for name, bad in change.items()})
+    with pytest.raises(ValueError, match=message):
+        titans_memory(*(x[n] for n in (*SEQUENCE, "W1", "W2")), initial_momentum=(x["S1"], x["S2"]))
