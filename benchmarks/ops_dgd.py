@@ -194,6 +194,7 @@ for both forms): the activation memory a layer adds to a model's training step. 
 runs one forward+backward in a fresh process, resets the kernel's peak-RSS mark (Linux
 `/proc/self/clear_refs`) just before, and reads `VmHWM` after: it includes the backward's
 temporaries and the gradients. The issue's memory target is checked against the larger ratio.
+"""
     (DOCS / "ops_dgd.md").write_text(text)
 
 

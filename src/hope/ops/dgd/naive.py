@@ -29,12 +29,12 @@ def dgd_naive(
 
     ``q, k: [B, T, H, Dk]``, ``v: [B, T, H, Dv]``, ``alpha, eta: [B, T, H]`` and
     ``state: [B, H, Dv, Dk]`` all in the state dtype. Returns ``o: [B, T, H, Dv]`` and the final
-    state ``[B, H, Dv, Dk]``.
+    state ``[B, H, Dv, Dk]``. Tokens are taken with one ``unbind`` per input (indexing token by
+    token would make the backward quadratic in ``T``).
     """
     outputs = []
-    for t in range(q.shape[1]):
-        q_t, k_t, v_t = q[:, t], k[:, t], v[:, t]
-        a_t, e_t = alpha[:, t, :, None, None], eta[:, t, :, None, None]
+    for q_t, k_t, v_t, a_t, e_t in zip(*(x.unbind(1) for x in (q, k, v, alpha, eta))):
+        a_t, e_t = a_t[..., None, None], e_t[..., None, None]
         write = e_t * v_t.unsqueeze(-1) * k_t.unsqueeze(-2)
         if rule == "dgd":
             erase = e_t * (state @ k_t.unsqueeze(-1)) * k_t.unsqueeze(-2)

@@ -39,7 +39,7 @@ def dgd_recurrent(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply :func:`dgd_step` to each of the ``T`` tokens in turn (same shapes as ``dgd_naive``)."""
     outputs = []
-    for t in range(q.shape[1]):
-        o_t, state = dgd_step(state, q[:, t], k[:, t], v[:, t], alpha[:, t], eta[:, t], rule)
+    for q_t, k_t, v_t, a_t, e_t in zip(*(x.unbind(1) for x in (q, k, v, alpha, eta))):
+        o_t, state = dgd_step(state, q_t, k_t, v_t, a_t, e_t, rule)
         outputs.append(o_t)
     return torch.stack(outputs, dim=1), state
