@@ -155,7 +155,7 @@ def write_docs(result: dict) -> None:
     text = f"""# Linear DGD op: chunk vs per-token reference
 
 Produced by `python benchmarks/ops_dgd.py` (rule `{result['rule']}`, float32, 1 thread, B={B}, H={H},
-Dk=Dv={D}, chunk size {CHUNK}). Times are the best of several repetitions ({result['repeats']}).
+Dk=Dv={D}, chunk size {CHUNK}). Times: {result['repeats']}.
 The machine is shared with other jobs: load average {result['load_average_start']} at the start and
 {result['load_average_end']} at the end of the run, so absolute times are noisy; each ratio compares
 two measurements of the same run.
