@@ -59,7 +59,9 @@ def dgd(
         ``o: [B, T, H, Dv]`` in the dtype of ``q``, and the final state ``[B, H, Dv, Dk]`` (or
         ``None``) in the state dtype: float64 if any input is float64, else float32.
 
-    Gradients flow to every tensor argument, ``initial_state`` included.
+    Gradients flow to every tensor argument, ``initial_state`` included (second order too). With
+    gradients, ``mode="chunk"`` keeps only its inputs and one state per ~1024-token segment for the
+    backward and recomputes the rest (activation checkpointing).
     """
     check_dgd_args(q, k, v, alpha, eta, rule, initial_state, chunk_size, mode)
     out_dtype, dtype = q.dtype, state_dtype(q, alpha, eta, initial_state)
