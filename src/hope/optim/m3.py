@@ -102,17 +102,20 @@ class M3(HybridOptimizer):
             torch._foreach_add_(fast, grads, alpha=beta1)
             torch._foreach_addcmul_(second, grads, grads, beta2)
         torch._foreach_add_([s["chunk_grad_sum"] for s in states], grads)
-        fast_orthogonal = orthogonalise(fast, group)
+        updates = orthogonalise(fast, group)
+        denoms = torch._foreach_sqrt(second)
+        if ema:
+            torch._foreach_div_(denoms, [(1 - beta2 ** s["step"]) ** 0.5 for s in states])
+        torch._foreach_add_(denoms, group["eps"])
+        torch._foreach_add_(updates, [s["slow_update"] for s in states], alpha=group["alpha"])
+        torch._foreach_div_(updates, denoms)
+        if group["update_rms"] is not None:
+            norms = torch.stack(torch._foreach_norm(updates))
+            sizes = norms.new_tensor([u.numel() ** 0.5 for u in updates])
+            torch._foreach_mul_(updates, (group["update_rms"] * sizes / norms.clamp(min=1e-30)).unbind())
         if weight_decay:
             torch._foreach_mul_(params, 1 - lr * weight_decay)
-        for p, state, o1 in zip(params, states, fast_orthogonal):
-            denom = state["second_moment"].sqrt()
-            if ema:
-                denom.div_((1 - beta2 ** state["step"]) ** 0.5)
-            update = o1.add_(state["slow_update"], alpha=group["alpha"]).div_(denom.add_(group["eps"]))
-            if group["update_rms"] is not None:
-                update.mul_(group["update_rms"] / update.pow(2).mean().sqrt().clamp(min=1e-30))
-            p.add_(update, alpha=-lr)
+        torch._foreach_add_(params, updates, alpha=-lr)
         refresh = [s for s in states if s["step"] % group["slow_period"] == 0]
         if refresh:
             self._refresh_slow(group, refresh, beta3, ema)
