@@ -253,9 +253,10 @@ def _loop(config, dist_, model, trained, dataset, optimizer, scheduler, step, ba
     bar = tqdm(total=config.max_steps, initial=step, disable=not (config.progress and dist_.main),
                desc=f"train {config.arch}/{config.size}", unit="step", dynamic_ncols=True)
     validation: dict[str, float] = {}
-    loss_value, started, tokens_done = float("nan"), time.perf_counter(), 0
+    loss_value, train_seconds, tokens_done = float("nan"), 0.0, 0
     try:
         while step < config.max_steps:
+            step_started = time.perf_counter()
             trained.train()
             total = torch.zeros((), device=device)
             for m in range(config.grad_accum):
@@ -287,7 +288,8 @@ def _loop(config, dist_, model, trained, dataset, optimizer, scheduler, step, ba
             step += 1
             loss_value = total.item()
             tokens_done += config.batch_size * config.seq_len
-            tokens_per_s = tokens_done / (time.perf_counter() - started)
+            train_seconds += time.perf_counter() - step_started
+            tokens_per_s = tokens_done / train_seconds
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_s:,.0f}")
             if metrics and (step % config.log_every == 0 or step == config.max_steps):
@@ -313,6 +315,5 @@ def _loop(config, dist_, model, trained, dataset, optimizer, scheduler, step, ba
         bar.close()
         if metrics:
             metrics.close()
-    elapsed = time.perf_counter() - started
-    return TrainResult(step, loss_value, validation, tokens_done / elapsed if elapsed > 0 else 0.0,
+    return TrainResult(step, loss_value, validation, tokens_done / train_seconds if train_seconds > 0 else 0.0,
                        model.num_parameters(), str(out))
