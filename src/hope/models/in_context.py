@@ -107,7 +107,7 @@ def _learning_loop(model, ids: torch.Tensor, start: int, layers: list, boundarie
         window.append((position, _next_token_losses(logits, ids[:, position - start + 1 : boundary - start + 1])))
         position = boundary
         due = [c for c in periods if boundary % c == 0]
-        grads = {c: _inner_gradient(model, window, boundary, c, layers, second_order) for c in due}
+        grads = _inner_gradients(model, window, boundary, due, layers, second_order)
         layers = _apply_steps(model, layers, grads)
         if not outer_grad and all(boundary % c == 0 for c in periods):
             layers = _fast_weights_requiring_grad(model, HopeState(boundary, layers).detach().layers)
@@ -135,20 +135,26 @@ def _next_token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
 
 
-def _inner_gradient(model, window: list, boundary: int, period: int, layers: list,
-                    second_order: bool) -> list[list[torch.Tensor]]:
-    """Per layer, the gradient of the mean next-token loss of positions ``boundary - period .. boundary - 1``
-    (per sequence) with respect to the fast tensors of the levels of ``period`` (NL Eq. 71)."""
-    first = boundary - period
+def _inner_gradients(model, window: list, boundary: int, due: list[int], layers: list,
+                     second_order: bool) -> dict[int, list[list[torch.Tensor]]]:
+    """``{period: per layer, the gradients of its step tensors}``: for each due period ``C``, the gradient of
+    the mean next-token loss of positions ``boundary - C .. boundary - 1`` (per sequence; NL Eq. 71).
+
+    One backward serves every due period: a level of period ``C`` entered its current weights at
+    ``boundary - C``, so only the last ``C`` positions reach them, and the gradient of the slowest due loss
+    (mean over ``C_max`` positions) is ``C / C_max`` times its own."""
+    slowest = max(due)
+    first = boundary - slowest
     if not window or window[0][0] > first:
         raise RuntimeError(f"losses of positions {first}..{boundary - 1} are missing (internal error)")
     loss = torch.cat([x for p, x in window if p >= first], dim=1).mean(dim=1).sum()
-    tensors = [model.blocks[i].channel.step_tensors(layers[i]["channel"], period) for i in model.cms_layers]
-    flat = torch.autograd.grad(loss, [t for group in tensors for t in group], create_graph=second_order,
+    groups = [(c, i, model.blocks[i].channel.step_tensors(layers[i]["channel"], c)) for c in due for i in model.cms_layers]
+    flat = torch.autograd.grad(loss, [t for _, _, group in groups for t in group], create_graph=second_order,
                                retain_graph=True)
-    grads, offset = [], 0
-    for group in tensors:
-        grads.append(list(flat[offset : offset + len(group)]))
+    grads: dict[int, list[list[torch.Tensor]]] = {c: [] for c in due}
+    offset = 0
+    for c, _, group in groups:
+        grads[c].append([g * (slowest / c) for g in flat[offset : offset + len(group)]])
         offset += len(group)
     return grads
 
