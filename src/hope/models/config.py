@@ -102,11 +102,12 @@ class CMSConfig(ModelConfig):
     Subclassed by ``HopeConfig`` (self-modifying Titans + CMS) and ``HopeAttentionConfig`` (attention + CMS).
     """
 
-    cms_periods: tuple[int | None, ...] = (32, 128, 512)
+    cms_periods: tuple[int | None, ...] = (32, 64, 128)
     """Update period of each level in tokens (the chunk size C of NL Eq. 71; labels such as "512" and "2K" in
     the paper are periods, paper_spec A9), in chain order (NL Eq. 70: the first level reads the input first).
     ``None`` is a static level (update frequency 0, a plain MLP). The periods that are not ``None`` must divide
-    one another (e.g. 16, 64, 256)."""
+    one another (e.g. 16, 64, 256). A level only meta-learns its learning rate if it steps inside the training
+    sequences: the default suits the default ``seq_len`` of 256 (the slowest level steps at 128)."""
     cms_levels: int = 0
     """How many levels to use: the first ``cms_levels`` entries of ``cms_periods``; 0 means all of them.
     ``cms_levels=1`` is the one-level ablation; ``cms_periods=(None,)`` is the paper's "w/o CMS" (a static MLP)."""
