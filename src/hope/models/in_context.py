@@ -76,17 +76,9 @@ def _run_segments(model, ids: torch.Tensor, start: int, layers: list, keep: set[
     if not boundaries:
         logits, layers = model.run_blocks(ids, layers, start)
         return logits, layers, captured
-    with torch.enable_grad():
-        return _run_learning_segments(model, ids, start, layers, boundaries, keep, captured, outer_grad)
-
-
-def _run_learning_segments(model, ids: torch.Tensor, start: int, layers: list, boundaries: list[int],
-                           keep: set[int], captured: dict[int, HopeState],
-                           outer_grad: bool) -> tuple[torch.Tensor, list, dict[int, HopeState]]:
-    periods, end = model.cms_periods, start + ids.shape[1]
-    layers = _fast_weights_requiring_grad(model, layers)
     second_order = outer_grad and any(model.blocks[i].channel.second_order for i in model.cms_layers)
-    with sdpa_kernel([SDPBackend.MATH]) if second_order else nullcontext():
+    with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]) if second_order else nullcontext():
+        layers = _fast_weights_requiring_grad(model, layers)
         return _learning_loop(model, ids, start, layers, boundaries, keep, captured, outer_grad, second_order)
 
 
@@ -148,12 +140,12 @@ def _inner_gradients(model, window: list, boundary: int, due: list[int], layers:
     if not window or window[0][0] > first:
         raise RuntimeError(f"losses of positions {first}..{boundary - 1} are missing (internal error)")
     loss = torch.cat([x for p, x in window if p >= first], dim=1).mean(dim=1).sum()
-    groups = [(c, i, model.blocks[i].channel.step_tensors(layers[i]["channel"], c)) for c in due for i in model.cms_layers]
-    flat = torch.autograd.grad(loss, [t for _, _, group in groups for t in group], create_graph=second_order,
+    groups = [(c, model.blocks[i].channel.step_tensors(layers[i]["channel"], c)) for c in due for i in model.cms_layers]
+    flat = torch.autograd.grad(loss, [t for _, group in groups for t in group], create_graph=second_order,
                                retain_graph=True)
     grads: dict[int, list[list[torch.Tensor]]] = {c: [] for c in due}
     offset = 0
-    for c, _, group in groups:
+    for c, group in groups:
         grads[c].append([g * (slowest / c) for g in flat[offset : offset + len(group)]])
         offset += len(group)
     return grads
