@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from hope.ops.dgd import dgd
+from hope.ops.dgd.chunk import decay_products
 from hope.ops.mlp_memory import MLPMemoryState, mlp_memory, mlp_memory_prefill, mlp_memory_step
 from hope.ops.mlp_memory.chunk import chunk_transfer, fold_chunk_end, to_chunks
-from hope.ops.dgd.chunk import decay_products
 
 B, H, D, E = 2, 2, 4, 8
 INPUTS = ("q", "k", "v_hat", "alpha", "eta", "W1", "W2")
@@ -82,7 +82,7 @@ def test_long_sequence_float32_chunk_close_to_naive() -> None:
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def direct_dgd(x: dict, objective: str, proximal: bool, use_dgd: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def direct_dgd(x: dict, objective: str, proximal: bool, use_dgd: bool) -> tuple[torch.Tensor, ...]:
     """Per-token DGD written from the formula, independent of the package: the read uses the weights
     before the token, the layer gradients come from autograd of the inner loss, and each layer steps
     ``W <- W (alpha I - eta' u u^T) - eta' dL/dW`` with its input ``u`` (``k`` for W2, ``silu(W2 k)``
@@ -154,7 +154,7 @@ def test_every_chunk_fold_is_linear_dgd_with_u_and_minus_delta(objective: str, p
         w1, w2 = w1_end, w2_end
 
 
-def linear_memory_chunked(x: dict, state: torch.Tensor, chunk: int, rule: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def linear_memory_chunked(x: dict, state: torch.Tensor, chunk: int, rule: str) -> list[tuple[torch.Tensor, ...]]:
     """The chunk form's two fold primitives applied to a *linear* memory ``M(x) = S x``.
 
     How the memory is made linear: a linear memory is one layer whose input is the key itself
@@ -165,13 +165,14 @@ def linear_memory_chunked(x: dict, state: torch.Tensor, chunk: int, rule: str) -
     """
     k, v = (to_chunks(x[n], chunk, 0.0) for n in ("k", "v_hat"))
     alpha, eta = to_chunks(x["alpha"], chunk, 1.0), to_chunks(x["eta"], chunk, 0.0)
-    phi, writes = chunk_transfer(k, alpha, eta, rule)
+    phi, writes = chunk_transfer(k, alpha, eta, rule == "dgd")
     decays = decay_products(alpha)
     s_fold = s_transfer = state
     ends = []
     for n in range(k.shape[2]):
-        s_fold = fold_chunk_end(s_fold, k[:, :, n], -v[:, :, n], decays[:, :, n], eta[:, :, n], rule == "dgd")
-        s_transfer = s_transfer @ phi[:, :, n] + v[:, :, n].mT @ writes[:, :, n]
+        k_n, v_n = k[:, :, n], v[:, :, n]
+        s_fold = fold_chunk_end(s_fold, k_n, k_n @ s_fold.mT, -v_n, decays[:, :, n], eta[:, :, n], rule == "dgd")
+        s_transfer = s_transfer @ phi[:, :, n] + v_n.mT @ writes[:, :, n]
         ends.append((s_fold, s_transfer))
     return ends
 

@@ -147,7 +147,7 @@ def titans_memory(
     chunk_size: int = 64,
     mode: str = "chunk",
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Run the residual MLP memory under the Titans rule (Titans Eqs. 13-14; see
+    """Run the residual MLP memory under the Titans rule (Titans section 3.1; see
     :mod:`hope.ops.mlp_memory.titans`): ``S <- beta S - theta grad``, ``W <- (1 - forget) W + S``
     per layer, gradients of ``0.5 ||M(k) - v||^2`` at the chunk-start weights.
 

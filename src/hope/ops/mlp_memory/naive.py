@@ -16,9 +16,13 @@ with ``eta'_l = eta_t / (1 + eta_t ||u_l||^2)`` if ``proximal`` (NL Eq. 56) else
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
-def _dgd_layer(w, u, delta, alpha, eta, proximal: bool, dgd: bool) -> torch.Tensor:
+def _dgd_layer(
+    w: torch.Tensor, u: torch.Tensor, delta: torch.Tensor, alpha: torch.Tensor, eta: torch.Tensor,
+    proximal: bool, dgd: bool,
+) -> torch.Tensor:
     """One step on one layer: ``w: [B, H, Dout, Din]``, ``u: [B, H, Din]``, ``delta: [B, H, Dout]``,
     ``alpha, eta: [B, H]``."""
     if proximal:
@@ -51,9 +55,9 @@ def mlp_memory_naive(
         if t % chunk_size == 0:
             w1_c, w2_c = w1, w2
         q_t, k_t, v_t = q[:, t, :, :, None], k[:, t, :, :, None], v_hat[:, t, :, :, None]
-        outputs.append((q_t + w1_c @ torch.nn.functional.silu(w2_c @ q_t)).squeeze(-1))
+        outputs.append((q_t + w1_c @ F.silu(w2_c @ q_t)).squeeze(-1))
         z = w2_c @ k_t
-        h = torch.nn.functional.silu(z)
+        h = F.silu(z)
         g = k_t + w1_c @ h - v_t if objective == "l2" else -v_t
         s = torch.sigmoid(z)
         delta2 = s * (1.0 + z * (1.0 - s)) * (w1_c.mT @ g)

@@ -53,7 +53,7 @@ def step(
     if position == 0:
         chunk_start = (w1, w2)
     x = torch.stack([q, k], dim=-2)
-    o, h, g, delta2 = read_and_errors(*chunk_start, x, 1, v_hat.unsqueeze(-2), objective)
+    o, h, _, g, delta2 = read_and_errors(*chunk_start, x, 1, v_hat.unsqueeze(-2), objective)
     h, g, delta2 = h.squeeze(-2), g.squeeze(-2), delta2.squeeze(-2)
     rule = "dgd" if dgd else "gd"
     eta1 = proximal_eta(eta, h) if proximal else eta

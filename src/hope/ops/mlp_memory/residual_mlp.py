@@ -23,21 +23,22 @@ OBJECTIVES = ("dot", "l2")
 
 def read_and_errors(
     w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor, n_reads: int, v_hat: torch.Tensor, objective: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One pass of the memory over queries and keys stacked on the token axis.
 
     ``w1: [..., D, E]``, ``w2: [..., E, D]``, ``x: [..., n_reads + N, D]`` (the first ``n_reads`` rows
     are queries, the other ``N`` rows keys), ``v_hat: [..., N, D]``. Returns the reads
-    ``M(q): [..., n_reads, D]``, the W1 inputs ``h: [..., N, E]``, the W1 errors ``g: [..., N, D]``
-    and the W2 errors ``delta2: [..., N, E]`` (the W2 inputs are the keys themselves).
+    ``M(q): [..., n_reads, D]``, the W1 inputs ``h: [..., N, E]``, their images ``W1 h: [..., N, D]``,
+    the W1 errors ``g: [..., N, D]`` and the W2 errors ``delta2: [..., N, E]`` (the W2 inputs are the
+    keys themselves).
     """
     z = x @ w2.mT
     hidden = F.silu(z)
-    y = x + hidden @ w1.mT
-    z_k, h = z[..., n_reads:, :], hidden[..., n_reads:, :]
-    g = y[..., n_reads:, :] - v_hat if objective == "l2" else -v_hat
+    residual = hidden @ w1.mT
+    z_k, h, w1_h = z[..., n_reads:, :], hidden[..., n_reads:, :], residual[..., n_reads:, :]
+    g = x[..., n_reads:, :] + w1_h - v_hat if objective == "l2" else -v_hat
     delta2 = (g @ w1) * (torch.sigmoid(z_k) * (1.0 + z_k - h))
-    return y[..., :n_reads, :], h, g, delta2
+    return x[..., :n_reads, :] + residual[..., :n_reads, :], h, w1_h, g, delta2
 
 
 def proximal_eta(eta: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

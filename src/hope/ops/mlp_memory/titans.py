@@ -1,5 +1,5 @@
-"""The Titans rule on the residual MLP memory (Titans, arXiv 2501.00663, section 3.1-3.2, Eqs. 13-14
-and 16-18): gradient descent with momentum and decay, chunk-wise.
+"""The Titans rule on the residual MLP memory (Titans, arXiv 2501.00663: section 3.1, "forgetting
+mechanism", and section 3.2, parallel training): gradient descent with momentum and decay, chunk-wise.
 
 Per batch element and head, with ``W(c)`` the weights at the start of the chunk that holds token
 ``t`` (every gradient and every read in a chunk uses them), for each layer ``l`` of
@@ -37,27 +37,31 @@ from hope.ops.dgd.chunk import decay_products
 from hope.ops.mlp_memory.chunk import to_chunks
 from hope.ops.mlp_memory.residual_mlp import read_and_errors
 
+Tensor = torch.Tensor
+Pair = tuple[torch.Tensor, torch.Tensor]
+
 
 class TitansMemoryState(NamedTuple):
     """Everything a Titans memory carries between tokens: running ``weights (W1, W2)``, ``momentum
     (S1, S2)`` (same shapes), the weights at the start of the current chunk and the position in it."""
 
-    weights: tuple[torch.Tensor, torch.Tensor]
-    momentum: tuple[torch.Tensor, torch.Tensor]
-    chunk_start: tuple[torch.Tensor, torch.Tensor]
+    weights: Pair
+    momentum: Pair
+    chunk_start: Pair
     position: int
 
     @classmethod
-    def start(
-        cls, w1: torch.Tensor, w2: torch.Tensor, momentum: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> TitansMemoryState:
+    def start(cls, w1: Tensor, w2: Tensor, momentum: Pair | None = None) -> TitansMemoryState:
         """The state at a chunk boundary (zero momentum unless given)."""
         if momentum is None:
             momentum = (torch.zeros_like(w1), torch.zeros_like(w2))
         return cls((w1, w2), momentum, (w1, w2), 0)
 
 
-def titans_naive(q, k, v, theta, beta, forget, state: TitansMemoryState, chunk_size: int):
+def titans_naive(
+    q: Tensor, k: Tensor, v: Tensor, theta: Tensor, beta: Tensor, forget: Tensor,
+    state: TitansMemoryState, chunk_size: int,
+) -> tuple[Tensor, tuple[Pair, Pair]]:
     """Per-token reference written from the formulas (no shared helper). ``q, k, v: [B, T, H, D]``,
     gates ``[B, T, H]``, ``state`` at a chunk boundary. Returns ``o: [B, T, H, D]`` and the final
     ``((W1, W2), (S1, S2))``."""
@@ -73,28 +77,35 @@ def titans_naive(q, k, v, theta, beta, forget, state: TitansMemoryState, chunk_s
         g = k_t + w1_c @ h - v_t
         s = torch.sigmoid(z)
         delta2 = s * (1.0 + z * (1.0 - s)) * (w1_c.mT @ g)
-        b_t, th_t, keep_t = beta[:, t, :, None, None], theta[:, t, :, None, None], 1.0 - forget[:, t, :, None, None]
+        b_t, th_t = beta[:, t, :, None, None], theta[:, t, :, None, None]
+        keep_t = 1.0 - forget[:, t, :, None, None]
         s1 = b_t * s1 - th_t * (g @ h.mT)
         s2 = b_t * s2 - th_t * (delta2 @ k_t.mT)
         w1, w2 = keep_t * w1 + s1, keep_t * w2 + s2
     return torch.stack(outputs, dim=1), ((w1, w2), (s1, s2))
 
 
-def titans_step(state: TitansMemoryState, q, k, v, theta, beta, forget, chunk_size: int):
+def titans_step(
+    state: TitansMemoryState, q: Tensor, k: Tensor, v: Tensor, theta: Tensor, beta: Tensor, forget: Tensor,
+    chunk_size: int,
+) -> tuple[Tensor, TitansMemoryState]:
     """One token, no checks: ``q, k, v: [B, H, D]``, gates ``[B, H]``. Returns ``o: [B, H, D]`` and
     the next state."""
     (w1, w2), (s1, s2), chunk_start, position = state
     if position == 0:
         chunk_start = (w1, w2)
-    o, h, g, delta2 = read_and_errors(*chunk_start, torch.stack([q, k], dim=-2), 1, v.unsqueeze(-2), "l2")
+    o, h, _, g, delta2 = read_and_errors(*chunk_start, torch.stack([q, k], dim=-2), 1, v.unsqueeze(-2), "l2")
     b_t, th_t, keep_t = beta[..., None, None], theta[..., None, None], 1.0 - forget[..., None, None]
     s1 = b_t * s1 - th_t * (g.mT @ h)
     s2 = b_t * s2 - th_t * (delta2.mT @ k.unsqueeze(-2))
-    state = TitansMemoryState((keep_t * w1 + s1, keep_t * w2 + s2), (s1, s2), chunk_start, (position + 1) % chunk_size)
-    return o.squeeze(-2), state
+    weights = (keep_t * w1 + s1, keep_t * w2 + s2)
+    return o.squeeze(-2), TitansMemoryState(weights, (s1, s2), chunk_start, (position + 1) % chunk_size)
 
 
-def titans_recurrent(q, k, v, theta, beta, forget, state: TitansMemoryState, chunk_size: int):
+def titans_recurrent(
+    q: Tensor, k: Tensor, v: Tensor, theta: Tensor, beta: Tensor, forget: Tensor,
+    state: TitansMemoryState, chunk_size: int,
+) -> tuple[Tensor, TitansMemoryState]:
     """Apply :func:`titans_step` to each token (``state`` at any position). Returns
     ``o: [B, T, H, D]`` and the state after the last token."""
     outputs = []
@@ -104,7 +115,10 @@ def titans_recurrent(q, k, v, theta, beta, forget, state: TitansMemoryState, chu
     return torch.stack(outputs, dim=1), state
 
 
-def titans_chunk(q, k, v, theta, beta, forget, state: TitansMemoryState, chunk_size: int):
+def titans_chunk(
+    q: Tensor, k: Tensor, v: Tensor, theta: Tensor, beta: Tensor, forget: Tensor,
+    state: TitansMemoryState, chunk_size: int,
+) -> tuple[Tensor, tuple[Pair, Pair]]:
     """Chunk form (closed-form scan per chunk); same arguments as :func:`titans_naive`. Returns ``o``
     and the final weights and momentum as ``((W1, W2), (S1, S2))``."""
     length = q.shape[1]
@@ -126,7 +140,7 @@ def titans_chunk(q, k, v, theta, beta, forget, state: TitansMemoryState, chunk_s
     for x_n, k_n, v_n, (keep_w, s_to_w, keep_s, to_w, to_s) in zip(
         torch.cat([q, k], dim=-2).unbind(2), k.unbind(2), v.unbind(2), coefficients, strict=True
     ):
-        o_n, h, g, delta2 = read_and_errors(w1, w2, x_n, c, v_n, "l2")
+        o_n, h, _, g, delta2 = read_and_errors(w1, w2, x_n, c, v_n, "l2")
         reads.append(o_n)
         w1, s1 = keep_w * w1 + s_to_w * s1 - (to_w * g).mT @ h, keep_s * s1 - (to_s * g).mT @ h
         w2, s2 = keep_w * w2 + s_to_w * s2 - (to_w * delta2).mT @ k_n, keep_s * s2 - (to_s * delta2).mT @ k_n
