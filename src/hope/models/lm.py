@@ -103,7 +103,8 @@ class LanguageModel(nn.Module):
             new_state = HopeState(position + input_ids.shape[1], new_layers)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+            loss = F.cross_entropy(wide.flatten(0, 1), targets.flatten())
         return LMOutput(logits, new_state, loss)
 
     def run_blocks(self, input_ids: torch.Tensor, layers: list, position: int) -> tuple[torch.Tensor, list]:
