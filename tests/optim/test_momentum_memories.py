@@ -76,30 +76,37 @@ def test_deep_momentum_without_mlp_is_ema_momentum():
 
 def test_deep_momentum_hand_computed_with_mlp():
     lr, inner, mlp_lr, alpha, hidden = 0.1, 0.3, 0.5, 0.95, 3
-    w = torch.randn(4, 5, dtype=DT)
-    p = torch.nn.Parameter(w.clone())
+    p = torch.nn.Parameter(torch.randn(4, 5, dtype=DT))
     opt = DeepMomentum([p], lr=lr, inner_lr=inner, mlp_lr=mlp_lr, retention=alpha, hidden=hidden, seed=7)
-    g = torch.randn(4, 5, dtype=DT)
-    _feed(opt, [p], [[torch.randn(4, 5, dtype=DT)]])
+    first, g = torch.randn(4, 5, dtype=DT), torch.randn(4, 5, dtype=DT)
+    g[1] = 0.0  # a row without gradient: left out of the MLP's objective
+    _feed(opt, [p], [[first]])
     state = opt.state[p]
     b, w1, w2 = (state[k].clone() for k in ("linear", "mlp_out", "mlp_in"))
     w = p.detach().clone()
     _feed(opt, [p], [[g]])
 
-    s = g.pow(2).mean().sqrt()
+    mean_square = (1 - inner) * inner * first.pow(2).mean(1, keepdim=True) + inner * g.pow(2).mean(1, keepdim=True)
+    s = (mean_square / (1 - (1 - inner) ** 2)).sqrt()
     k = g / s
+    active = [0, 2, 3]
 
     def readout(w1, w2):
         return s * F.silu(k @ w2.T) @ w1.T
 
     def objective(w1, w2):
-        return 0.5 * ((b + readout(w1, w2) + g) / s).pow(2).sum(1).mean()
+        return 0.5 * ((b + readout(w1, w2) + g) / s).pow(2).sum(1)[active].mean()
 
     grad_w1, grad_w2 = torch.func.grad(objective, argnums=(0, 1))(w1, w2)
+    hidden_norm = F.silu(k @ w2.T).pow(2).sum(1)[active].mean()
+    w1_step = mlp_lr / (1 + mlp_lr * hidden_norm)
+    w2_step = mlp_lr / (1 + mlp_lr * 1.21 * k.pow(2).sum(1)[active].mean() * w1.pow(2).sum())
     new_b = alpha * b - inner * (b + readout(w1, w2) + g)
-    new_w1, new_w2 = alpha * w1 - mlp_lr * grad_w1, alpha * w2 - mlp_lr * grad_w2
+    new_w1, new_w2 = alpha * w1 - w1_step * grad_w1, alpha * w2 - w2_step * grad_w2
+    torch.testing.assert_close(state["row_mean_square"], mean_square, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(state["linear"], new_b, rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(state["mlp_out"], new_w1, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(state["mlp_in"], new_w2, rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(p.detach(), w + lr * (new_b + readout(new_w1, new_w2)), rtol=1e-12, atol=1e-13)
     assert state["mlp_out"].abs().sum() > 0
 
