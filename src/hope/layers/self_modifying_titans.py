@@ -40,6 +40,7 @@ from torch import nn
 from hope.layers.conv import ShortConv
 from hope.layers.gated_deltanet import GatedOutput, l2_normalize, spread_logits
 from hope.ops.dgd import dgd as linear_dgd
+from hope.ops.mlp_memory import mlp_memory
 
 MEMORY_KINDS = ("deep", "linear")
 OBJECTIVES = ("dot", "l2")
@@ -108,24 +109,24 @@ class MemoryBank(nn.Module):
         return linear_read(weights["w"], x)
 
     def fold(self, weights: dict[str, torch.Tensor], keys: torch.Tensor, targets: torch.Tensor,
-             alpha: torch.Tensor, eta: torch.Tensor) -> dict[str, torch.Tensor]:
+             alpha: torch.Tensor, eta: torch.Tensor,
+             queries: torch.Tensor | None = None) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """Fold one chunk into the memories by DGD with retention, every gradient at ``weights`` (NL Eq. 91).
 
-        ``keys, targets: [B, C, n * H, D]``, ``alpha, eta: [B, C, n * H]``."""
+        ``keys, targets: [B, C, n * H, D]``, ``alpha, eta: [B, C, n * H]``. Returns the reads of ``queries``
+        at ``weights`` when the deep op computes them on the way (else ``None``) and the new weights."""
         chunk = keys.shape[1]
         if self.kind == "deep":
-            from hope.ops.mlp_memory import mlp_memory
-
-            _, (w1, w2) = mlp_memory(keys, keys, targets, alpha, eta, weights["w1"], weights["w2"],
-                                     objective=self.objective, proximal=self.proximal, dgd=self.dgd,
-                                     chunk_size=chunk, mode="chunk")
-            return {"w1": w1, "w2": w2}
+            reads, (w1, w2) = mlp_memory(keys if queries is None else queries, keys, targets, alpha, eta,
+                                         weights["w1"], weights["w2"], objective=self.objective,
+                                         proximal=self.proximal, dgd=self.dgd, chunk_size=chunk, mode="chunk")
+            return (None if queries is None else reads), {"w1": w1, "w2": w2}
         values = targets if self.objective == "dot" else targets - linear_read(weights["w"], keys)
         if self.proximal:
             eta = eta / (1 + eta * keys.square().sum(-1))
         _, w = linear_dgd(keys, keys, values, alpha, eta, rule="dgd" if self.dgd else "gd",
                           initial_state=weights["w"], output_final_state=True, chunk_size=chunk)
-        return {"w": w}
+        return None, {"w": w}
 
 
 class SelfModifyingTitans(nn.Module):
@@ -138,7 +139,7 @@ class SelfModifyingTitans(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, *, memory: str = "deep", expansion: int = 1,
-                 chunk_size: int = 16, memory_chunk_size: int = 16, objective: str = "dot", proximal: bool = True,
+                 chunk_size: int = 64, memory_chunk_size: int = 16, objective: str = "dot", proximal: bool = True,
                  dgd: bool = True, momentum: bool = True, retention: bool = True, adaptive_k: bool = True,
                  adaptive_v: bool = True, adaptive_q: bool = False, test_time_learning: bool = True,
                  conv_width: int = 4, retention_init: tuple[float, float] = (0.9, 0.999), step_init: float = 0.5,
@@ -208,23 +209,28 @@ class SelfModifyingTitans(nn.Module):
                     for group, bank in self.banks.items()}
         pending = {group: [{name: state[f"{group}.{name}"] for name in self.buffered}] for group in self.banks}
         filled = {group: state[f"{group}.k"].shape[1] for group in self.banks}
-        tail, reads, start = state["conv"], [], 0
-        while start < t:
-            end = start + min(t - start, *(self.chunk_sizes[g] - filled[g] for g in self.banks))
-            segment = None if static is None else static[:, start:end]
-            features, tail = self._features(heads[:, start:end], segment, weights["proj"], tail)
-            reads.append(self.banks["mem"].read(weights["mem"], features["q"]))
+        sizes = self._segments(t, filled)
+        pieces = [None] * len(sizes) if static is None else static.split(sizes, dim=1)
+        tail, reads = state["conv"], []
+        for size, segment, static_segment in zip(sizes, heads.split(sizes, dim=1), pieces):
+            features, tail = self._features(segment, static_segment, weights["proj"], tail)
+            whole = self.banks["mem"].kind == "deep" and size == self.chunk_sizes["mem"]
+            if not whole:  # (a whole chunk of M_mem is read by its fold below, on the way)
+                reads.append(self.banks["mem"].read(weights["mem"], features["q"]))
             due = []
             for group in self.banks:
                 pending[group].append({name: features[name] for name in self.buffered})
-                filled[group] += end - start
+                filled[group] += size
                 if filled[group] == self.chunk_sizes[group]:
                     due.append(group)
             for group in due:
                 chunk = {name: torch.cat([p[name] for p in pending[group]], dim=1) for name in self.buffered}
-                weights[group], velocity[group] = self._fold(group, weights[group], velocity[group], chunk)
+                queries = features["q"] if group == "mem" and whole else None
+                read, weights[group], velocity[group] = self._fold(group, weights[group], velocity[group], chunk,
+                                                                   queries)
+                if read is not None:
+                    reads.append(read)
                 pending[group], filled[group] = [], 0
-            start = end
         new_state = {"conv": tail}
         for group, bank in self.banks.items():
             new_state.update({f"{group}.{key}": weights[group][key] for key in bank.keys})
@@ -233,6 +239,15 @@ class SelfModifyingTitans(nn.Module):
                 parts = [p[name] for p in pending[group]] or [state[f"{group}.{name}"][:, :0]]
                 new_state[f"{group}.{name}"] = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         return self.output(torch.cat(reads, dim=1), x), new_state
+
+    def _segments(self, length: int, filled: dict[str, int]) -> list[int]:
+        """Lengths of the pieces of a call: each ends at the next chunk boundary of either group (or the end)."""
+        sizes, filled = [], dict(filled)
+        while sum(sizes) < length:
+            size = min(length - sum(sizes), *(self.chunk_sizes[g] - filled[g] for g in filled))
+            sizes.append(size)
+            filled = {g: (n + size) % self.chunk_sizes[g] for g, n in filled.items()}
+        return sizes
 
     def _features(self, heads: torch.Tensor, static: torch.Tensor | None, weights: dict[str, torch.Tensor],
                   tail: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -255,17 +270,20 @@ class SelfModifyingTitans(nn.Module):
         return features, tail
 
     def _fold(self, group: str, weights: dict[str, torch.Tensor], velocity: dict[str, torch.Tensor],
-              chunk: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+              chunk: dict[str, torch.Tensor], queries: torch.Tensor | None = None,
+              ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Fold a completed chunk into one group of memories, with the targets ``v_hat = M(v)`` generated at the
-        chunk-start ``weights`` (NL Eqs. 84, 91), then apply the chunk-level momentum. Returns the new weights
-        and momentum (``velocity``, empty without momentum)."""
+        chunk-start ``weights`` (NL Eqs. 84, 91), then apply the chunk-level momentum. Returns the reads of
+        ``queries`` if the fold made them (see :meth:`MemoryBank.fold`), the new weights and the new momentum
+        (``velocity``, empty without momentum)."""
         bank = self.banks[group]
         n = len(bank.names)
         targets = bank.read(weights, chunk["v"].repeat(1, 1, n, 1))
         keys = chunk["k"].repeat(1, 1, n, 1)
-        folded = bank.fold(weights, keys, targets, chunk["alpha"].repeat(1, 1, n), chunk["eta"].repeat(1, 1, n))
+        read, folded = bank.fold(weights, keys, targets, chunk["alpha"].repeat(1, 1, n), chunk["eta"].repeat(1, 1, n),
+                                 queries)
         if not self.momentum:
-            return folded, velocity
+            return read, folded, velocity
         beta = chunk["beta"].mean(dim=1).repeat(1, n)[..., None, None]
         velocity = {key: beta * velocity[key] + (folded[key] - weights[key]) for key in bank.keys}
-        return {key: weights[key] + velocity[key] for key in bank.keys}, velocity
+        return read, {key: weights[key] + velocity[key] for key in bank.keys}, velocity

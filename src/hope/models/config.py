@@ -273,11 +273,13 @@ class HopeConfig(CMSConfig):
     fast path on ``hope.ops.dgd``)."""
     memory_expansion: int = 1
     """Hidden width of each deep memory per head, in multiples of the head dimension."""
-    chunk_size: int = 16
+    chunk_size: int = 64
     """Chunk of the memories M_k, M_v, M_eta, M_alpha (and M_q): inside a chunk every read, target and gradient
-    uses the chunk-start state (NL Eqs. 90-91); part of the model."""
+    uses the chunk-start state (NL Eqs. 90-91); part of the model. These memories only shape the keys, values
+    and gates, so a long chunk (cheaper: fewer, larger steps) costs the outputs little."""
     memory_chunk_size: int = 16
-    """Chunk of the output memory M_mem (NL Sec. 8.2: it has its own)."""
+    """Chunk of the output memory M_mem (NL Sec. 8.2: it has its own). A token reads M_mem as it was at the start
+    of its chunk, so the mixer sees the tokens of its own chunk only through the convolution: kept short."""
     objective: str = "dot"
     """Inner objective of every memory: ``dot`` (``-<M(k), v_hat>``; a linear memory is then exactly the gated
     delta rule) or ``l2`` (``0.5 ||M(k) - v_hat||^2``, NL Eq. 93 as printed)."""
