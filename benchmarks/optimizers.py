@@ -37,6 +37,8 @@ RUNS: dict[str, tuple[str, float, dict]] = {
     "m3": ("m3", 3e-3, {}),
     "m3-sum": ("m3", 3e-3, {"accumulate": "sum"}),
     "dgd": ("dgd", 0.5, {}),
+    "dgd-raw": ("dgd", 0.05, {"proximal": False}),
+    "dgd-unit": ("dgd", 0.5, {"unit_inputs": True}),
     "sgd": ("dgd", 0.5, {"decay_scale": 0.0}),
     "delta_momentum": ("delta_momentum", 0.05, {}),
     "deep_momentum": ("deep_momentum", 0.3, {}),
@@ -105,6 +107,8 @@ def summarise(runs: list[Run], args: argparse.Namespace, warm: int) -> dict:
     base = next((r for r in runs if r.name == "adamw"), runs[0])
     base_step = statistics.median(base.step_times[warm:])
     base_opt = statistics.median(base.optimizer_times[warm:])
+    muon = next((r for r in runs if r.name == "muon"), None)
+    muon_step = statistics.median(muon.step_times[warm:]) if muon else None
     results = {}
     for run in runs:
         step, opt = statistics.median(run.step_times[warm:]), statistics.median(run.optimizer_times[warm:])
@@ -114,6 +118,7 @@ def summarise(runs: list[Run], args: argparse.Namespace, warm: int) -> dict:
             "final_val_bpb": run.validation[-1][1], "final_train_loss": statistics.mean(run.losses[-10:]),
             "step_seconds": step, "optimizer_step_seconds": opt,
             "step_time_vs_adamw": step / base_step, "optimizer_time_vs_adamw": opt / base_opt,
+            "step_time_vs_muon": step / muon_step if muon_step else None,
             "train_loss": run.losses, "val_bpb": run.validation,
         }
     return results
@@ -141,13 +146,14 @@ def plot(results: dict, path: Path, window: int = 10) -> None:
 
 
 def table(results: dict) -> str:
-    rows = ["| run | optimizer | peak lr | final val bpb | final train loss | step time vs AdamW | optimizer step vs AdamW | step (s) |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | optimizer | peak lr | final val bpb | final train loss | step time vs AdamW | step time vs Muon "
+            "| optimizer step vs AdamW | step (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         options = "".join(f", {k}={v}" for k, v in r["options"].items())
+        vs_muon = "" if r["step_time_vs_muon"] is None else f"{r['step_time_vs_muon']:.2f}x"
         rows.append(f"| {name} | {r['optimizer']}{options} | {r['lr']:g} | {r['final_val_bpb']:.3f} | "
-                    f"{r['final_train_loss']:.3f} | {r['step_time_vs_adamw']:.2f}x | {r['optimizer_time_vs_adamw']:.1f}x | "
-                    f"{r['step_seconds']:.3f} |")
+                    f"{r['final_train_loss']:.3f} | {r['step_time_vs_adamw']:.2f}x | {vs_muon} | "
+                    f"{r['optimizer_time_vs_adamw']:.1f}x | {r['step_seconds']:.3f} |")
     return "\n".join(rows)
 
 

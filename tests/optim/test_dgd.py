@@ -19,10 +19,11 @@ def _loss(model, x):
     return model(x).pow(2).sum(-1).mean()
 
 
-def test_hand_computed_step():
+@pytest.mark.parametrize("unit_inputs", [False, True])
+def test_hand_computed_step(unit_inputs):
     model, lr, wd = _model(), 0.3, 0.1
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    opt = DGD(model.parameters(), lr=lr, model=model, weight_decay=wd)
+    opt = DGD(model.parameters(), lr=lr, model=model, weight_decay=wd, unit_inputs=unit_inputs)
     x = torch.randn(2, 5, 3, dtype=DT)
     _loss(model, x).backward()
     grads = {k: p.grad.clone() for k, p in model.named_parameters()}
@@ -30,6 +31,8 @@ def test_hand_computed_step():
     opt.step()
     for name, inputs in (("0.weight", x), ("2.weight", hidden)):
         rows = inputs.reshape(-1, inputs.shape[-1])
+        if unit_inputs:
+            rows = rows / rows.norm(dim=-1, keepdim=True)
         c = rows.T @ rows / rows.shape[0]
         step = lr / (1 + lr * c.trace())
         w = (1 - lr * wd) * before[name]

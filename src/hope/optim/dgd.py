@@ -14,7 +14,8 @@ For a batch of ``N`` input rows ``x_n`` (all tokens of all sequences) this optim
 ``s`` (``decay_scale``, default 1) weighs the decay term; ``s = 0`` is plain SGD (the paper's "w/o DGD"
 ablation). ``eta'`` makes ``I - s eta' C`` a contraction for any ``eta``; it is Eq. 56's exact solution
 when ``C`` has rank one (one token) and a first-order approximation for batches.
-``proximal=False`` uses ``eta' = eta`` in both terms.
+``proximal=False`` uses ``eta' = eta`` in both terms. ``unit_inputs=True`` normalises each input row
+to unit length first (Eq. 57 assumes normalised inputs): then ``tr C = 1`` and ``eta' = eta / (1 + s eta)``.
 
 Layer inputs come from forward hooks on every ``nn.Linear`` of ``model`` whose weight is optimised:
 each forward run with autograd enabled adds ``x^T x`` and the row count to a running sum, and
@@ -41,9 +42,11 @@ from hope.optim.params import reject_dtensor
 
 
 class InputStatistics:
-    """Running ``sum_n x_n x_n^T`` and ``N`` of one ``nn.Linear``'s inputs (float32 or the weight's dtype if wider)."""
+    """Running ``sum_n x_n x_n^T`` and ``N`` of one ``nn.Linear``'s inputs (float32 or the weight's dtype
+    if wider); with ``unit_inputs`` each row is first divided by its L2 norm."""
 
-    def __init__(self) -> None:
+    def __init__(self, unit_inputs: bool = False) -> None:
+        self.unit_inputs = unit_inputs
         self.second_moment: torch.Tensor | None = None
         self.rows = 0
 
@@ -53,6 +56,8 @@ class InputStatistics:
         dtype = torch.promote_types(module.weight.dtype, torch.float32)
         with torch.no_grad(), torch.autocast(inputs[0].device.type, enabled=False):
             x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).to(dtype)
+            if self.unit_inputs:
+                x = torch.nn.functional.normalize(x, dim=-1)
             moment = x.T @ x
         self.second_moment = moment if self.second_moment is None else self.second_moment + moment
         self.rows += x.shape[0]
@@ -83,10 +88,12 @@ class DGD(torch.optim.Optimizer):
         weight_decay: decoupled weight decay.
         decay_scale: ``s``, the weight of the ``W x x^T`` term (0: plain SGD).
         proximal: ``eta' = eta / (1 + s eta tr C)`` (True) or ``eta' = eta`` (False).
+        unit_inputs: L2-normalise each input row before ``C`` (NL Eq. 57 assumes ``||x|| = lambda``;
+            Hope's memories normalise their keys), so ``tr C = 1`` and ``eta' = eta / (1 + s eta)``.
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 0.1, *, model: nn.Module, weight_decay: float = 0.0,
-                 decay_scale: float = 1.0, proximal: bool = True) -> None:
+                 decay_scale: float = 1.0, proximal: bool = True, unit_inputs: bool = False) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be the nn.Module whose Linear layers DGD updates, got {type(model).__name__}")
         if lr < 0 or weight_decay < 0 or decay_scale < 0:
@@ -98,7 +105,7 @@ class DGD(torch.optim.Optimizer):
         self._hooks = []
         for module in model.modules():
             if isinstance(module, nn.Linear) and id(module.weight) in optimised and id(module.weight) not in self._inputs:
-                statistics = InputStatistics()
+                statistics = InputStatistics(unit_inputs)
                 self._inputs[id(module.weight)] = statistics
                 self._hooks.append(module.register_forward_hook(statistics))
         if not self._inputs:
