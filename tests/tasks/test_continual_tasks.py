@@ -1,7 +1,5 @@
 """Continual learning: data loading (tiny files in the real formats), stages, encoding, metrics."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -14,25 +12,9 @@ from hope.tasks.continual import (
 )
 
 
-@pytest.fixture
-def data_dir(tmp_path):
-    intents = [f"intent_{i}" for i in range(6)]
-    rows = lambda split, n: [[f"{split} query {k} about {c}", c] for c in intents for k in range(n)]
-    (tmp_path / "clinc150").mkdir()
-    (tmp_path / "clinc150" / "data_full.json").write_text(json.dumps(
-        {"train": rows("train", 4), "val": rows("val", 1), "test": rows("test", 2), "oos_train": [["x", "oos"]]}))
-    (tmp_path / "clinc150" / "domains.json").write_text(json.dumps({"one": intents[:3], "two": intents[3:]}))
-    (tmp_path / "banking77").mkdir()
-    for split, n in (("train", 3), ("test", 2)):
-        lines = ["text,category"] + [f'"{t}, really",{c}' for t, c in rows(split, n)]
-        (tmp_path / "banking77" / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    (tmp_path / "banking77" / "categories.json").write_text(json.dumps(intents))
-    return tmp_path
-
-
 @pytest.mark.parametrize("name", ["clinc150", "banking77"])
-def test_stages_partition_the_classes(data_dir, name):
-    dataset = load_intents(name, data_dir)
+def test_stages_partition_the_classes(intent_data_dir, name):
+    dataset = load_intents(name, intent_data_dir)
     assert len(dataset.classes) == 6
     stages = class_incremental_stages(dataset, classes_per_stage=4, seed=1)
     assert [len(s.classes) for s in stages] == [4, 2]
@@ -46,13 +28,13 @@ def test_stages_partition_the_classes(data_dir, name):
     assert again == stages and [s.classes for s in other] != [s.classes for s in stages]
 
 
-def test_domains_and_caps(data_dir):
-    dataset = load_intents("clinc150", data_dir)
+def test_domains_and_caps(intent_data_dir):
+    dataset = load_intents("clinc150", intent_data_dir)
     stages = class_incremental_stages(dataset, by_domain=True, max_train_per_class=2, max_test_per_class=1)
     assert sorted(s.name for s in stages) == ["one", "two"]
     assert all(len(s.train) == 2 * len(s.classes) and len(s.test) == len(s.classes) for s in stages)
     with pytest.raises(HopeError, match="no domains"):
-        class_incremental_stages(load_intents("banking77", data_dir), by_domain=True)
+        class_incremental_stages(load_intents("banking77", intent_data_dir), by_domain=True)
 
 
 def test_missing_data_is_a_clear_error(tmp_path):
@@ -73,8 +55,8 @@ def test_real_data_when_present():
     assert len(class_incremental_stages(clinc, by_domain=True)) == 10
 
 
-def test_encoder_puts_the_class_at_the_separator(data_dir):
-    dataset = load_intents("clinc150", data_dir)
+def test_encoder_puts_the_class_at_the_separator(intent_data_dir):
+    dataset = load_intents("clinc150", intent_data_dir)
     tok = BytesTokenizer()
     encoder = IntentEncoder(tok, dataset.classes, max_text_tokens=10)
     batch = encoder.encode(dataset.test[:5])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hope.errors import HopeError
-from hope.tasks.base import IGNORE_INDEX, Task
+from hope.tasks.base import Task
 from hope.tasks.registry import FAMILIES, TASKS, ClassIncrementalStream, DomainStream, get_task, task_table
 
 SEQUENCE_TASKS = [name for name, spec in TASKS.items() if spec.family != "continual"]

@@ -154,7 +154,8 @@ def score_predictions(predictions: np.ndarray, batch: TaskBatch) -> dict[str, fl
     """Exact-match scores of predicted ids ``[batch, time]`` (e.g. ``logits.argmax(-1)``).
 
     ``item_accuracy``: answers (groups) right in every position; ``sequence_accuracy``: rows whose
-    answers are all right; ``token_accuracy``: answer positions right. Counts come with them.
+    answers are all right; ``token_accuracy``: answer positions right. Counts come with them
+    (``items``, ``items_right``, ...), so scores of several batches can be pooled.
     """
     predictions = np.asarray(predictions)
     if predictions.shape != batch.targets.shape:
@@ -169,14 +170,14 @@ def score_predictions(predictions: np.ndarray, batch: TaskBatch) -> dict[str, fl
         items += ids.size
         items_right += ids.size - np.unique(wrong).size
         rows_right += int(wrong.size == 0)
-    positions = int(mask.sum())
+    positions, positions_right = int(mask.sum()), int(correct.sum())
     return {
         "item_accuracy": items_right / items if items else float("nan"),
         "sequence_accuracy": rows_right / len(batch) if len(batch) else float("nan"),
-        "token_accuracy": float(correct.sum()) / positions if positions else float("nan"),
-        "items": items,
-        "sequences": len(batch),
-        "positions": positions,
+        "token_accuracy": positions_right / positions if positions else float("nan"),
+        "items": items, "items_right": items_right,
+        "sequences": len(batch), "sequences_right": rows_right,
+        "positions": positions, "positions_right": positions_right,
     }
 
 

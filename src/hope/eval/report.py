@@ -1,0 +1,245 @@
+"""Markdown tables and plots of task runs: one run (``results.md`` beside its ``result.json``) or
+many (``hope tasks report DIR... --out docs/results.md``): per family a table of exact-match
+accuracy (models x task settings) and accuracy-vs-length plots; for continual learning the
+average score, forgetting and backward transfer, and a forgetting chart.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hope.errors import HopeError
+from hope.tasks.registry import FAMILIES, TASKS
+
+
+def model_label(result: dict[str, Any]) -> str:
+    """``arch (size)``, plus model overrides and a fine-tuned checkpoint when there are any."""
+    extras = [f"{k}={v}" for k, v in sorted((result.get("model_overrides") or {}).items())]
+    if result.get("checkpoint"):
+        extras.append(f"from {Path(result['checkpoint']).name}")
+    return f"{result['arch']} ({', '.join([result['size'], *extras])})"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def run_markdown(result: dict[str, Any], plots: list[str]) -> str:
+    """The ``results.md`` of one run."""
+    spec = TASKS[result["task"]]
+    lines = [f"# {result['task']}: {model_label(result)}", "",
+             f"{spec.summary} [{spec.source}]. {result['params']:,} parameters, seed {result['seed']}, "
+             f"{result['seconds']} s.", ""]
+    if result["family"] == "continual":
+        lines += _matrix_table(result)
+    else:
+        lines += ["| setting | item accuracy | sequence accuracy | token accuracy | examples | row length |",
+                  "|---|---|---|---|---|---|"]
+        for label, scores in result["evals"].items():
+            lines.append(f"| {label} | {_percent(scores['item_accuracy'])} | {_percent(scores['sequence_accuracy'])} | "
+                         f"{_percent(scores['token_accuracy'])} | {scores['examples']} | {scores['max_length']} |")
+        lines += ["", "Accuracies are exact-match percentages: item = each answer (a value, a query, a whole "
+                  "string), sequence = every answer of a row, token = each answer position."]
+    lines += [""] + [f"![{name}]({name})" for name in plots]
+    return "\n".join(lines) + "\n"
+
+
+def _matrix_table(result: dict[str, Any]) -> list[str]:
+    stages, metric = result["stages"], result["metric"]
+    lines = [f"Score matrix ({metric}): row = after training on that stage, column = stage evaluated.", "",
+             "| after \\ on | " + " | ".join(stages) + " |", "|---" * (len(stages) + 1) + "|"]
+    for name, row in zip(stages, result["matrix"]):
+        cells = [_percent(v) if metric == "accuracy" else f"{v:.3f}" for v in row]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    metrics = result["continual"]
+    fmt = _percent if metric == "accuracy" else (lambda v: f"{v:.3f}")
+    lines += ["", f"Average {metric}: {fmt(metrics['average'])}; forgetting: {fmt(metrics['forgetting'])}; "
+              f"backward transfer: {fmt(metrics['backward_transfer'])}."]
+    if "seen_accuracy" in result:
+        lines.append("Accuracy on all classes seen so far: " + ", ".join(_percent(v) for v in result["seen_accuracy"]) + ".")
+    return lines
+
+
+def plot_run(result: dict[str, Any], out: Path) -> list[str]:
+    """Plots of one run into ``out``; returns their file names (none without matplotlib)."""
+    plt = _pyplot()
+    if plt is None:
+        return []
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    if result["family"] == "continual":
+        image = ax.imshow(result["matrix"], cmap="viridis")
+        ax.set_xticks(range(len(result["stages"])), result["stages"], rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(result["stages"])), result["stages"], fontsize=7)
+        ax.set_xlabel("evaluated on")
+        ax.set_ylabel("after training on")
+        fig.colorbar(image, label=result["metric"])
+        name = "matrix.png"
+    else:
+        labels = list(result["evals"])
+        ax.plot(labels, [100 * result["evals"][k]["item_accuracy"] for k in labels], marker="o", label=result["arch"])
+        ax.set_ylim(-2, 102)
+        ax.set_xlabel("evaluation setting")
+        ax.set_ylabel("item accuracy (%)")
+        ax.set_title(f"{result['task']}: {model_label(result)}", fontsize=9)
+        name = "accuracy.png"
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return [name]
+
+
+def collect_results(paths: list[str | Path]) -> list[dict[str, Any]]:
+    """Every ``result.json`` under ``paths`` (files or folders, searched recursively)."""
+    results = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise HopeError(f"{path} does not exist")
+        files = [path] if path.is_file() else sorted(path.rglob("result.json"))
+        for file in files:
+            try:
+                result = json.loads(file.read_text())
+            except json.JSONDecodeError as err:
+                raise HopeError(f"{file} is not valid JSON ({err.msg})") from None
+            if not {"task", "family", "arch"} <= set(result):
+                raise HopeError(f"{file} is not a task result (no task/family/arch)")
+            results.append(result)
+    if not results:
+        raise HopeError(f"no result.json found under {', '.join(map(str, paths))}")
+    return results
+
+
+def _latest(results: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """One result per (task, model): later paths win."""
+    table: dict[tuple[str, str], dict[str, Any]] = {}
+    for result in results:
+        table[(result["task"], model_label(result))] = result
+    return table
+
+
+def build_report(paths: list[str | Path], out: str | Path, command: str = "") -> str:
+    """Write the markdown report (and its plots beside it) of every run under ``paths``."""
+    results = collect_results(paths)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runs = _latest(results)
+    models = sorted({m for _, m in runs})
+    lines = ["# Task results", "",
+             f"{len(runs)} runs{f', written by `{command}`' if command else ''}. Every number below was measured "
+             "by these runs; item accuracy is exact match per answer, in percent.", ""]
+    for family in FAMILIES:
+        tasks = [name for name, spec in TASKS.items() if spec.family == family and any(t == name for t, _ in runs)]
+        if not tasks:
+            continue
+        lines += [f"## {family}", ""]
+        if family == "continual":
+            lines += _continual_table(tasks, models, runs)
+        else:
+            lines += _family_table(tasks, models, runs)
+        plot = _plot_family(family, tasks, models, runs, out)
+        if plot:
+            lines += ["", f"![{family}]({plot})"]
+        lines.append("")
+    skipped = [entry for path in map(Path, paths) if path.is_dir() for file in sorted(path.rglob("skipped.json"))
+               for entry in json.loads(file.read_text())]
+    if skipped:
+        lines += ["## Runs that did not finish", ""] + [f"- {e['task']} ({e['arch']}): {e['reason']}" for e in skipped] + [""]
+    text = "\n".join(lines)
+    out.write_text(text)
+    return text
+
+
+def _family_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
+    columns = []
+    for task in tasks:
+        labels = []
+        for model in models:
+            for label in runs.get((task, model), {}).get("evals", {}):
+                if label not in labels:
+                    labels.append(label)
+        columns += [(task, label) for label in labels]
+    lines = ["| model | " + " | ".join(f"{_short(t)} {label}" for t, label in columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    for model in models:
+        cells = []
+        for task, label in columns:
+            scores = runs.get((task, model), {}).get("evals", {}).get(label)
+            cells.append(_percent(scores["item_accuracy"]) if scores else "")
+        if any(cells):
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _short(task: str) -> str:
+    """A task name without its family prefix (``formal_dyck2`` -> ``dyck2``)."""
+    prefix, _, rest = task.partition("_")
+    return rest if prefix in FAMILIES and rest else task
+
+
+def _continual_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
+    header = " | ".join(f"{t.removeprefix('continual_')} {m}" for t in tasks for m in ("avg", "forget", "BWT"))
+    lines = [f"| model | {header} |", "|---" * (3 * len(tasks) + 1) + "|"]
+    for model in models:
+        cells = []
+        for task in tasks:
+            result = runs.get((task, model))
+            if result is None:
+                cells += ["", "", ""]
+                continue
+            fmt = _percent if result["metric"] == "accuracy" else (lambda v: f"{v:.3f}")
+            m = result["continual"]
+            cells += [fmt(m["average"]), fmt(m["forgetting"]), fmt(m["backward_transfer"])]
+        if any(cells):
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += ["", "avg: final accuracy (corpus eras: loss) averaged over stages; forget: average forgetting "
+              "(lower is better); BWT: backward transfer (higher is better)."]
+    return lines
+
+
+def _plot_family(family: str, tasks: list[str], models: list[str], runs: dict, out: Path) -> str | None:
+    plt = _pyplot()
+    if plt is None:
+        return None
+    name = f"{out.stem}_{family}.png"
+    if family == "continual":
+        fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(tasks), 3.5))
+        width = 0.8 / max(1, len(models))
+        for k, model in enumerate(models):
+            values = [runs[(t, model)]["continual"]["forgetting"] if (t, model) in runs else 0.0 for t in tasks]
+            ax.bar([i + k * width for i in range(len(tasks))], values, width, label=model)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], [t.removeprefix("continual_") for t in tasks])
+        ax.set_ylabel("average forgetting")
+    else:
+        columns = min(4, len(tasks))
+        rows = -(-len(tasks) // columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
+        for ax, task in zip(axes.flat, tasks):
+            for model in models:
+                result = runs.get((task, model))
+                if result:
+                    labels = list(result["evals"])
+                    ax.plot(labels, [100 * result["evals"][k]["item_accuracy"] for k in labels], marker="o", label=model)
+            ax.set_title(task, fontsize=9)
+            ax.set_ylim(-2, 102)
+            ax.tick_params(labelsize=7)
+        for ax in list(axes.flat)[len(tasks):]:
+            ax.axis("off")
+        ax = axes.flat[0]
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(out.parent / name, dpi=110)
+    plt.close(fig)
+    return name

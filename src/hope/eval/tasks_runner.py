@@ -1,0 +1,453 @@
+"""Train (or fine-tune) a model on one benchmark task and evaluate it: ``hope tasks run``.
+
+Sequence tasks (recall, MAD, NIAH, BABILong, formal languages) train with cross-entropy at the
+answer positions of generated batches (``hope.tasks``) and are scored by exact match at every
+evaluation setting (longer lengths, the longer formal-language bin). MAD compression decodes the
+whole row from the last position's hidden state with a small MLP decoder, as MAD's auto-encoder.
+Continual tasks train stage after stage and fill the score matrix ``R[i, j]`` (accuracy, or LM loss
+for corpus eras). A run writes ``result.json``, ``results.md`` and plots into its directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from hope.errors import HopeError
+from hope.tasks.base import IGNORE_INDEX, TaskBatch, score_predictions
+from hope.tasks.continual import continual_metrics, seen_class_accuracy
+from hope.tasks.registry import TASKS, TaskSpec, get_task
+
+QUICK_MODEL = {"d_model": 32, "n_layers": 2, "n_heads": 2}
+
+
+@dataclass
+class TaskRunConfig:
+    """Options of ``hope tasks run``."""
+
+    task: str
+    arch: str = "transformer"
+    size: str = "tiny"
+    out: str = "runs/tasks"
+    lengths: tuple[int, ...] = ()
+    """Evaluation lengths replacing the task's defaults (formal languages: upper ends of length bins)."""
+    seed: int = 0
+    steps: int = 1000
+    """Optimizer steps (continual tasks: per stage)."""
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    eval_examples: int = 256
+    """Rows per evaluation setting (continual: test examples per stage)."""
+    eval_batch_size: int = 16
+    eval_chunk: int = 16384
+    """Rows longer than this are evaluated chunk by chunk, carrying the model state."""
+    seq_len: int = 256
+    """Window length of the corpus-era language modelling task."""
+    tokenizer: str = "bytes"
+    """Tokenizer of text tasks: ``bytes`` or a ``tokenizer.json`` file."""
+    checkpoint: str | None = None
+    """Fine-tune this checkpoint instead of training from scratch."""
+    model: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the model config (e.g. ``cms_levels``)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the task generator (e.g. ``num_kv_pairs``)."""
+    data_dir: str | None = None
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        get_task(self.task)
+        for name in ("steps", "batch_size", "eval_examples", "eval_batch_size", "eval_chunk", "seq_len"):
+            if getattr(self, name) < 1:
+                raise HopeError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise HopeError(f"lr must be positive, got {self.lr}")
+        self.lengths = tuple(int(n) for n in self.lengths)
+        if any(n < 1 for n in self.lengths):
+            raise HopeError(f"lengths must be positive, got {self.lengths}")
+
+
+def _device(name: str) -> torch.device:
+    from hope.train import resolve_device
+
+    return resolve_device(name)
+
+
+def _tokenizer(config: TaskRunConfig):
+    from hope.data.tokenizer import BytesTokenizer, load_tokenizer
+
+    return BytesTokenizer() if config.tokenizer == "bytes" else load_tokenizer(Path(config.tokenizer))
+
+
+def _fresh_model(config: TaskRunConfig, vocab_size: int, device: torch.device) -> nn.Module:
+    from hope.models import build
+
+    try:
+        return build(arch=config.arch, size=config.size, vocab_size=vocab_size, **config.model).to(device)
+    except TypeError as err:
+        raise HopeError(f"bad model option: {err}") from None
+
+
+def _checkpoint(config: TaskRunConfig, device: torch.device):
+    """The model and tokenizer of ``config.checkpoint``, to fine-tune."""
+    from hope.checkpoint import load_checkpoint
+
+    model, tokenizer, _ = load_checkpoint(config.checkpoint, device)
+    return model, tokenizer
+
+
+def _fits(model: nn.Module, vocab_size: int, config: TaskRunConfig) -> nn.Module:
+    if vocab_size > model.config.vocab_size:
+        raise HopeError(f"task needs {vocab_size} ids but checkpoint {config.checkpoint} has {model.config.vocab_size}")
+    return model
+
+
+def _schedule(config: TaskRunConfig, total: int | None):
+    """Linear warmup, then cosine decay to 10% over ``total`` steps, or constant (``total=None``:
+    a continual stream, where every stage must be learned at the same rate)."""
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        if total is None:
+            return 1.0
+        progress = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class ReconstructionDecoder(nn.Module):
+    """MAD's auto-encoder decoder: the last hidden state plus a position embedding, through an MLP."""
+
+    def __init__(self, d_model: int, vocab_size: int, max_length: int) -> None:
+        super().__init__()
+        self.positions = nn.Embedding(max_length, d_model)
+        self.mlp = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, d_model), nn.GELU(),
+                                 nn.LayerNorm(d_model), nn.Linear(d_model, d_model), nn.GELU(),
+                                 nn.LayerNorm(d_model), nn.Linear(d_model, vocab_size))
+
+    def forward(self, summary: torch.Tensor, length: int) -> torch.Tensor:
+        positions = self.positions(torch.arange(length, device=summary.device))
+        return self.mlp(summary[:, None, :] + positions[None])
+
+
+class Predictor:
+    """Logits for a batch: the LM's own, or (``reconstruct``) the decoder's from the last hidden state."""
+
+    def __init__(self, model: nn.Module, decoder: ReconstructionDecoder | None) -> None:
+        self.model, self.decoder = model, decoder
+        self._hidden: torch.Tensor | None = None
+        if decoder is not None:
+            model.head.register_forward_pre_hook(self._keep_hidden)
+
+    def _keep_hidden(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        self._hidden = inputs[0]
+
+    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        logits = self.model(input_ids).logits
+        if self.decoder is None:
+            return logits
+        return self.decoder(self._hidden[:, -1], input_ids.shape[1])
+
+    @torch.no_grad()
+    def predict(self, input_ids: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Argmax ids; rows longer than ``chunk`` run chunk by chunk carrying the state."""
+        if input_ids.shape[1] <= chunk or self.decoder is not None:
+            return self.logits(input_ids).argmax(-1)
+        state, pieces = None, []
+        for start in range(0, input_ids.shape[1], chunk):
+            out = self.model(input_ids[:, start: start + chunk], state=state)
+            state = out.state
+            pieces.append(out.logits.argmax(-1))
+        return torch.cat(pieces, dim=1)
+
+
+def _to_device(batch: TaskBatch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(batch.input_ids).to(device), torch.from_numpy(batch.targets).to(device)
+
+
+def _answer_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+
+def eval_settings(spec: TaskSpec, lengths: tuple[int, ...]) -> dict[str, dict[str, Any]]:
+    """The task's evaluation settings, or one per requested length (formal: bins ending there)."""
+    if not lengths:
+        return dict(spec.evals)
+    if spec.family == "formal":
+        bounds = sorted(lengths)
+        return {f"{lo}-{hi}": {"min_length": lo, "max_length": hi}
+                for lo, hi in zip([1] + [b + 1 for b in bounds[:-1]], bounds)}
+    if spec.family == "mad":
+        raise HopeError("MAD tasks have fixed lengths; set one with --option length=N")
+    return {f"{n // 1024}K" if n % 1024 == 0 else str(n): {"length": n} for n in lengths}
+
+
+def _train_steps(config: TaskRunConfig, params: list[nn.Parameter], total: int | None):
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total))
+    return optimizer, scheduler
+
+
+def _step(config, optimizer, scheduler, params, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+    optimizer.step()
+    scheduler.step()
+
+
+def run_task(config: TaskRunConfig) -> dict[str, Any]:
+    """Run one task; write ``result.json``, ``results.md`` and plots into ``config.out``; return the result."""
+    torch.manual_seed(config.seed)
+    spec = get_task(config.task)
+    started = time.time()
+    if spec.family == "continual":
+        result = _run_continual(config, spec)
+    else:
+        result = _run_sequence(config, spec)
+    result.update({"task": spec.name, "family": spec.family, "arch": config.arch, "size": config.size,
+                   "model_overrides": config.model, "task_options": config.options, "seed": config.seed,
+                   "checkpoint": config.checkpoint, "seconds": round(time.time() - started, 2),
+                   "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "progress"}})
+    _write_run(config, result)
+    return result
+
+
+def _run_sequence(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
+    device = _device(config.device)
+    model, tokenizer = _checkpoint(config, device) if config.checkpoint else (None, None)
+    if tokenizer is None and spec.text:
+        tokenizer = _tokenizer(config)
+    settings = eval_settings(spec, config.lengths)
+    train_task = spec.build(tokenizer, **{**spec.train, **config.options})
+    model = _fits(model, train_task.vocab_size, config) if model is not None else \
+        _fresh_model(config, train_task.vocab_size, device)
+    eval_tasks = {label: spec.build(tokenizer, **{**spec.train, **config.options, **overrides})
+                  for label, overrides in settings.items()}
+    decoder = None
+    if train_task.objective == "reconstruct":
+        longest = max([train_task.length] + [t.length for t in eval_tasks.values()])
+        decoder = ReconstructionDecoder(model.config.d_model, train_task.vocab_size, longest).to(device)
+    predictor = Predictor(model, decoder)
+    params = [p for p in model.parameters() if p.requires_grad] + (list(decoder.parameters()) if decoder else [])
+    optimizer, scheduler = _train_steps(config, params, config.steps)
+    rng = np.random.default_rng([config.seed, 0])
+    curve = []
+    model.train()
+    bar = tqdm(range(config.steps), desc=f"{spec.name} {config.arch}", disable=not config.progress)
+    for step in bar:
+        input_ids, targets = _to_device(train_task.batch(rng, config.batch_size), device)
+        loss = _answer_loss(predictor.logits(input_ids), targets)
+        if not torch.isfinite(loss):
+            raise HopeError(f"{spec.name}: non-finite training loss at step {step}; lower --lr")
+        _step(config, optimizer, scheduler, params, loss)
+        if step % max(1, config.steps // 50) == 0 or step == config.steps - 1:
+            curve.append([step, round(loss.item(), 5)])
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    model.eval()
+    evals = {}
+    for index, (label, task) in enumerate(eval_tasks.items()):
+        evals[label] = _evaluate(predictor, task, config, np.random.default_rng([config.seed, 1, index]), device)
+        evals[label]["settings"] = settings[label]
+    return {"params": sum(p.numel() for p in model.parameters()), "train_settings": {**spec.train, **config.options},
+            "loss_curve": curve, "evals": evals}
+
+
+def _evaluate(predictor: Predictor, task, config: TaskRunConfig, rng: np.random.Generator,
+              device: torch.device) -> dict[str, Any]:
+    names = ("items", "items_right", "sequences", "sequences_right", "positions", "positions_right")
+    totals = dict.fromkeys(names, 0)
+    longest = 0
+    remaining = config.eval_examples
+    while remaining > 0:
+        batch = task.batch(rng, min(config.eval_batch_size, remaining))
+        remaining -= len(batch)
+        input_ids, _ = _to_device(batch, device)
+        scores = score_predictions(predictor.predict(input_ids, config.eval_chunk).cpu().numpy(), batch)
+        for name in names:
+            totals[name] += scores[name]
+        longest = max(longest, batch.input_ids.shape[1])
+    return {"item_accuracy": totals["items_right"] / totals["items"],
+            "sequence_accuracy": totals["sequences_right"] / totals["sequences"],
+            "token_accuracy": totals["positions_right"] / totals["positions"],
+            "examples": totals["sequences"], "items": totals["items"], "max_length": int(longest)}
+
+
+def _run_continual(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
+    if spec.name == "continual_sotu_eras":
+        return _run_eras(config, spec)
+    if config.checkpoint:
+        raise HopeError("class-incremental runs train from scratch (the class tokens extend the vocabulary); "
+                        "drop --checkpoint")
+    device = _device(config.device)
+    options = {"seed": config.seed, "data_dir": config.data_dir, **config.options}
+    stream = spec.build(_tokenizer(config), **options)
+    stages = stream.stages()
+    classes = tuple(c for stage in stages for c in stage.classes)
+    encoder = stream.encoder(classes)
+    model = _fresh_model(config, encoder.vocab_size, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = _train_steps(config, params, None)
+    rng = np.random.default_rng([config.seed, 0])
+    pick = np.random.default_rng([config.seed, 1])
+    tests = [tuple(s.test[k] for k in sorted(pick.permutation(len(s.test))[: config.eval_examples])) for s in stages]
+    matrix = np.zeros((len(stages), len(stages)))
+    curve = []
+    seen: list[str] = []
+    bar = tqdm(total=config.steps * len(stages), desc=f"{spec.name} {config.arch}", disable=not config.progress)
+    for i, stage in enumerate(stages):
+        model.train()
+        seen.extend(stage.classes)
+        for _ in range(config.steps):
+            picks = rng.integers(len(stage.train), size=config.batch_size)
+            input_ids, targets = _to_device(encoder.encode([stage.train[k] for k in picks]), device)
+            loss = _answer_loss(model(input_ids).logits, targets)
+            _step(config, optimizer, scheduler, params, loss)
+            bar.update(1)
+        curve.append([i, round(loss.item(), 5)])
+        model.eval()
+        allowed = torch.from_numpy(encoder.label_ids(tuple(seen))).to(device)
+        for j, test in enumerate(tests):
+            matrix[i, j] = _intent_accuracy(model, encoder, test, allowed, config, device)
+    bar.close()
+    sizes = [len(test) for test in tests]
+    return {"params": sum(p.numel() for p in model.parameters()), "stages": [s.name for s in stages],
+            "matrix": matrix.round(5).tolist(), "metric": "accuracy", "loss_curve": curve,
+            "continual": continual_metrics(matrix), "seen_accuracy": seen_class_accuracy(matrix, sizes)}
+
+
+@torch.no_grad()
+def _intent_accuracy(model, encoder, examples, allowed: torch.Tensor, config: TaskRunConfig, device) -> float:
+    right = 0
+    for start in range(0, len(examples), config.eval_batch_size):
+        batch = encoder.encode(examples[start: start + config.eval_batch_size])
+        input_ids, targets = _to_device(batch, device)
+        logits = model(input_ids).logits
+        rows, cols = torch.nonzero(targets != IGNORE_INDEX, as_tuple=True)
+        choice = allowed[logits[rows, cols][:, allowed].argmax(-1)]
+        right += int((choice == targets[rows, cols]).sum())
+    return right / len(examples)
+
+
+def _run_eras(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
+    device = _device(config.device)
+    stages = spec.build(**config.options).stages()
+    if config.checkpoint:
+        model, tokenizer = _checkpoint(config, device)
+    else:
+        tokenizer = _tokenizer(config)
+        model = _fresh_model(config, int(tokenizer.vocab_size), device)
+    encode = lambda texts: np.concatenate([np.asarray(tokenizer.encode(t), dtype=np.int64) for t in texts])
+    train = [encode(s.train) for s in stages]
+    test = [encode(s.test) for s in stages]
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = _train_steps(config, params, None)
+    rng = np.random.default_rng([config.seed, 0])
+    matrix = np.zeros((len(stages), len(stages)))
+    curve = []
+    bar = tqdm(total=config.steps * len(stages), desc=f"{spec.name} {config.arch}", disable=not config.progress)
+    for i, tokens in enumerate(train):
+        model.train()
+        for _ in range(config.steps):
+            starts = rng.integers(tokens.size - config.seq_len - 1, size=config.batch_size)
+            windows = torch.from_numpy(np.stack([tokens[s: s + config.seq_len + 1] for s in starts])).to(device)
+            loss = _answer_loss(model(windows[:, :-1]).logits, windows[:, 1:])
+            _step(config, optimizer, scheduler, params, loss)
+            bar.update(1)
+        curve.append([i, round(loss.item(), 5)])
+        model.eval()
+        for j, tokens_j in enumerate(test):
+            matrix[i, j] = _window_loss(model, tokens_j, config, device)
+    bar.close()
+    return {"params": sum(p.numel() for p in model.parameters()), "stages": [s.name for s in stages],
+            "matrix": matrix.round(5).tolist(), "metric": "loss", "loss_curve": curve,
+            "continual": continual_metrics(matrix, higher_is_better=False)}
+
+
+@torch.no_grad()
+def _window_loss(model, tokens: np.ndarray, config: TaskRunConfig, device) -> float:
+    count = min(config.eval_examples, (tokens.size - 1) // config.seq_len)
+    if count < 1:
+        raise HopeError(f"an era's held-out text is shorter than seq_len {config.seq_len}")
+    windows = torch.from_numpy(tokens[: count * config.seq_len + 1])
+    inputs = windows[:-1].view(count, config.seq_len)
+    targets = windows[1:].view(count, config.seq_len)
+    total = 0.0
+    for start in range(0, count, config.eval_batch_size):
+        x, y = inputs[start: start + config.eval_batch_size].to(device), targets[start: start + config.eval_batch_size].to(device)
+        total += F.cross_entropy(model(x).logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
+    return total / (count * config.seq_len)
+
+
+def _write_run(config: TaskRunConfig, result: dict[str, Any]) -> None:
+    from hope.eval.report import plot_run, run_markdown
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    plots = plot_run(result, out)
+    (out / "results.md").write_text(run_markdown(result, plots))
+
+
+def run_many(config: TaskRunConfig, names: list[str]) -> list[dict[str, Any]]:
+    """Run several tasks, each into ``config.out/<task>``."""
+    return [run_task(dataclasses.replace(config, task=name, out=str(Path(config.out) / name))) for name in names]
+
+
+def quick_config(task: str, arch: str, out: str, seed: int = 0, data_dir: str | None = None,
+                 progress: bool = False) -> TaskRunConfig:
+    """Settings that run ``task`` for a very small model in seconds (the ``quick`` suite)."""
+    spec = TASKS[task]
+    options: dict[str, Any] = {}
+    lengths: tuple[int, ...] = ()
+    steps, examples = 3, 4
+    if spec.family in ("niah", "babilong"):
+        lengths = (1024, 2048)
+    if spec.family == "recall":
+        lengths = (128, 256)
+        options = {"length": 128, "num_kv_pairs": 4, "vocab_size": 64}
+    if spec.family == "continual":
+        steps, examples = 1, 2
+        options = {"max_train_per_class": 2, "max_test_per_class": 2} if spec.text else {}
+    return TaskRunConfig(task=task, arch=arch, size="tiny", out=out, lengths=lengths, seed=seed, steps=steps,
+                         batch_size=4, eval_examples=examples, eval_batch_size=4, seq_len=64, warmup_steps=1,
+                         model=dict(QUICK_MODEL), options=options, data_dir=data_dir, progress=progress)
+
+
+def run_quick_suite(archs: list[str], out: str, seed: int = 0, data_dir: str | None = None,
+                    tasks: list[str] | None = None, progress: bool = True) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Every task (or ``tasks``) for every arch with ``quick_config``. A run that stops with a
+    ``HopeError`` (missing data, a non-finite loss) is listed in ``out/skipped.json`` with its reason,
+    and the suite goes on. Returns the results and the skipped runs."""
+    results, skipped = [], []
+    names = tasks or list(TASKS)
+    bar = tqdm(total=len(names) * len(archs), desc="quick suite", disable=not progress)
+    for arch in archs:
+        for name in names:
+            config = quick_config(name, arch, str(Path(out) / arch / name), seed, data_dir)
+            try:
+                results.append(run_task(config))
+            except HopeError as err:
+                skipped.append({"task": name, "arch": arch, "reason": str(err)})
+            bar.update(1)
+    bar.close()
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "skipped.json").write_text(json.dumps(skipped, indent=2) + "\n")
+    return results, skipped

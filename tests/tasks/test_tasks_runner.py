@@ -1,0 +1,76 @@
+"""hope tasks run / quick / report: a run that must learn, the quick suite over every task, the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hope.errors import HopeError
+from hope.eval.report import build_report, collect_results
+from hope.eval.tasks_cli import main
+from hope.eval.tasks_runner import QUICK_MODEL, TaskRunConfig, eval_settings, run_quick_suite, run_task
+from hope.tasks.continual import continual_metrics
+from hope.tasks.registry import TASKS, get_task
+
+
+def test_a_run_learns_memorization_and_writes_its_files(tmp_path):
+    config = TaskRunConfig(task="mad_memorization", out=str(tmp_path / "run"), steps=150, batch_size=16, lr=3e-3,
+                           warmup_steps=10, eval_examples=32, model=dict(QUICK_MODEL), options={"vocab_size": 17},
+                           progress=False)
+    result = run_task(config)
+    assert result["evals"]["base"]["item_accuracy"] == 1.0
+    assert result["loss_curve"][-1][1] < result["loss_curve"][0][1] / 10
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["evals"] == result["evals"] and saved["arch"] == "transformer"
+    assert "| base | 100.0 |" in (tmp_path / "run" / "results.md").read_text()
+    assert (tmp_path / "run" / "accuracy.png").is_file()
+
+
+def test_quick_suite_runs_every_task(tmp_path, intent_data_dir):
+    results, skipped = run_quick_suite(["transformer"], str(tmp_path / "quick"), data_dir=str(intent_data_dir),
+                                       progress=False)
+    assert skipped == []
+    assert sorted(r["task"] for r in results) == sorted(TASKS)
+    for result in results:
+        if result["family"] == "continual":
+            matrix = np.array(result["matrix"])
+            assert matrix.shape == (len(result["stages"]),) * 2
+            assert result["continual"] == pytest.approx(continual_metrics(matrix, result["metric"] == "accuracy"), abs=1e-4)
+        else:
+            assert set(result["evals"]) == set(eval_settings(get_task(result["task"]), tuple(result["config"]["lengths"])))
+            assert all(0.0 <= s["item_accuracy"] <= 1.0 and s["examples"] == 4 for s in result["evals"].values())
+    hope_results, hope_skipped = run_quick_suite(["hope"], str(tmp_path / "quick"), tasks=["formal_parity", "mad_compression"],
+                                                 progress=False)
+    assert len(hope_results) == 2 and not hope_skipped
+    report = build_report([tmp_path / "quick"], tmp_path / "docs" / "results.md", command="test")
+    for family in ("recall", "mad", "niah", "babilong", "formal", "continual"):
+        assert f"## {family}" in report and (tmp_path / "docs" / f"results_{family}.png").is_file()
+    assert "| hope (tiny, d_model=32, n_heads=2, n_layers=2) |" in report
+    assert "dyck2 bin1" in report and "single_1 2K" in report and "clinc150 forget" in report
+
+
+def test_eval_settings_from_lengths():
+    assert eval_settings(get_task("formal_dyck1"), (100, 50)) == {
+        "1-50": {"min_length": 1, "max_length": 50}, "51-100": {"min_length": 51, "max_length": 100}}
+    assert eval_settings(get_task("niah_single_1"), (4096, 1000)) == {"4K": {"length": 4096}, "1000": {"length": 1000}}
+    assert eval_settings(get_task("niah_single_1"), ()) == get_task("niah_single_1").evals
+    with pytest.raises(HopeError, match="fixed lengths"):
+        eval_settings(get_task("mad_compression"), (64,))
+
+
+def test_cli_list_run_and_errors(tmp_path, capsys):
+    assert main(["tasks", "list"]) == 0
+    assert "formal_shuffle2" in capsys.readouterr().out
+    out = tmp_path / "cli"
+    code = main(["tasks", "run", "formal_aa_star", "--out", str(out), "--steps", "2", "--eval-examples", "2",
+                 "--model", "d_model=32", "--model", "n_layers=1", "--model", "n_heads=2", "--length", "20", "40"])
+    assert code == 0 and "formal_aa_star transformer: 1-20" in capsys.readouterr().out
+    assert main(["tasks", "report", str(out), "--out", str(tmp_path / "r.md")]) == 0
+    assert len(collect_results([out])) == 1
+    assert main(["tasks", "run", "nosuchtask", "--out", str(out)]) == 2
+    assert "unknown task 'nosuchtask'" in capsys.readouterr().err
+    assert main(["tasks", "run", "mqar", "--out", str(out), "--model", "colour=3"]) == 2
+    assert "colour" in capsys.readouterr().err
+    assert main(["tasks", "report", str(tmp_path / "empty"), "--out", str(tmp_path / "x.md")]) == 2
+    assert main(["tasks", "run", "continual_clinc150", "--out", str(out), "--data-dir", str(tmp_path)]) == 2
+    assert "--data-dir" in capsys.readouterr().err
