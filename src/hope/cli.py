@@ -41,7 +41,7 @@ def _field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _key_value(text: str) -> tuple[str, Any]:
+def key_value(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
@@ -54,7 +54,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         flag, help_text = "--" + f.name.replace("_", "-"), docs.get(f.name, "")
         if f.name == "model":
-            parser.add_argument(flag, action="append", type=_key_value, metavar="KEY=VALUE", dest="model",
+            parser.add_argument(flag, action="append", type=key_value, metavar="KEY=VALUE", dest="model",
                                 help=help_text + " Repeatable.")
         elif hints[f.name] is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, dest=f.name, help=help_text)
@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch-size", type=int, default=16, help="Sequences per step.")
     demo.set_defaults(func=cmd_demo)
 
+    from hope.eval.tasks_cli import add_tasks_parser
+
+    add_tasks_parser(sub)
     return parser
 
 

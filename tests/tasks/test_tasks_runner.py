@@ -7,7 +7,7 @@ import pytest
 
 from hope.errors import HopeError
 from hope.eval.report import build_report, collect_results
-from hope.eval.tasks_cli import main
+from hope.cli import main
 from hope.eval.tasks_runner import QUICK_MODEL, TaskRunConfig, eval_settings, run_quick_suite, run_task
 from hope.tasks.continual import continual_metrics
 from hope.tasks.registry import TASKS, get_task

@@ -16,16 +16,8 @@ import shlex
 import sys
 from typing import Any
 
-import yaml
-
+from hope.cli import key_value
 from hope.errors import HopeError
-
-
-def _key_value(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    return key.strip().replace("-", "_"), yaml.safe_load(value)
 
 
 def _task_names(name: str) -> list[str]:
@@ -117,9 +109,9 @@ def add_tasks_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     run.add_argument("--seq-len", type=int, default=256, help="Window length of the corpus-era task.")
     run.add_argument("--tokenizer", default="bytes", help="Text tasks: 'bytes' or a tokenizer.json file.")
     run.add_argument("--checkpoint", help="Fine-tune this checkpoint directory instead of training from scratch.")
-    run.add_argument("--model", action="append", type=_key_value, metavar="KEY=VALUE",
+    run.add_argument("--model", action="append", type=key_value, metavar="KEY=VALUE",
                      help="Model config override, e.g. cms_levels=2. Repeatable.")
-    run.add_argument("--option", action="append", type=_key_value, metavar="KEY=VALUE",
+    run.add_argument("--option", action="append", type=key_value, metavar="KEY=VALUE",
                      help="Task option, e.g. num_kv_pairs=32. Repeatable.")
     run.add_argument("--data-dir", help="Folder with clinc150/ and banking77/ (default: ../shared/data).")
     run.add_argument("--device", default="auto", help="cpu, cuda or auto.")
@@ -138,20 +130,3 @@ def add_tasks_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     report.add_argument("--out", required=True, help="Markdown file to write (plots go beside it).")
     report.set_defaults(func=cmd_report)
     return tasks
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m hope.eval.tasks_cli``) until ``hope.cli`` adds the subcommand."""
-    parser = argparse.ArgumentParser(prog="hope")
-    add_tasks_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except HopeError as err:
-        print(f"hope: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
