@@ -80,7 +80,7 @@ class Reference:
                       for j in range(width)]
             kvq = F.silu(sum(layer.conv.weight[:, j] * window[j] for j in range(width))).view(b, 3, h, d)
             k, v, q = kvq.unbind(1)
-            k, q = (u / (u.square().sum(-1, keepdim=True) + 1e-6).sqrt() for u in (k, q))
+            k, v, q = (u / (u.square().sum(-1, keepdim=True) + 1e-6).sqrt() for u in (k, v, q))
             gate = {}
             for g, name in enumerate(layer.gate_names):
                 read = source["alpha" if name == "alpha" else "eta"]

@@ -10,7 +10,10 @@ Every projection but the query is a memory that keeps learning in context (NL Eq
 for ``box`` in ``{k, v, eta, alpha, mem}``. Each memory is per head: a 2-layer residual MLP
 ``M(x) = x + W1 silu(W2 x)`` (NL Eq. 89) or, with ``memory="linear"``, a matrix ``M(x) = W x``; its initial
 state is an ordinary parameter, meta-learned through the unrolled in-context updates (paper_spec A15: full
-backpropagation, as in Titans and TTT). ``k`` and ``q`` are L2-normalised; ``k, v, q`` pass through a causal
+backpropagation, as in Titans and TTT). ``k``, ``q`` and ``v`` are L2-normalised (``v`` too, unlike the paper:
+the targets ``v_hat = M(v)`` feed a memory's own output back into its update, so a value norm above one
+multiplies the memory's gain at every chunk; measured at initialisation, unnormalised values drove the weights
+to overflow within 200-400 tokens of random text); ``k, v, q`` pass through a causal
 depthwise convolution of width 4 and SiLU (Titans Sec. 4.4, after the reads); ``eta, alpha`` are per-head
 scalars read out of ``M_eta`` / ``M_alpha`` by a learned vector and a sigmoid (paper_spec A3). The output is
 normalised per head, gated and projected.
@@ -264,7 +267,7 @@ class SelfModifyingTitans(nn.Module):
         gate_inputs = torch.stack([source["alpha" if name == "alpha" else "eta"] for name in self.gate_names], 2)
         gates = torch.sigmoid(torch.einsum("btghd,ghd->btgh", gate_inputs, self.readout) + self.readout_bias)
         features = {name: gates[:, :, i] for i, name in enumerate(self.gate_names)}
-        features.update(k=l2_normalize(k), v=v, q=l2_normalize(q))
+        features.update(k=l2_normalize(k), v=l2_normalize(v), q=l2_normalize(q))
         if not self.retention:
             features["alpha"] = torch.ones_like(features["eta"])
         return features, tail

@@ -35,7 +35,7 @@ class Titans(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, *, expansion: int = 2, chunk_size: int = 16,
-                 conv_width: int = 4, step_init: float = 0.1, momentum_init: float = 0.9,
+                 conv_width: int = 4, step_init: float = 0.02, momentum_init: float = 0.9,
                  retention_init: tuple[float, float] = (0.9, 0.999), norm_eps: float = 1e-6) -> None:
         super().__init__()
         if d_model % n_heads:
