@@ -139,6 +139,8 @@ class SelfModifyingTitans(nn.Module):
     projection memories) and ``mem``: ``g.w1, g.w2`` (or ``g.w``) the weights at the start of the current
     chunk, ``g.momentum.*`` the momentum, and ``g.k, g.v, g.alpha, g.eta, g.beta`` the tokens of the chunk read
     so far. With ``test_time_learning=False`` the memories never change and the state is only ``conv``.
+    Chunks are counted from the start of the sequence; the pending tokens say where a call starts in them, so
+    ``position`` is not needed.
     """
 
     def __init__(self, d_model: int, n_heads: int, *, memory: str = "deep", expansion: int = 1,

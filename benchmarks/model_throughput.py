@@ -1,0 +1,310 @@
+"""Hope vs Transformer++ (and the recurrent baselines) at equal parameters: training, prefill and decoding speed.
+
+One run, 1 thread, random tokens (vocabulary 4096), every measurement bounded by a time budget:
+
+* training tokens/s (forward + backward of the next-token loss, batch 1) at T in {512, 2048, 8192};
+* prefill tokens/s (one forward call without gradients) at prompt lengths 1K..64K; a length whose predicted
+  time (from the previous length, linear for recurrent mixers, quadratic for attention) exceeds the budget is
+  skipped and reported as such;
+* per-token decode latency, process RSS (``VmRSS`` of ``/proc/self/status``, after ``malloc_trim``) and the
+  size of the ``HopeState`` at positions 1K, 16K, 128K, 1M. The state is streamed forward without gradients
+  in pieces of 4096 tokens (attention models: one prefill call per position, since their chunked prefill
+  materialises masks) for as long as the streaming budget lasts; positions not reached are reported.
+
+Writes ``docs/model_throughput.json`` and ``docs/model_throughput.md`` and prints ratios against Transformer++
+measured in the same run.
+
+    python benchmarks/model_throughput.py [--size tiny] [--archs transformer,hope,gated-deltanet,titans]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hope.layers.attention import Attention
+from hope.models import build
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+VOCAB = 4096
+TRAIN_LENGTHS = (512, 2048, 8192)
+PREFILL_LENGTHS = (1024, 4096, 16384, 65536)
+DECODE_POSITIONS = (1024, 16384, 131072, 1048576)
+PIECE = 4096
+
+
+def rss_mib() -> float:
+    """Resident set size of this process (``VmRSS``), after handing freed heap pages back to the system."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def fresh(arch: str, size: str, overrides: dict[str, Any]) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build(arch, size, vocab_size=VOCAB, **overrides)
+
+
+def tokens(n: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (1, n), generator=torch.Generator().manual_seed(seed))
+
+
+def uses_attention(model: torch.nn.Module) -> bool:
+    return any(isinstance(block.mixer, Attention) for block in model.blocks)
+
+
+def training(model: torch.nn.Module, length: int, budget: float) -> dict[str, Any]:
+    """Forward + backward steps on one sequence of ``length`` tokens until ``budget`` seconds are spent; the first
+    step is a warm-up and is dropped when more than one step ran."""
+    ids = tokens(length + 1)
+    times: list[float] = []
+    while not times or sum(times) < budget:
+        start = time.perf_counter()
+        model(ids[:, :-1], targets=ids[:, 1:]).loss.backward()
+        times.append(time.perf_counter() - start)
+        model.zero_grad(set_to_none=True)
+    timed = times[1:] or times
+    return {"tokens_per_s": length * len(timed) / sum(timed), "timed_steps": len(timed),
+            "warmup_dropped": len(times) > 1, "seconds": sum(times)}
+
+
+def prefill(model: torch.nn.Module, lengths: tuple[int, ...], budget: float) -> list[dict[str, Any]]:
+    """One no-grad forward over a prompt of each length; skip lengths predicted to exceed ``budget``."""
+    rows, previous = [], None
+    power = 2 if uses_attention(model) else 1
+    for length in lengths:
+        if previous is not None:
+            predicted = previous[1] * (length / previous[0]) ** power
+            if predicted > budget:
+                rows.append({"length": length, "skipped": f"predicted {predicted:.0f} s > budget {budget:.0f} s"})
+                continue
+        ids = tokens(length, seed=2)
+        with torch.no_grad():
+            start = time.perf_counter()
+            model(ids)
+            seconds = time.perf_counter() - start
+        rows.append({"length": length, "tokens_per_s": length / seconds, "seconds": seconds})
+        previous = (length, seconds)
+    return rows
+
+
+def state_mib(state) -> float:
+    return sum(t.numel() * t.element_size() for t in state.tensors().values()) / 2**20
+
+
+def decode_at(model: torch.nn.Module, state, window: int) -> tuple[dict[str, Any], Any]:
+    """Decode ``window`` tokens one at a time from ``state``; latency statistics, RSS and state size."""
+    ids = tokens(window, seed=3)
+    latencies = []
+    with torch.no_grad():
+        for i in range(window):
+            start = time.perf_counter()
+            state = model(ids[:, i:i + 1], state=state).state
+            latencies.append(time.perf_counter() - start)
+    stats = {"ms_per_token_mean": 1e3 * statistics.fmean(latencies),
+             "ms_per_token_median": 1e3 * statistics.median(latencies), "ms_per_token_max": 1e3 * max(latencies),
+             "window": window, "rss_mib": rss_mib(), "state_mib": state_mib(state)}
+    return stats, state
+
+
+def decode(model: torch.nn.Module, positions: tuple[int, ...], budget: float, window: int) -> list[dict[str, Any]]:
+    """Bring the state to each position (streaming pieces of ``PIECE`` tokens, or one prefill call for attention
+    models) while the streaming budget lasts, then decode a window of tokens there."""
+    rows: list[dict[str, Any]] = []
+    state, position, spent, last = None, 0, 0.0, None
+    incremental = not uses_attention(model)
+    for target in positions:
+        if not incremental:
+            state, position = None, 0
+        todo = target - position
+        if last is not None:
+            seconds, length = last
+            predicted = seconds * (todo / length if incremental else (target / length) ** 2)
+            if spent + predicted > budget:
+                rows.append({"position": target, "skipped": f"predicted {predicted:.0f} s more streaming, over the "
+                             f"{budget:.0f} s budget ({spent:.0f} s spent)"})
+                break
+        start = time.perf_counter()
+        with torch.no_grad():
+            while position < target and spent + time.perf_counter() - start < budget:
+                n = min(PIECE, target - position) if incremental else target
+                state = model(tokens(n, seed=4 + position), state=state).state
+                position += n
+        elapsed = time.perf_counter() - start
+        spent += elapsed
+        if position < target:
+            rows.append({"position": target, "skipped": f"streaming budget ({budget:.0f} s) ran out at position "
+                         f"{position:,}"})
+            break
+        last = (elapsed, todo)
+        stats, state = decode_at(model, state, window)
+        position += window
+        rows.append({"position": target, **stats, "stream_tokens_per_s": todo / elapsed})
+    reached = {row["position"] for row in rows}
+    rows += [{"position": p, "skipped": "not reached"} for p in positions if p not in reached]
+    return rows
+
+
+VARIANTS = {"hope-static-channel": ("hope", {"cms_periods": (None,)})}
+"""Extra rows: Hope's mixer with a static SwiGLU channel memory, to separate the mixer's cost from the CMS's."""
+
+
+def spec(name: str) -> tuple[str, dict[str, Any]]:
+    return VARIANTS.get(name, (name, {}))
+
+
+def ratio(rows: dict[str, Any], arch: str, base: str = "transformer") -> float | None:
+    if arch in rows and base in rows and "tokens_per_s" in rows[arch] and "tokens_per_s" in rows[base]:
+        return rows[arch]["tokens_per_s"] / rows[base]["tokens_per_s"]
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="tiny")
+    parser.add_argument("--archs", default="transformer,hope,hope-static-channel,gated-deltanet,titans")
+    parser.add_argument("--train-budget", type=float, default=60.0, help="Seconds per training measurement.")
+    parser.add_argument("--prefill-budget", type=float, default=240.0, help="Seconds per prefill call (predicted).")
+    parser.add_argument("--stream-budget", type=float, default=240.0, help="Seconds of streaming per arch.")
+    parser.add_argument("--window", type=int, default=512,
+                        help="Decoded tokens per position (at least the longest CMS period, to include its steps).")
+    parser.add_argument("--train-lengths", default=",".join(map(str, TRAIN_LENGTHS)))
+    parser.add_argument("--prefill-lengths", default=",".join(map(str, PREFILL_LENGTHS)))
+    parser.add_argument("--positions", default=",".join(map(str, DECODE_POSITIONS)))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    archs = args.archs.split(",")
+    train_lengths, prefill_lengths, positions = (tuple(int(x) for x in getattr(args, a).split(","))
+                                                 for a in ("train_lengths", "prefill_lengths", "positions"))
+    meta = {"size": args.size, "vocab": VOCAB, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "machine": platform.machine(), "cpus": os.cpu_count(), "load_average_start": os.getloadavg(),
+            "budgets_s": {"train": args.train_budget, "prefill": args.prefill_budget, "stream": args.stream_budget},
+            "decode_window": args.window, "variants": {k: v[1] for k, v in VARIANTS.items() if k in archs}}
+    result: dict[str, Any] = {"meta": meta, "parameters": {}, "training": {}, "prefill": {}, "decode": {}}
+    started = time.perf_counter()
+    for name in archs:
+        arch, overrides = spec(name)
+        model = fresh(arch, args.size, overrides)
+        result["parameters"][name] = model.num_parameters()
+        result["training"][name] = {}
+        for length in train_lengths:
+            row = training(model, length, args.train_budget)
+            result["training"][name][length] = row
+            print(f"train   {name:<20} T={length:<6} {row['tokens_per_s']:>9.1f} tok/s ({row['timed_steps']} steps)",
+                  flush=True)
+        result["prefill"][name] = prefill(model, prefill_lengths, args.prefill_budget)
+        for row in result["prefill"][name]:
+            print(f"prefill {name:<20} L={row['length']:<6} " + (f"{row['tokens_per_s']:>9.1f} tok/s" if
+                  "tokens_per_s" in row else row["skipped"]), flush=True)
+        del model
+        model = fresh(arch, args.size, overrides)
+        result["decode"][name] = decode(model, positions, args.stream_budget, args.window)
+        for row in result["decode"][name]:
+            print(f"decode  {name:<20} @{row['position']:<8} " + (
+                f"{row['ms_per_token_mean']:.2f} ms/token (median {row['ms_per_token_median']:.2f}), "
+                f"RSS {row['rss_mib']:.1f} MiB, state {row['state_mib']:.2f} MiB" if "rss_mib" in row
+                else row["skipped"]), flush=True)
+        del model
+    meta["load_average_end"] = os.getloadavg()
+    meta["wall_s"] = time.perf_counter() - started
+    DOCS.mkdir(exist_ok=True)
+    (DOCS / "model_throughput.json").write_text(json.dumps(result, indent=2))
+    (DOCS / "model_throughput.md").write_text(report(result, archs, train_lengths, prefill_lengths, positions))
+    print(f"wrote docs/model_throughput.json and docs/model_throughput.md ({meta['wall_s']:.0f} s)")
+
+
+def report(result: dict[str, Any], archs: list[str], train_lengths: tuple[int, ...],
+           prefill_lengths: tuple[int, ...], positions: tuple[int, ...]) -> str:
+    meta = result["meta"]
+    lines = ["# Model throughput: Hope vs Transformer++", "",
+             f"`python benchmarks/model_throughput.py` on the `{meta['size']}` preset (vocabulary {meta['vocab']}), "
+             f"{meta['threads']} thread, torch {meta['torch']}, {meta['cpus']} CPUs shared with other jobs (load "
+             f"average {meta['load_average_start'][0]:.1f} at the start, {meta['load_average_end'][0]:.1f} at the "
+             f"end; timings are noisy). Budgets: {meta['budgets_s']} s; {meta['wall_s'] / 60:.0f} min in all.", "",
+             "Parameters: " + ", ".join(f"{a} {n:,}" for a, n in result["parameters"].items()) + ".", ""]
+    lines += ["## Training (forward + backward, batch 1), tokens/s", "",
+              "| arch | " + " | ".join(f"T={t}" for t in train_lengths) + " |",
+              "|---|" + "---:|" * len(train_lengths)]
+    for a in archs:
+        cells = []
+        for t in train_lengths:
+            row = result["training"][a][t]
+            base = result["training"].get("transformer", {}).get(t)
+            rel = f" ({row['tokens_per_s'] / base['tokens_per_s']:.2f}x)" if base and a != "transformer" else ""
+            cells.append(f"{row['tokens_per_s']:,.1f}{rel}")
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    lines += ["", "## Prefill (one no-grad forward over the prompt), tokens/s", "",
+              "| arch | " + " | ".join(f"L={n}" for n in prefill_lengths) + " |",
+              "|---|" + "---:|" * len(prefill_lengths)]
+    base_rows = {row["length"]: row for row in result["prefill"].get("transformer", [])}
+    for a in archs:
+        cells = []
+        for row in result["prefill"][a]:
+            if "tokens_per_s" not in row:
+                cells.append(f"skipped ({row['skipped']})")
+                continue
+            base = base_rows.get(row["length"], {})
+            rel = f" ({row['tokens_per_s'] / base['tokens_per_s']:.2f}x)" if "tokens_per_s" in base and a != "transformer" else ""
+            cells.append(f"{row['tokens_per_s']:,.1f}{rel}")
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    lines += ["", f"## Decoding: mean (median) ms per token over {meta['decode_window']} tokens, RSS, state size", "",
+              "| arch | " + " | ".join(f"@{p:,}" for p in positions) + " |", "|---|" + "---|" * len(positions)]
+    for a in archs:
+        cells = []
+        for row in result["decode"][a]:
+            if "rss_mib" in row:
+                cells.append(f"{row['ms_per_token_mean']:.1f} ({row['ms_per_token_median']:.1f}) ms, "
+                             f"RSS {row['rss_mib']:.0f} MiB, state {row['state_mib']:.2f} MiB")
+            else:
+                cells.append(f"not measured: {row['skipped']}")
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    lines += ["", "## Against the targets of issue 5", ""] + targets(result)
+    return "\n".join(lines) + "\n"
+
+
+def targets(result: dict[str, Any]) -> list[str]:
+    """The issue's targets, each with the measured value (or why there is none)."""
+    out = []
+
+    def train_ratio(length: int) -> float | None:
+        rows = {a: result["training"].get(a, {}).get(length, {}) for a in ("hope", "transformer")}
+        return ratio(rows, "hope")
+
+    for length, goal in ((2048, 0.5), (8192, 1.0)):
+        r = train_ratio(length)
+        out.append(f"- Training at T={length}: Hope / Transformer++ = " + (f"{r:.2f}x (target >= {goal}x: "
+                   f"{'met' if r >= goal else 'not met'})" if r is not None else "not measured"))
+    prefill_rows = {a: next((row for row in result["prefill"].get(a, []) if row["length"] == 16384), {})
+                    for a in ("hope", "transformer")}
+    r = ratio(prefill_rows, "hope")
+    out.append("- Prefill at 16K: Hope / Transformer++ = " + (f"{r:.2f}x (target >= 4x: "
+               f"{'met' if r >= 4 else 'not met'})" if r is not None else "not measured (see the prefill table)"))
+    decoded = {row["position"]: row for row in result["decode"].get("hope", []) if "rss_mib" in row}
+    first, last = decoded.get(1024), decoded.get(max(decoded) if decoded else 0)
+    if first and last and last is not first:
+        speed = first["ms_per_token_mean"] / last["ms_per_token_mean"]
+        rss = last["rss_mib"] / first["rss_mib"] - 1
+        out.append(f"- Decoding: Hope at position {max(decoded):,} runs at {speed:.2f}x its speed at 1,024 and its RSS "
+                   f"changed by {100 * rss:+.1f}% (targets at 1M: >= 0.9x, within 1%); "
+                   + ("1M was reached." if 1048576 in decoded else "1M was not reached within the streaming budget."))
+    else:
+        out.append("- Decoding: not enough positions reached to compare (see the decode table).")
+    return out
+
+
+if __name__ == "__main__":
+    main()
