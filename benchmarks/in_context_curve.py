@@ -8,7 +8,8 @@ bounded; the result equals one full forward). Losses are averaged per document p
 log-spaced position buckets. ``hope`` and ``hope-attention`` are also read with ``test_time_learning=False``
 (the same weights; every in-context update frozen), so their curves show what test-time learning adds.
 
-Writes ``DOCS/in_context_curve.json``, ``DOCS/in_context_curve.md`` and ``DOCS/in_context_curve.png``.
+Each model's curves are kept in ``RUNS/<arch>/in_context_curve.json`` and reused while the checkpoint
+and the settings are unchanged, so models can be read as they finish. Writes ``DOCS/in_context_curve.json``, ``DOCS/in_context_curve.md`` and ``DOCS/in_context_curve.png``.
 
     python benchmarks/in_context_curve.py --length 2048
 """
@@ -142,13 +143,25 @@ def main() -> None:
             train_len = json.loads(config_path.read_text())["seq_len"]
         names, ids = documents(tokenizer, args.length, args.max_docs)
         variants = [(f"{arch} (TTL on)", True), (f"{arch} (TTL off)", False)] if arch in LEARNING else [(arch, None)]
+        cache_path = runs / arch / "in_context_curve.json"
+        key = {"length": args.length, "piece": args.piece, "documents": names, "buckets": [list(b) for b in spans],
+               "checkpoint_mtime": (checkpoint / "model.safetensors").stat().st_mtime}
+        cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+        if cache.get("key") != key:
+            cache = {"key": key, "curves": {}}
         for label, enabled in variants:
+            if label in cache["curves"]:
+                curves[label] = cache["curves"][label]
+                print(f"{label:<26} overall {curves[label]['overall']:.4f}  (cached in {cache_path})")
+                continue
             started = time.time()
             reader = model if enabled is None else with_test_time_learning(model, enabled)
             losses = position_losses(reader, ids, args.piece, args.batch)
             means = [float(losses[:, lo:hi].mean()) for lo, hi in spans]
             curves[label] = {"buckets": spans, "mean_loss": means, "overall": float(losses.mean()),
                              "seconds": time.time() - started}
+            cache["curves"][label] = curves[label]
+            cache_path.write_text(json.dumps(cache, indent=2))
             print(f"{label:<26} overall {losses.mean():.4f}  " + "  ".join(
                 f"[{lo},{hi}) {m:.3f}" for (lo, hi), m in zip(spans, means) if hi in (16, 128, 256, 512) or hi == args.length)
                 + f"  ({time.time() - started:.0f}s)", flush=True)
