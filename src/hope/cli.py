@@ -156,9 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="Output directory.")
     demo.add_argument("--archs", default="transformer,hope", help="Comma-separated architectures.")
     demo.add_argument("--size", default="tiny", help="Size preset.")
-    demo.add_argument("--max-steps", type=int, default=300, help="Training steps per architecture.")
+    demo.add_argument("--max-steps", type=int, default=120, help="Training steps per architecture.")
     demo.add_argument("--seq-len", type=int, default=256, help="Training sequence length.")
-    demo.add_argument("--batch-size", type=int, default=16, help="Sequences per step.")
+    demo.add_argument("--batch-size", type=int, default=8, help="Sequences per step.")
+    demo.add_argument("--eval-windows", type=int, default=32,
+                      help="Windows of seq-len tokens for each final validation / test evaluation.")
     demo.set_defaults(func=cmd_demo)
 
     from hope.eval.tasks_cli import add_tasks_parser

@@ -21,7 +21,6 @@ from hope.models import ARCHS
 from hope.train import TrainConfig, train
 
 PROMPT = "The state of the Union is"
-EVAL_WINDOWS = 128
 
 
 def read_metrics(path: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
@@ -69,13 +68,14 @@ def run_demo(args: argparse.Namespace) -> dict[str, dict]:
         run_dir = out / arch
         config = TrainConfig(arch=arch, size=args.size, out=str(run_dir), max_steps=args.max_steps,
                              seq_len=args.seq_len, batch_size=args.batch_size,
-                             eval_every=max(1, args.max_steps // 5), save_every=args.max_steps,
+                             eval_every=max(1, args.max_steps // 4), eval_windows=max(1, args.eval_windows // 2),
+                             save_every=args.max_steps,
                              resume=(run_dir / "checkpoint").exists())
         train(config)
         model, tokenizer, _ = load_checkpoint(run_dir / "checkpoint")
         dataset = encode_corpus(load_corpus(None), tokenizer)
-        val_result = evaluate_lm(model, dataset["validation"], seq_len=args.seq_len, max_windows=EVAL_WINDOWS)
-        test_result = evaluate_lm(model, dataset["test"], seq_len=args.seq_len, max_windows=EVAL_WINDOWS)
+        val_result = evaluate_lm(model, dataset["validation"], seq_len=args.seq_len, max_windows=args.eval_windows)
+        test_result = evaluate_lm(model, dataset["test"], seq_len=args.seq_len, max_windows=args.eval_windows)
         speed = [r["tokens_per_s"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
                  if "tokens_per_s" in r]
         prompt = torch.tensor([tokenizer.encode(PROMPT)])
