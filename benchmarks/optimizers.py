@@ -6,7 +6,7 @@ gradient clipping at 1.0. The runs are **interleaved**: at each step every optim
 before the next step begins, so load from other processes on the machine falls on all of them alike
 and the time ratios against AdamW come from one run. Times are medians over steps (1 thread).
 
-    python benchmarks/optimizers.py                      # ~15 min on one CPU core
+    python benchmarks/optimizers.py                      # ~30 min on one CPU core
     python benchmarks/optimizers.py --steps 40 --runs adamw,m3 --no-write   # a quick look
 
 Writes ``docs/optimizers.json``, ``docs/optimizers.png`` and the results table inside
@@ -33,18 +33,19 @@ from hope.train import TrainConfig, lr_lambda
 
 RUNS: dict[str, tuple[str, float, dict]] = {
     "adamw": ("adamw", 3e-3, {}),
-    "muon": ("muon", 3e-3, {}),
-    "m3": ("m3", 3e-3, {}),
-    "m3-sum": ("m3", 3e-3, {"accumulate": "sum"}),
+    "muon": ("muon", 0.012, {}),
+    "m3": ("m3", 0.012, {}),
+    "m3-sum": ("m3", 0.012, {"accumulate": "sum"}),
     "dgd": ("dgd", 0.5, {}),
+    "dgd-unit": ("dgd", 2.0, {"unit_inputs": True}),
+    "sgd": ("dgd", 2.0, {"decay_scale": 0.0}),
     "dgd-raw": ("dgd", 0.05, {"proximal": False}),
-    "dgd-unit": ("dgd", 0.5, {"unit_inputs": True}),
-    "sgd": ("dgd", 0.5, {"decay_scale": 0.0}),
-    "delta_momentum": ("delta_momentum", 0.05, {}),
-    "deep_momentum": ("deep_momentum", 0.3, {}),
+    "delta_momentum": ("delta_momentum", 0.2, {}),
+    "deep_momentum": ("deep_momentum", 1.2, {}),
 }
-"""name -> (optimizer, peak lr, options). Muon and M3 use build_optimizer's AdamW-matched update
-scales, so they share AdamW's lr; the SGD-like optimizers use lrs picked by ``--sweep``."""
+"""name -> (optimizer, peak lr, options): each lr is the best of a 100-step sweep (``--sweep``,
+lr x 4 apart; docs/optimizers.md). Muon and M3 use build_optimizer's AdamW-matched update scales,
+and the lr applies to their AdamW groups too. ``sgd`` is DGD without its decay term."""
 
 DOC_START, DOC_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 
@@ -179,7 +180,8 @@ def sweep(names: list[str], dataset, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default="adamw,muon,m3,m3-sum,dgd", help=f"comma-separated, from {', '.join(RUNS)}")
+    parser.add_argument("--runs", default="adamw,muon,m3,m3-sum,dgd,dgd-unit,sgd,delta_momentum,deep_momentum",
+                        help=f"comma-separated, from {', '.join(RUNS)}")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=8)
