@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from hope.layers.self_modifying_titans import SelfModifyingTitans
 
 D_MODEL, HEADS = 16, 2
+SILU_MAX_SLOPE = 1.0998393201285286
 
 
 def silu_grad(z):
@@ -14,11 +15,12 @@ def silu_grad(z):
     return s * (1 + z * (1 - s))
 
 
-def dgd_step(w, u, error, alpha, eta, proximal, dgd):
+def dgd_step(w, u, error, alpha, eta, proximal, dgd, gain=0.0):
     """One DGD step on one linear layer (NL Eq. 57 / 88): ``w: [N, O, I]``, input ``u: [N, I]``, back-propagated
-    error ``error: [N, O]``, per-memory ``alpha, eta: [N]``."""
+    error ``error: [N, O]``, per-memory ``alpha, eta: [N]``; ``gain`` (``[N]`` or a float): the objective's
+    curvature that the proximal step counts (``curvature=True``)."""
     if proximal:
-        eta = eta / (1 + eta * (u * u).sum(-1))
+        eta = eta / (1 + eta * (1 + gain) * (u * u).sum(-1))
     alpha, eta = alpha[:, None, None], eta[:, None, None]
     new = alpha * w - eta * error[:, :, None] * u[:, None, :]
     if dgd:
@@ -49,18 +51,20 @@ class Reference:
         layer, b = self.layer, key.shape[0]
         objective = layer.banks["mem"].objective
         proximal, dgd = layer.banks["mem"].proximal, layer.banks["mem"].dgd
+        curved = layer.banks["mem"].curvature and objective == "l2"
         alpha, eta = alpha.reshape(-1), eta.reshape(-1)
         flat = lambda t: t.reshape(-1, *t.shape[2:])
         if self.kind == "linear":
             error = -target if objective == "dot" else self.read(weights, key) - target
-            return {"w": dgd_step(flat(running["w"]), flat(key), flat(error), alpha, eta, proximal, dgd)
-                    .view_as(running["w"])}
+            return {"w": dgd_step(flat(running["w"]), flat(key), flat(error), alpha, eta, proximal, dgd,
+                                  1.0 if curved else 0.0).view_as(running["w"])}
         z = (weights["w2"] @ key[..., None])[..., 0]
         hidden = F.silu(z)
         error = -target if objective == "dot" else key + (weights["w1"] @ hidden[..., None])[..., 0] - target
         error2 = (weights["w1"].transpose(-1, -2) @ error[..., None])[..., 0] * silu_grad(z)
-        w1 = dgd_step(flat(running["w1"]), flat(hidden), flat(error), alpha, eta, proximal, dgd)
-        w2 = dgd_step(flat(running["w2"]), flat(key), flat(error2), alpha, eta, proximal, dgd)
+        gain2 = SILU_MAX_SLOPE ** 2 * flat(weights["w1"]).square().sum((-2, -1)) if curved else 0.0
+        w1 = dgd_step(flat(running["w1"]), flat(hidden), flat(error), alpha, eta, proximal, dgd, 1.0 if curved else 0.0)
+        w2 = dgd_step(flat(running["w2"]), flat(key), flat(error2), alpha, eta, proximal, dgd, gain2)
         return {"w1": w1.view_as(running["w1"]), "w2": w2.view_as(running["w2"])}
 
     def __call__(self, x):
@@ -123,11 +127,14 @@ CONFIGS = [
     dict(memory="linear", chunk_size=1, memory_chunk_size=1),
     dict(memory="linear", chunk_size=3, memory_chunk_size=5),
     dict(memory="linear", chunk_size=4, memory_chunk_size=4, objective="l2", proximal=False),
+    dict(memory="linear", chunk_size=3, memory_chunk_size=2, objective="l2", curvature=True),
     dict(memory="linear", chunk_size=2, memory_chunk_size=3, dgd=False, momentum=False, retention=False),
     dict(memory="linear", chunk_size=3, memory_chunk_size=2, adaptive_q=True, adaptive_k=False, adaptive_v=False),
     dict(memory="deep", chunk_size=1, memory_chunk_size=1),
     dict(memory="deep", chunk_size=3, memory_chunk_size=5, expansion=2),
     dict(memory="deep", chunk_size=4, memory_chunk_size=2, objective="l2", dgd=False),
+    dict(memory="deep", chunk_size=3, memory_chunk_size=2, objective="l2", curvature=True),
+    dict(memory="deep", chunk_size=1, memory_chunk_size=1, objective="l2", curvature=True, expansion=2),
     dict(memory="deep", chunk_size=2, memory_chunk_size=3, proximal=False, momentum=False, retention=False,
          adaptive_q=True, adaptive_v=False),
     dict(memory="deep", chunk_size=3, memory_chunk_size=3, test_time_learning=False),

@@ -1,7 +1,8 @@
 """hope.ops.mlp_memory (deep DGD memory): chunk and recurrent forms against the per-token reference
 (float64; outputs, final weights and gradients w.r.t. every input), C = 1 against DGD written from the
 formula with autograd gradients, every chunk's fold against hope.ops.dgd, the linear-memory case,
-prefill + decoding, batch isolation, dtypes and bad input."""
+prefill + decoding, batch isolation, dtypes and bad input; ``curvature=True`` (proximal steps that count
+the l2 objective's curvature) against the same references and over 100k tokens of random inputs."""
 
 from __future__ import annotations
 
@@ -278,3 +279,115 @@ def test_bad_state_raises_value_error() -> None:
         mlp_memory_prefill(*sequence, state._replace(position=8), chunk_size=8)
     with pytest.raises(ValueError, match=r"state.chunk_start\[1\] must have shape"):
         mlp_memory_prefill(*sequence, state._replace(chunk_start=(x["W1"], x["W1"])), chunk_size=8)
+
+
+# curvature=True
+
+SILU_MAX_SLOPE = 1.0998393201285286
+
+
+@pytest.mark.parametrize("length", [1, 63, 64, 65, 130])
+def test_curvature_chunk_and_recurrent_match_naive(length: int) -> None:
+    x = make_inputs(length)
+    for chunk_size in (1, 8, 64):
+        options = dict(objective="l2", chunk_size=chunk_size, curvature=True)
+        want = run_with_grads(x, mode="naive", **options)
+        assert_all_close(run_with_grads(x, mode="chunk", **options), want)
+        if length == 65:
+            assert_all_close(run_with_grads(x, mode="recurrent", **options), want)
+
+
+def test_curvature_changes_l2_and_not_dot() -> None:
+    x = make_inputs(40)
+    for objective, changes in (("l2", True), ("dot", False)):
+        plain = mlp_memory(*x.values(), objective=objective, chunk_size=8)
+        curved = mlp_memory(*x.values(), objective=objective, chunk_size=8, curvature=True)
+        same = torch.allclose(plain[0], curved[0]) and torch.allclose(plain[1][1], curved[1][1])
+        assert same != changes, objective
+
+
+def direct_curvature_dgd(x: dict) -> tuple[torch.Tensor, ...]:
+    """Per-token DGD on ``0.5 ||M(k) - v_hat||^2`` from the formula (autograd layer gradients, explicit
+    retention matrices) with ``eta'_l = eta / (1 + eta (1 + gain_l) ||u_l||^2)``, ``gain_1 = 1`` and
+    ``gain_2 = SILU_MAX_SLOPE^2 ||W1||_F^2`` at the weights before the token."""
+    w1, w2 = x["W1"], x["W2"]
+    d, e = w1.shape[-2:]
+    eye_d, eye_e = torch.eye(d, dtype=w1.dtype), torch.eye(e, dtype=w1.dtype)
+    outputs = []
+    for t in range(x["q"].shape[1]):
+        q, k, v = x["q"][:, t, :, :, None], x["k"][:, t, :, :, None], x["v_hat"][:, t, :, :, None]
+        outputs.append((q + w1 @ F.silu(w2 @ q)).squeeze(-1))
+        loss = 0.5 * (k + w1 @ F.silu(w2 @ k) - v).square().sum()
+        grad1, grad2 = torch.autograd.grad(loss, (w1, w2), create_graph=True)
+        alpha, eta = x["alpha"][:, t, :, None, None], x["eta"][:, t, :, None, None]
+        gain2 = SILU_MAX_SLOPE ** 2 * w1.square().sum((-2, -1), keepdim=True)
+        new = []
+        for w, grad, u, eye, gain in ((w1, grad1, F.silu(w2 @ k), eye_e, 1.0), (w2, grad2, k, eye_d, gain2)):
+            step = eta / (1.0 + eta * (1.0 + gain) * u.square().sum(-2, keepdim=True))
+            new.append(w @ (alpha * eye - step * u @ u.mT) - step * grad)
+        w1, w2 = new
+    return torch.stack(outputs, dim=1), w1, w2
+
+
+def test_chunk_size_one_is_direct_per_token_dgd_with_the_curvature_step() -> None:
+    x = make_inputs(20)
+    leaves = {name: value.clone().requires_grad_() for name, value in x.items()}
+    want = direct_curvature_dgd(leaves)
+    want_grads = torch.autograd.grad(sum(y.sum() for y in want), list(leaves.values()))
+    for mode in ("naive", "chunk"):
+        o, (w1, w2) = mlp_memory(*leaves.values(), objective="l2", chunk_size=1, curvature=True, mode=mode)
+        grads = torch.autograd.grad(o.sum() + w1.sum() + w2.sum(), list(leaves.values()))
+        for got, ref in zip((o, w1, w2, *grads), (*want, *want_grads)):
+            torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_curvature_prefill_then_decode_equals_one_pass() -> None:
+    length, chunk = 45, 8
+    x = make_inputs(length)
+    options = dict(objective="l2", chunk_size=chunk, curvature=True)
+    o_ref, weights_ref = mlp_memory(*x.values(), **options)
+    sequence = [x[n] for n in INPUTS[:5]]
+    o_a, state = mlp_memory_prefill(*(s[:, :13] for s in sequence), MLPMemoryState.start(x["W1"], x["W2"]), **options)
+    outputs = [o_a]
+    for t in range(13, length):
+        o_t, state = mlp_memory_step(state, *(s[:, t] for s in sequence), **options)
+        outputs.append(o_t.unsqueeze(1))
+    torch.testing.assert_close(torch.cat(outputs, dim=1), o_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(state.weights, weights_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_curvature_needs_a_bool() -> None:
+    with pytest.raises(ValueError, match="curvature"):
+        mlp_memory(*make_inputs(5).values(), curvature=1)
+
+
+def largest_weights(curvature: bool, length: int, segment: int = 10_000) -> list[float]:
+    """``max |W|`` after each segment of a stream of unit keys, targets ~ N(0, 1), alpha in (0.9, 1) and
+    eta in (0, 10), from initial weights ~ N(0, 1) (``||W1||_F`` about 5: past the point where plain
+    proximal W2 steps overshoot)."""
+    b, h, d, e = 1, 2, 8, 16
+    gen = torch.Generator().manual_seed(0)
+    q, v_hat = (torch.randn(b, length, h, d, generator=gen) for _ in range(2))
+    k = F.normalize(torch.randn(b, length, h, d, generator=gen), dim=-1)
+    alpha = 0.9 + 0.1 * torch.rand(b, length, h, generator=gen)
+    eta = 10.0 * torch.rand(b, length, h, generator=gen)
+    w1, w2 = torch.randn(h, d, e, generator=gen), torch.randn(h, e, d, generator=gen)
+    largest = []
+    with torch.no_grad():
+        for start in range(0, length, segment):
+            piece = [s[:, start : start + segment] for s in (q, k, v_hat, alpha, eta)]
+            _, (w1, w2) = mlp_memory(*piece, w1, w2, objective="l2", chunk_size=16, curvature=curvature)
+            largest.append(max(w1.abs().max().item(), w2.abs().max().item()))
+    return largest
+
+
+def test_l2_with_curvature_stays_bounded_for_100k_tokens() -> None:
+    largest = largest_weights(curvature=True, length=100_000)
+    assert all(torch.isfinite(torch.tensor(largest))), largest
+    assert max(largest) < 20.0, largest
+
+
+def test_l2_without_curvature_grows_on_the_same_inputs() -> None:
+    plain, curved = largest_weights(curvature=False, length=30_000), largest_weights(curvature=True, length=30_000)
+    assert not (max(plain) < 20 * max(curved)), (plain, curved)
+

@@ -71,10 +71,10 @@ class MemoryBank(nn.Module):
     states (NL Sec. 8.1) and one DGD fold for all of them (NL Eq. 88)."""
 
     def __init__(self, names: tuple[str, ...], n_heads: int, head_dim: int, *, kind: str, expansion: int,
-                 objective: str, proximal: bool, dgd: bool) -> None:
+                 objective: str, proximal: bool, dgd: bool, curvature: bool = False) -> None:
         super().__init__()
         self.names, self.kind, self.head_dim = names, kind, head_dim
-        self.objective, self.proximal, self.dgd = objective, proximal, dgd
+        self.objective, self.proximal, self.dgd, self.curvature = objective, proximal, dgd, curvature
         heads, hidden = len(names) * n_heads, expansion * head_dim
         if kind == "deep":
             self.w1 = nn.Parameter(torch.empty(heads, head_dim, hidden))
@@ -122,11 +122,13 @@ class MemoryBank(nn.Module):
         if self.kind == "deep":
             reads, (w1, w2) = mlp_memory(keys if queries is None else queries, keys, targets, alpha, eta,
                                          weights["w1"], weights["w2"], objective=self.objective,
-                                         proximal=self.proximal, dgd=self.dgd, chunk_size=chunk, mode="chunk")
+                                         proximal=self.proximal, dgd=self.dgd, chunk_size=chunk, mode="chunk",
+                                         curvature=self.curvature)
             return (None if queries is None else reads), {"w1": w1, "w2": w2}
         values = targets if self.objective == "dot" else targets - linear_read(weights["w"], keys)
         if self.proximal:
-            eta = eta / (1 + eta * keys.square().sum(-1))
+            gain = 1.0 if self.curvature and self.objective == "l2" else 0.0
+            eta = eta / (1 + eta * (1 + gain) * keys.square().sum(-1))
         _, w = linear_dgd(keys, keys, values, alpha, eta, rule="dgd" if self.dgd else "gd",
                           initial_state=weights["w"], output_final_state=True, chunk_size=chunk)
         return None, {"w": w}
@@ -145,7 +147,7 @@ class SelfModifyingTitans(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, *, memory: str = "deep", expansion: int = 1,
                  chunk_size: int = 64, memory_chunk_size: int = 16, objective: str = "dot", proximal: bool = True,
-                 dgd: bool = True, momentum: bool = True, retention: bool = True, adaptive_k: bool = True,
+                 curvature: bool = False, dgd: bool = True, momentum: bool = True, retention: bool = True, adaptive_k: bool = True,
                  adaptive_v: bool = True, adaptive_q: bool = False, test_time_learning: bool = True,
                  conv_width: int = 4, retention_init: tuple[float, float] = (0.9, 0.999), step_init: float = 0.5,
                  momentum_init: float = 0.5, norm_eps: float = 1e-6) -> None:
@@ -162,7 +164,8 @@ class SelfModifyingTitans(nn.Module):
         adaptive = {"k": adaptive_k, "v": adaptive_v, "q": adaptive_q, "eta": True, "alpha": retention}
         self.static_names = tuple(name for name in ("q", "k", "v") if not adaptive[name])
         self.static = nn.Linear(d_model, len(self.static_names) * d_model, bias=False) if self.static_names else None
-        bank = dict(kind=memory, expansion=expansion, objective=objective, proximal=proximal, dgd=dgd)
+        bank = dict(kind=memory, expansion=expansion, objective=objective, proximal=proximal, dgd=dgd,
+                    curvature=curvature)
         self.banks = nn.ModuleDict({
             "proj": MemoryBank(tuple(name for name, on in adaptive.items() if on), n_heads, self.head_dim, **bank),
             "mem": MemoryBank(("mem",), n_heads, self.head_dim, **bank),

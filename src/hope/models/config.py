@@ -289,6 +289,10 @@ class HopeConfig(CMSConfig):
     (measured: overflow within ~200 tokens at initialisation), while ``l2`` stops where ``M(k)`` meets the target."""
     proximal: bool = True
     """Step ``eta / (1 + eta ||u||^2)`` per layer (the exact solution of NL Eq. 56): every update contracts."""
+    curvature: bool = True
+    """With ``proximal`` and ``l2``: the proximal step also counts the objective's curvature along each layer's
+    output (``hope.ops.mlp_memory``'s ``curvature``). Without it a deep memory's W2 steps overshoot once its W1
+    grows (measured: the tiny preset's memories overflowed at training step 20 of ``make demo``)."""
     dgd: bool = True
     """Delta gradient descent (NL Eq. 88); False drops the ``-eta u u^T`` term (the "w/o DGD" ablation)."""
     momentum: bool = True
@@ -325,7 +329,7 @@ class HopeConfig(CMSConfig):
         return SelfModifyingTitans(
             self.d_model, self.n_heads, memory=self.memory, expansion=self.memory_expansion,
             chunk_size=self.chunk_size, memory_chunk_size=self.memory_chunk_size, objective=self.objective,
-            proximal=self.proximal, dgd=self.dgd, momentum=self.momentum, retention=self.retention,
+            proximal=self.proximal, curvature=self.curvature, dgd=self.dgd, momentum=self.momentum, retention=self.retention,
             adaptive_k=self.adaptive_k, adaptive_v=self.adaptive_v, adaptive_q=self.adaptive_q,
             test_time_learning=self.test_time_learning, conv_width=self.conv_width,
             retention_init=self.retention_init, step_init=self.step_init, momentum_init=self.momentum_init,

@@ -37,6 +37,7 @@ def mlp_memory(
     dgd: bool = True,
     chunk_size: int = 64,
     mode: str = "chunk",
+    curvature: bool = False,
 ) -> tuple[torch.Tensor, Weights]:
     """Run the deep memory ``M(x) = x + W1 silu(W2 x)`` trained in context by DGD (NL Eqs. 88-91).
 
@@ -51,6 +52,12 @@ def mlp_memory(
         chunk_size: tokens per chunk ``C``; part of the model (reads, inputs and errors of a chunk
             use the weights from its start). ``C = 1`` is exact per-token DGD.
         mode: ``"chunk"`` (default), ``"naive"`` (per-token reference) or ``"recurrent"``.
+        curvature: with ``proximal`` and ``objective="l2"``, the proximal step of each layer also counts
+            the curvature of the objective along the layer's output (at the chunk-start weights):
+            ``eta'_1 = eta / (1 + 2 eta ||h||^2)``, ``eta'_2 = eta / (1 + eta (1 + c^2 ||W1||_F^2) ||k||^2)``
+            with ``c = max silu' = 1.0998``. Plain ``proximal`` bounds only the DGD term, so once
+            ``||W1||`` grows past about 2 the W2 steps overshoot and the weights grow without bound;
+            with ``curvature`` every step of the linearised layer objective is contractive.
 
     Returns:
         ``o: [B, T, H, D]`` (``o_t = M(q_t)`` at the chunk-start weights) in the dtype of ``q``, and
@@ -59,10 +66,10 @@ def mlp_memory(
     """
     b, _, h, d = check_sequence(q, ("k", "v_hat", "alpha", "eta"), (k, v_hat, alpha, eta))
     w1, w2 = check_weights(W1, W2, b, h, d, q.device)
-    check_options(chunk_size, mode, objective, proximal=proximal, dgd=dgd)
+    check_options(chunk_size, mode, objective, proximal=proximal, dgd=dgd, curvature=curvature)
     dtype = state_dtype(q, alpha, eta, w1, w2)
     args = [x.to(dtype) for x in (q, k, v_hat, alpha, eta, w1, w2)]
-    options = (objective, proximal, dgd, chunk_size)
+    options = (objective, proximal, dgd, chunk_size, curvature)
     if mode == "recurrent":
         o, state = mlp_memory_recurrent(*args[:5], MLPMemoryState.start(*args[5:]), *options)
         return o.to(q.dtype), state.weights
@@ -84,6 +91,7 @@ def mlp_memory_prefill(
     dgd: bool = True,
     chunk_size: int = 64,
     mode: str = "chunk",
+    curvature: bool = False,
 ) -> tuple[torch.Tensor, MLPMemoryState]:
     """Continue :func:`mlp_memory` from ``state`` (at any position in a chunk) over ``T`` tokens.
 
@@ -92,12 +100,12 @@ def mlp_memory_prefill(
     last token, ready for :func:`mlp_memory_step` or another prefill.
     """
     b, _, h, d = check_sequence(q, ("k", "v_hat", "alpha", "eta"), (k, v_hat, alpha, eta))
-    check_options(chunk_size, mode, objective, proximal=proximal, dgd=dgd)
+    check_options(chunk_size, mode, objective, proximal=proximal, dgd=dgd, curvature=curvature)
     state = _checked_state(state, b, h, d, q.device, chunk_size)
     dtype = state_dtype(q, alpha, eta, *state.weights)
     inputs = [x.to(dtype) for x in (q, k, v_hat, alpha, eta)]
     state = _cast_state(state, dtype)
-    options = (objective, proximal, dgd, chunk_size)
+    options = (objective, proximal, dgd, chunk_size, curvature)
 
     def whole_chunks(xs: list[torch.Tensor], start: MLPMemoryState) -> tuple[torch.Tensor, MLPMemoryState]:
         run = mlp_memory_naive if mode == "naive" else mlp_memory_chunk
@@ -123,12 +131,14 @@ def mlp_memory_step(
     proximal: bool = True,
     dgd: bool = True,
     chunk_size: int = 64,
+    curvature: bool = False,
 ) -> tuple[torch.Tensor, MLPMemoryState]:
     """One decoding step: ``q, k, v_hat: [B, H, D]``, ``alpha, eta: [B, H]``. Returns
     ``o: [B, H, D]`` and the next :class:`MLPMemoryState` (same semantics as :func:`mlp_memory`)."""
     o, state = mlp_memory_prefill(
         *(x.unsqueeze(1) if isinstance(x, torch.Tensor) else x for x in (q, k, v_hat, alpha, eta)), state,
         objective=objective, proximal=proximal, dgd=dgd, chunk_size=chunk_size, mode="recurrent",
+        curvature=curvature,
     )
     return o.squeeze(1), state
 

@@ -22,6 +22,9 @@ errors ``[C, Dout]``). Two layers, two uses:
   ``W2_end = W2 Phi - delta2^T P``, ``Phi = G[C, 0] I - X^T diag(G[C, 1:]) K`` with
   ``(I + A) X = diag(eta G[:-1, 0]) K``, and ``P = diag(eta) (I + A)^{-T} diag(G[C, 1:]) K``.
 
+With ``curvature`` the W2 step sizes depend on W1 at the chunk start, so W2's transfer is computed per
+chunk, inside the loop.
+
 A short last chunk is padded with identity steps (``alpha = 1``, ``eta = 0``, zero inputs).
 """
 
@@ -30,7 +33,7 @@ from __future__ import annotations
 import torch
 
 from hope.ops.dgd.chunk import decay_products
-from hope.ops.mlp_memory.residual_mlp import proximal_eta, read_and_errors
+from hope.ops.mlp_memory.residual_mlp import curvature_gains, proximal_eta, read_and_errors
 
 
 def to_chunks(x: torch.Tensor, chunk: int, fill: float) -> torch.Tensor:
@@ -109,6 +112,7 @@ def mlp_memory_chunk(
     proximal: bool,
     dgd: bool,
     chunk_size: int,
+    curvature: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Chunked deep DGD memory; same arguments and results as
     :func:`hope.ops.mlp_memory.naive.mlp_memory_naive`."""
@@ -117,16 +121,25 @@ def mlp_memory_chunk(
     q, k, v_hat = (to_chunks(x, c, 0.0) for x in (q, k, v_hat))
     alpha, eta = to_chunks(alpha, c, 1.0), to_chunks(eta, c, 0.0)
 
-    phi, writes = chunk_transfer(k, alpha, proximal_eta(eta, k) if proximal else eta, dgd)
+    adaptive = curvature and proximal and objective == "l2"
+    if adaptive:
+        transfers = [(None, None)] * k.shape[2]
+    else:
+        phi, writes = chunk_transfer(k, alpha, proximal_eta(eta, k) if proximal else eta, dgd)
+        transfers = list(zip(phi.unbind(2), writes.unbind(2), strict=True))
     per_chunk = zip(
-        torch.cat([q, k], dim=-2).unbind(2), v_hat.unbind(2), eta.unbind(2),
-        decay_products(alpha).unbind(2), phi.unbind(2), writes.unbind(2), strict=True,
+        torch.cat([q, k], dim=-2).unbind(2), v_hat.unbind(2), alpha.unbind(2), eta.unbind(2),
+        decay_products(alpha).unbind(2), transfers, strict=True,
     )
     reads = []
-    for x_n, v_n, eta_n, decays_n, phi_n, writes_n in per_chunk:
+    for x_n, v_n, alpha_n, eta_n, decays_n, (phi_n, writes_n) in per_chunk:
+        gain1, gain2 = curvature_gains(w1, objective) if adaptive else (0.0, 0.0)
         o_n, h, w1_h, g, delta2 = read_and_errors(w1, w2, x_n, c, v_n, objective)
         reads.append(o_n)
-        eta1 = proximal_eta(eta_n, h) if proximal else eta_n
+        if adaptive:
+            phi_n, writes_n = chunk_transfer(x_n[..., c:, :], alpha_n, proximal_eta(eta_n, x_n[..., c:, :],
+                                                                                      gain2[..., None]), dgd)
+        eta1 = proximal_eta(eta_n, h, gain1) if proximal else eta_n
         w1, w2 = fold_chunk_end(w1, h, w1_h, g, decays_n, eta1, dgd), w2 @ phi_n - delta2.mT @ writes_n
     o = torch.stack(reads, dim=2)
     b, h, n = o.shape[:3]

@@ -10,7 +10,11 @@ the start of the chunk that holds token ``t`` and ``W(c)`` the weights before th
     W_l <- W_l (alpha_t I - eta'_l u_l u_l^T) - eta'_l delta_l u_l^T      (DGD, NL Eqs. 57, 88)
     W_l <- alpha_t W_l - eta'_l delta_l u_l^T                             (dgd=False: GD + retention)
 
-with ``eta'_l = eta_t / (1 + eta_t ||u_l||^2)`` if ``proximal`` (NL Eq. 56) else ``eta_t``.
+with ``eta'_l = eta_t / (1 + eta_t ||u_l||^2)`` if ``proximal`` (NL Eq. 56) else ``eta_t``. With
+``curvature`` (objective "l2") the proximal steps also count the objective's curvature along each layer's
+output: ``eta'_1 = eta_t / (1 + 2 eta_t ||h||^2)`` and
+``eta'_2 = eta_t / (1 + eta_t (1 + 1.0998393201285286^2 ||W1(c)||_F^2) ||k_t||^2)``
+(``1.0998...`` is the largest slope of silu); with "dot" it changes nothing.
 """
 
 from __future__ import annotations
@@ -21,12 +25,12 @@ import torch.nn.functional as F
 
 def _dgd_layer(
     w: torch.Tensor, u: torch.Tensor, delta: torch.Tensor, alpha: torch.Tensor, eta: torch.Tensor,
-    proximal: bool, dgd: bool,
+    proximal: bool, dgd: bool, gain: torch.Tensor | float = 0.0,
 ) -> torch.Tensor:
     """One step on one layer: ``w: [B, H, Dout, Din]``, ``u: [B, H, Din]``, ``delta: [B, H, Dout]``,
-    ``alpha, eta: [B, H]``."""
+    ``alpha, eta: [B, H]``; ``gain`` (``[B, H]`` or a float) is the curvature added to the proximal step."""
     if proximal:
-        eta = eta / (1.0 + eta * (u * u).sum(-1))
+        eta = eta / (1.0 + eta * (1.0 + gain) * (u * u).sum(-1))
     alpha, eta = alpha[..., None, None], eta[..., None, None]
     step = eta * delta.unsqueeze(-1) * u.unsqueeze(-2)
     if dgd:
@@ -47,6 +51,7 @@ def mlp_memory_naive(
     proximal: bool,
     dgd: bool,
     chunk_size: int,
+    curvature: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Token-by-token loop. ``q, k, v_hat: [B, T, H, D]``, ``alpha, eta: [B, T, H]``,
     ``w1: [B, H, D, E]``, ``w2: [B, H, E, D]``. Returns ``o: [B, T, H, D]`` and the final W1, W2."""
@@ -61,6 +66,9 @@ def mlp_memory_naive(
         g = k_t + w1_c @ h - v_t if objective == "l2" else -v_t
         s = torch.sigmoid(z)
         delta2 = s * (1.0 + z * (1.0 - s)) * (w1_c.mT @ g)
-        w1 = _dgd_layer(w1, h.squeeze(-1), g.squeeze(-1), alpha[:, t], eta[:, t], proximal, dgd)
-        w2 = _dgd_layer(w2, k_t.squeeze(-1), delta2.squeeze(-1), alpha[:, t], eta[:, t], proximal, dgd)
+        gain1, gain2 = 0.0, 0.0
+        if curvature and objective == "l2":
+            gain1, gain2 = 1.0, 1.0998393201285286 ** 2 * (w1_c * w1_c).sum((-2, -1))
+        w1 = _dgd_layer(w1, h.squeeze(-1), g.squeeze(-1), alpha[:, t], eta[:, t], proximal, dgd, gain1)
+        w2 = _dgd_layer(w2, k_t.squeeze(-1), delta2.squeeze(-1), alpha[:, t], eta[:, t], proximal, dgd, gain2)
     return torch.stack(outputs, dim=1), w1, w2

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 
 from hope.ops.dgd import dgd_step
-from hope.ops.mlp_memory.residual_mlp import proximal_eta, read_and_errors
+from hope.ops.mlp_memory.residual_mlp import curvature_gains, proximal_eta, read_and_errors
 
 
 class MLPMemoryState(NamedTuple):
@@ -46,6 +46,7 @@ def step(
     proximal: bool,
     dgd: bool,
     chunk_size: int,
+    curvature: bool = False,
 ) -> tuple[torch.Tensor, MLPMemoryState]:
     """One token, no checks: ``q, k, v_hat: [B, H, D]``, ``alpha, eta: [B, H]``, all in the state
     dtype. Returns ``o: [B, H, D]`` and the next state."""
@@ -56,8 +57,9 @@ def step(
     o, h, _, g, delta2 = read_and_errors(*chunk_start, x, 1, v_hat.unsqueeze(-2), objective)
     h, g, delta2 = h.squeeze(-2), g.squeeze(-2), delta2.squeeze(-2)
     rule = "dgd" if dgd else "gd"
-    eta1 = proximal_eta(eta, h) if proximal else eta
-    eta2 = proximal_eta(eta, k) if proximal else eta
+    gain1, gain2 = curvature_gains(chunk_start[0], objective) if curvature else (0.0, 0.0)
+    eta1 = proximal_eta(eta, h, gain1) if proximal else eta
+    eta2 = proximal_eta(eta, k, gain2) if proximal else eta
     _, w1 = dgd_step(w1, h, h, -g, alpha, eta1, rule)
     _, w2 = dgd_step(w2, k, k, -delta2, alpha, eta2, rule)
     return o.squeeze(-2), MLPMemoryState((w1, w2), chunk_start, (position + 1) % chunk_size)
@@ -74,13 +76,15 @@ def mlp_memory_recurrent(
     proximal: bool,
     dgd: bool,
     chunk_size: int,
+    curvature: bool = False,
 ) -> tuple[torch.Tensor, MLPMemoryState]:
     """Apply :func:`step` to each of the ``T`` tokens (``q, k, v_hat: [B, T, H, D]``,
     ``alpha, eta: [B, T, H]``). Returns ``o: [B, T, H, D]`` and the state after the last token."""
     outputs = []
     for t in range(q.shape[1]):
         o_t, state = step(
-            state, q[:, t], k[:, t], v_hat[:, t], alpha[:, t], eta[:, t], objective, proximal, dgd, chunk_size
+            state, q[:, t], k[:, t], v_hat[:, t], alpha[:, t], eta[:, t], objective, proximal, dgd, chunk_size,
+            curvature,
         )
         outputs.append(o_t)
     return torch.stack(outputs, dim=1), state

@@ -41,9 +41,28 @@ def read_and_errors(
     return x[..., :n_reads, :] + residual[..., :n_reads, :], h, w1_h, g, delta2
 
 
-def proximal_eta(eta: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """``eta' = eta / (1 + eta ||u||^2)``, the exact solution of the proximal step NL Eq. 56.
+SILU_MAX_SLOPE = 1.0998393201285286
+"""``max_z silu'(z)`` (at ``z ~ 2.3994``): bounds the gain of the hidden non-linearity."""
 
-    ``eta: [...]``, ``u: [..., Du]``. With it ``I - eta' u u^T`` has eigenvalues in ``(0, 1]``.
+
+def proximal_eta(eta: torch.Tensor, u: torch.Tensor, gain: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """``eta' = eta / (1 + eta (1 + gain) ||u||^2)``; with ``gain = 0`` the exact solution of the proximal
+    step NL Eq. 56.
+
+    ``eta: [...]``, ``u: [..., Du]``, ``gain``: a float or a tensor broadcastable to ``eta``. With it
+    ``I - eta' (1 + gain) u u^T`` has eigenvalues in ``(0, 1]``.
     """
-    return eta / (1.0 + eta * u.square().sum(-1))
+    return eta / (1.0 + eta * (1.0 + gain) * u.square().sum(-1))
+
+
+def curvature_gains(w1: torch.Tensor, objective: str) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+    """Bounds on the curvature that the inner objective adds along each layer's output, per unit input norm:
+    ``(gain1, gain2)`` for ``W1`` and ``W2`` at the weights ``w1: [..., D, E]`` that compute the errors.
+
+    ``"l2"``: the error of ``W1`` is its output's residual (gain 1); the error of ``W2`` reaches the output
+    through ``J = W1 diag(silu'(z))``, ``||J||^2 <= SILU_MAX_SLOPE^2 ||W1||_F^2`` (returned as ``[...]``).
+    ``"dot"``: the loss is linear in the output (gains 0).
+    """
+    if objective != "l2":
+        return 0.0, 0.0
+    return 1.0, SILU_MAX_SLOPE ** 2 * w1.square().sum((-2, -1))
