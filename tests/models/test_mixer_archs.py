@@ -36,6 +36,8 @@ def test_mixers_and_their_fields():
     assert hope.static_names == ("k",) and hope.gate_names == ("eta",) and not hope.test_time_learning
     bank = hope.banks["mem"]
     assert (bank.kind, bank.dgd, bank.objective, bank.proximal) == ("linear", False, "l2", False)
+    assert build("hope", "tiny").blocks[0].mixer.banks["mem"].curvature
+    assert not build("hope", "tiny", curvature=False).blocks[0].mixer.banks["proj"].curvature
 
 
 @pytest.mark.parametrize("arch,field,value", [
