@@ -31,8 +31,12 @@ def reference(layer: Titans, x: torch.Tensor) -> torch.Tensor:
         error = k + (c1 @ hidden[..., None])[..., 0] - v
         sig = torch.sigmoid(z)
         error2 = (c1.transpose(-1, -2) @ error[..., None])[..., 0] * sig * (1 + z * (1 - sig))
-        s1 = beta * s1 - theta * error[..., :, None] * hidden[..., None, :]
-        s2 = beta * s2 - theta * error2[..., :, None] * k[..., None, :]
+        grad1, grad2 = error[..., :, None] * hidden[..., None, :], error2[..., :, None] * k[..., None, :]
+        if layer.max_grad_norm is not None:
+            grad1, grad2 = (g * torch.clamp(layer.max_grad_norm / g.square().sum((-2, -1), keepdim=True).sqrt(), max=1)
+                            for g in (grad1, grad2))
+        s1 = beta * s1 - theta * grad1
+        s2 = beta * s2 - theta * grad2
         w1, w2 = (1 - forget) * w1 + s1, (1 - forget) * w2 + s2
     reads = torch.stack(outputs, 1)
     return layer.output.out(layer.output.norm(reads).flatten(2) * F.silu(layer.output.gate(x)))
@@ -49,9 +53,10 @@ def make(**kwargs):
     return layer
 
 
+@pytest.mark.parametrize("max_grad_norm", [None, 0.5])
 @pytest.mark.parametrize("length,chunk_size", [(1, 4), (13, 4), (12, 1), (21, 8)])
-def test_matches_per_token_reference_outputs_and_gradients(length, chunk_size):
-    layer = make(chunk_size=chunk_size)
+def test_matches_per_token_reference_outputs_and_gradients(length, chunk_size, max_grad_norm):
+    layer = make(chunk_size=chunk_size, max_grad_norm=max_grad_norm)
     x = torch.randn(2, length, D_MODEL, dtype=torch.float64, requires_grad=True)
     y, _ = layer(x)
     expected = reference(layer, x)
@@ -68,7 +73,7 @@ def test_matches_per_token_reference_outputs_and_gradients(length, chunk_size):
 
 @pytest.mark.parametrize("cut", [1, 3, 4, 10])
 def test_prefill_then_decode_equals_one_forward(cut):
-    layer = make(chunk_size=4)
+    layer = make(chunk_size=4, max_grad_norm=0.5)
     x = torch.randn(2, 19, D_MODEL, dtype=torch.float64)
     full, _ = layer(x)
     y, state = layer(x[:, :cut])

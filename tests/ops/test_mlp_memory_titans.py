@@ -1,7 +1,8 @@
 """hope.ops.mlp_memory.titans_memory (the Titans rule on the residual MLP memory): chunk and recurrent
 forms against the per-token reference (float64; outputs, final weights and momentum, gradients w.r.t.
 every input), C = 1 against the rule written from the formula with autograd gradients, prefill +
-decoding, bad input."""
+decoding, bad input; ``max_grad_norm`` (per-token gradient clipping) against the same references and over
+20k tokens of random inputs on which the unclipped rule overflows."""
 
 from __future__ import annotations
 
@@ -127,3 +128,100 @@ def test_bad_input_raises_value_error_naming_the_argument(change: dict, message:
     x.update({name: bad(x) for name, bad in change.items()})
     with pytest.raises(ValueError, match=message):
         titans_memory(*(x[n] for n in (*SEQUENCE, "W1", "W2")), initial_momentum=(x["S1"], x["S2"]))
+
+
+# max_grad_norm: per-token, per-layer gradient clipping
+
+
+def clipped(grad: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
+    """``grad * min(1, max_grad_norm / ||grad||_F)`` per batch element and head."""
+    norm = grad.square().sum((-2, -1), keepdim=True).sqrt()
+    return grad * torch.clamp(max_grad_norm / norm, max=1.0)
+
+
+@pytest.mark.parametrize("length", [1, 65, 130])
+def test_clipped_chunk_and_recurrent_match_naive(length: int) -> None:
+    x = make_inputs(length)
+    for chunk_size in (1, 8, 64):
+        options = dict(chunk_size=chunk_size, max_grad_norm=1.0)
+        want = run_with_grads(x, mode="naive", **options)
+        assert_all_close(run_with_grads(x, mode="chunk", **options), want)
+        if length == 65:
+            assert_all_close(run_with_grads(x, mode="recurrent", **options), want)
+
+
+def test_clipped_chunk_size_one_is_the_per_token_rule_with_clipped_gradients() -> None:
+    x = make_inputs(20)
+    leaves = {name: value.clone().requires_grad_() for name, value in x.items()}
+    w1, w2, s1, s2 = leaves["W1"], leaves["W2"], leaves["S1"], leaves["S2"]
+    outputs, clipped_tokens = [], 0
+    for t in range(20):
+        q, k, v = (leaves[n][:, t, :, :, None] for n in ("q", "k", "v"))
+        theta, beta, forget = (leaves[n][:, t, :, None, None] for n in ("theta", "beta", "forget"))
+        outputs.append((q + w1 @ F.silu(w2 @ q)).squeeze(-1))
+        loss = 0.5 * (k + w1 @ F.silu(w2 @ k) - v).square().sum()
+        grad1, grad2 = torch.autograd.grad(loss, (w1, w2), create_graph=True)
+        clipped_tokens += int((grad1.square().sum((-2, -1)) > 1.0).sum())
+        s1, s2 = beta * s1 - theta * clipped(grad1, 1.0), beta * s2 - theta * clipped(grad2, 1.0)
+        w1, w2 = (1 - forget) * w1 + s1, (1 - forget) * w2 + s2
+    assert 0 < clipped_tokens < 20 * B * H
+    want = (torch.stack(outputs, dim=1), w1, w2, s1, s2)
+    want_grads = torch.autograd.grad(sum(y.sum() for y in want), list(leaves.values()))
+    for mode in ("naive", "chunk"):
+        *args, m1, m2 = leaves.values()
+        o, final = titans_memory(*args, initial_momentum=(m1, m2), chunk_size=1, mode=mode, max_grad_norm=1.0)
+        grads = torch.autograd.grad(o.sum() + sum(y.sum() for y in final), list(leaves.values()))
+        for got, ref in zip((o, *final, *grads), (*want, *want_grads), strict=True):
+            torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_clipped_prefill_then_decode_equals_one_pass() -> None:
+    length, chunk = 30, 8
+    x = make_inputs(length)
+    options = dict(chunk_size=chunk, max_grad_norm=1.0)
+    o_ref, final_ref = titans_memory(*(x[n] for n in (*SEQUENCE, "W1", "W2")), initial_momentum=(x["S1"], x["S2"]),
+                                     **options)
+    sequence = [x[n] for n in SEQUENCE]
+    state = TitansMemoryState.start(x["W1"], x["W2"], (x["S1"], x["S2"]))
+    o_a, state = titans_memory_prefill(*(s[:, :11] for s in sequence), state, **options)
+    outputs = [o_a]
+    for t in range(11, length):
+        o_t, state = titans_memory_step(state, *(s[:, t] for s in sequence), **options)
+        outputs.append(o_t.unsqueeze(1))
+    torch.testing.assert_close(torch.cat(outputs, dim=1), o_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close((*state.weights, *state.momentum), final_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, True, "1"])
+def test_bad_max_grad_norm(bad) -> None:
+    x = make_inputs(5)
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        titans_memory(*(x[n] for n in (*SEQUENCE, "W1", "W2")), max_grad_norm=bad)
+
+
+def largest_weights(max_grad_norm: float | None, length: int = 20_000, segment: int = 2_000) -> list[float]:
+    """``max |W|`` after each segment of a float32 stream: unit keys, values ~ N(0, 4), theta in (0, 0.1),
+    beta in (0.9, 0.95), forget in (0, 0.01), C = 16."""
+    b, h, d, e = 1, 2, 8, 16
+    gen = torch.Generator().manual_seed(0)
+    q, v = torch.randn(b, length, h, d, generator=gen), 2 * torch.randn(b, length, h, d, generator=gen)
+    k = F.normalize(torch.randn(b, length, h, d, generator=gen), dim=-1)
+    theta = 0.1 * torch.rand(b, length, h, generator=gen)
+    beta = 0.9 + 0.05 * torch.rand(b, length, h, generator=gen)
+    forget = 0.01 * torch.rand(b, length, h, generator=gen)
+    w1, w2 = 0.5 * torch.randn(h, d, e, generator=gen), 0.5 * torch.randn(h, e, d, generator=gen)
+    momentum, largest = None, []
+    with torch.no_grad():
+        for start in range(0, length, segment):
+            piece = [s[:, start : start + segment] for s in (q, k, v, theta, beta, forget)]
+            _, (w1, w2, s1, s2) = titans_memory(*piece, w1, w2, initial_momentum=momentum, chunk_size=16,
+                                                max_grad_norm=max_grad_norm)
+            momentum = (s1, s2)
+            largest.append(max(w1.abs().max().item(), w2.abs().max().item()))
+    return largest
+
+
+def test_clipping_keeps_the_memory_bounded_where_the_plain_rule_overflows() -> None:
+    plain, clipped_run = largest_weights(None), largest_weights(1.0)
+    assert not all(torch.isfinite(torch.tensor(plain))), plain
+    assert all(torch.isfinite(torch.tensor(clipped_run))) and max(clipped_run) < 10.0, clipped_run

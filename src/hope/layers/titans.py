@@ -8,7 +8,8 @@ learns ``k_t -> v_t`` by gradient descent with momentum and decay, each chunk's 
 
 (:func:`hope.ops.mlp_memory.titans_memory`). ``q, k, v`` are static projections, each through a causal depthwise
 convolution of width 4 and SiLU, ``q, k`` L2-normalised (Titans Sec. 4.4); ``theta`` (step), ``beta`` (momentum)
-and ``forget`` are data-dependent per-head gates in (0, 1). Output: per-head norm, gate, projection.
+and ``forget`` are data-dependent per-head gates in (0, 1). ``max_grad_norm`` clips each token's gradient of each
+memory layer (see :mod:`hope.ops.mlp_memory.titans`). Output: per-head norm, gate, projection.
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ class Titans(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, *, expansion: int = 2, chunk_size: int = 16,
                  conv_width: int = 4, step_init: float = 0.02, momentum_init: float = 0.9,
-                 retention_init: tuple[float, float] = (0.9, 0.999), norm_eps: float = 1e-6) -> None:
+                 retention_init: tuple[float, float] = (0.9, 0.999), max_grad_norm: float | None = None,
+                 norm_eps: float = 1e-6) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         self.n_heads, self.head_dim, self.chunk_size = n_heads, d_model // n_heads, chunk_size
         self.step_init, self.momentum_init, self.retention_init = step_init, momentum_init, retention_init
+        self.max_grad_norm = max_grad_norm
         hidden = expansion * self.head_dim
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.conv = ShortConv(3 * d_model, conv_width)
@@ -83,13 +86,15 @@ class Titans(nn.Module):
         head = min(-offset % self.chunk_size, t)
         reads = []
         if head:  # finish the open chunk (fewer than chunk_size tokens, token by token)
-            o, memory = titans_memory_prefill(*(z[:, :head] for z in inputs), memory, chunk_size=self.chunk_size)
+            o, memory = titans_memory_prefill(*(z[:, :head] for z in inputs), memory, chunk_size=self.chunk_size,
+                                              max_grad_norm=self.max_grad_norm)
             reads.append(o)
         whole = head + (t - head) // self.chunk_size * self.chunk_size
         for start, stop in ((head, whole), (whole, t)):  # whole chunks, then the start of a new one
             if stop > start:
                 o, (w1, w2, s1, s2) = titans_memory(*(z[:, start:stop] for z in inputs), *memory.weights,
-                                                    initial_momentum=memory.momentum, chunk_size=self.chunk_size)
+                                                    initial_momentum=memory.momentum, chunk_size=self.chunk_size,
+                                                    max_grad_norm=self.max_grad_norm)
                 reads.append(o)
                 memory = TitansMemoryState((w1, w2), (s1, s2), memory.weights, (stop - start) % self.chunk_size)
         new_state = {"conv": conv_tail}

@@ -243,17 +243,23 @@ class TitansConfig(ModelConfig):
     """Initial momentum gate ``beta``."""
     retention_init: tuple[float, float] = (0.9, 0.999)
     """Range over the heads of the initial ``1 - forget``."""
+    max_grad_norm: float | None = 1.0
+    """Clip each token's gradient of each memory layer to this Frobenius norm (``None``: the rule as printed).
+    Unclipped, the memory overflowed within 256 tokens at training step 7 of ``benchmarks/compare_archs.py``
+    (docs/results.md)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_memory_fields(self, ("memory_expansion", "chunk_size", "conv_width"), ("step_init", "momentum_init"))
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise HopeError(f"max_grad_norm must be None or positive, got {self.max_grad_norm}")
 
     def build_mixer(self, layer: int) -> nn.Module:
         from hope.layers.titans import Titans
 
         return Titans(self.d_model, self.n_heads, expansion=self.memory_expansion, chunk_size=self.chunk_size,
                       conv_width=self.conv_width, step_init=self.step_init, momentum_init=self.momentum_init,
-                      retention_init=self.retention_init, norm_eps=self.norm_eps)
+                      retention_init=self.retention_init, max_grad_norm=self.max_grad_norm, norm_eps=self.norm_eps)
 
 
 @register("hope")

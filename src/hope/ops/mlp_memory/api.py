@@ -156,6 +156,7 @@ def titans_memory(
     initial_momentum: Weights | None = None,
     chunk_size: int = 64,
     mode: str = "chunk",
+    max_grad_norm: float | None = None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Run the residual MLP memory under the Titans rule (Titans section 3.1; see
     :mod:`hope.ops.mlp_memory.titans`): ``S <- beta S - theta grad``, ``W <- (1 - forget) W + S``
@@ -166,6 +167,8 @@ def titans_memory(
         W1: ``[B, H, D, E]``, W2: ``[B, H, E, D]`` (or ``[H, ...]``, broadcast).
         initial_momentum: ``(S1, S2)`` shaped like ``(W1, W2)``; zero if ``None``.
         chunk_size, mode: as in :func:`mlp_memory`.
+        max_grad_norm: clip each token's gradient of each layer to this Frobenius norm (``None``: no clipping;
+            see :mod:`hope.ops.mlp_memory.titans`).
 
     Returns:
         ``o: [B, T, H, D]`` and ``(W1, W2, S1, S2)`` after the last token.
@@ -173,6 +176,7 @@ def titans_memory(
     b, _, h, d = check_sequence(q, ("k", "v", "theta", "beta", "forget"), (k, v, theta, beta, forget))
     w1, w2 = check_weights(W1, W2, b, h, d, q.device)
     check_options(chunk_size, mode)
+    _check_max_grad_norm(max_grad_norm)
     momentum = None
     if initial_momentum is not None:
         if not isinstance(initial_momentum, tuple) or len(initial_momentum) != 2:
@@ -182,11 +186,11 @@ def titans_memory(
     inputs = [x.to(dtype) for x in (q, k, v, theta, beta, forget)]
     state = _cast_state(TitansMemoryState.start(w1, w2, momentum), dtype)
     if mode == "recurrent":
-        o, state = titans_recurrent(*inputs, state, chunk_size)
+        o, state = titans_recurrent(*inputs, state, chunk_size, max_grad_norm)
         (w1, w2), (s1, s2) = state.weights, state.momentum
     else:
         run = titans_naive if mode == "naive" else titans_chunk
-        o, ((w1, w2), (s1, s2)) = run(*inputs, state, chunk_size)
+        o, ((w1, w2), (s1, s2)) = run(*inputs, state, chunk_size, max_grad_norm)
     return o.to(q.dtype), (w1, w2, s1, s2)
 
 
@@ -201,21 +205,24 @@ def titans_memory_prefill(
     *,
     chunk_size: int = 64,
     mode: str = "chunk",
+    max_grad_norm: float | None = None,
 ) -> tuple[torch.Tensor, TitansMemoryState]:
     """Continue :func:`titans_memory` from ``state`` (any position); see :func:`mlp_memory_prefill`."""
     b, _, h, d = check_sequence(q, ("k", "v", "theta", "beta", "forget"), (k, v, theta, beta, forget))
     check_options(chunk_size, mode)
+    _check_max_grad_norm(max_grad_norm)
     state = _checked_state(state, b, h, d, q.device, chunk_size)
     dtype = state_dtype(q, theta, beta, forget, *state.weights)
     inputs = [x.to(dtype) for x in (q, k, v, theta, beta, forget)]
     state = _cast_state(state, dtype)
 
     def whole_chunks(xs: list[torch.Tensor], start: TitansMemoryState) -> tuple[torch.Tensor, TitansMemoryState]:
-        o, (weights, momentum) = (titans_naive if mode == "naive" else titans_chunk)(*xs, start, chunk_size)
+        o, (weights, momentum) = (titans_naive if mode == "naive" else titans_chunk)(*xs, start, chunk_size,
+                                                                                       max_grad_norm)
         return o, TitansMemoryState.start(*weights, momentum)
 
     def tokens(xs: list[torch.Tensor], start: TitansMemoryState) -> tuple[torch.Tensor, TitansMemoryState]:
-        return titans_recurrent(*xs, start, chunk_size)
+        return titans_recurrent(*xs, start, chunk_size, max_grad_norm)
 
     o, state = _continue(inputs, state, chunk_size, whole_chunks if mode != "recurrent" else None, tokens)
     return o.to(q.dtype), state
@@ -231,13 +238,20 @@ def titans_memory_step(
     forget: torch.Tensor,
     *,
     chunk_size: int = 64,
+    max_grad_norm: float | None = None,
 ) -> tuple[torch.Tensor, TitansMemoryState]:
     """One decoding step of :func:`titans_memory`: ``q, k, v: [B, H, D]``, gates ``[B, H]``."""
     o, state = titans_memory_prefill(
         *(x.unsqueeze(1) if isinstance(x, torch.Tensor) else x for x in (q, k, v, theta, beta, forget)), state,
-        chunk_size=chunk_size, mode="recurrent",
+        chunk_size=chunk_size, mode="recurrent", max_grad_norm=max_grad_norm,
     )
     return o.squeeze(1), state
+
+
+def _check_max_grad_norm(max_grad_norm: object) -> None:
+    if max_grad_norm is not None and (isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, (int, float))
+                                      or not max_grad_norm > 0):
+        raise ValueError(f"max_grad_norm must be None or a positive number, got {max_grad_norm!r}")
 
 
 def _continue(

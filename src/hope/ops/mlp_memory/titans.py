@@ -13,6 +13,14 @@ with ``grad_l = delta_l u_l^T`` the gradient of ``0.5 ||M(k_t) - v_t||^2`` (the 
 ``||M(k) - v||^2`` with its factor 2 folded into ``theta``); ``(u, delta)`` per layer are listed in
 :mod:`hope.ops.mlp_memory.residual_mlp`. ``chunk_size = 1`` is the exact per-token rule.
 
+``max_grad_norm`` (``None``: off) clips each token's gradient of each layer to that Frobenius norm,
+``grad_l <- grad_l * min(1, max_grad_norm / (||delta_l|| ||u_l||))`` (a rank-one gradient's norm is the
+product of its factors' norms), as titans-pytorch's ``max_grad_norm`` does. The Titans rule has no
+step that adapts to the memory's curvature; the curvature of the W2 step grows with ``||W1||^2`` and
+that of W1 with ``||silu(W2 k)||^2``, so a fixed ``theta`` that is stable at initialisation overshoots
+once the weights grow and the memory overflows within a few hundred tokens (docs/results.md). Clipped
+gradients bound every step, so the decay keeps the weights bounded.
+
 Chunk form. Both recurrences are first-order and linear with scalar gates, and the gradients of a
 chunk are all known once the chunk starts, so the scan over a chunk has a closed form. With
 ``F[i, j] = (1 - forget_{j+1}) ... (1 - forget_i)`` and ``Bm[i, j] = beta_{j+1} ... beta_i``
@@ -37,6 +45,18 @@ from hope.ops.dgd.chunk import decay_products
 from hope.ops.mlp_memory.chunk import to_chunks
 from hope.ops.mlp_memory.residual_mlp import read_and_errors
 
+TINY = 1e-30
+"""Floor of a gradient norm before dividing by it (a zero gradient is never rescaled)."""
+
+
+def clip_factor(delta: Tensor, u: Tensor, max_grad_norm: float | None) -> Tensor | float:
+    """``min(1, max_grad_norm / (||delta|| ||u||))`` over the last axis, kept as a trailing axis of size 1
+    (``1.0`` if ``max_grad_norm`` is ``None``)."""
+    if max_grad_norm is None:
+        return 1.0
+    norm = delta.norm(dim=-1, keepdim=True) * u.norm(dim=-1, keepdim=True)
+    return (max_grad_norm / norm.clamp_min(TINY)).clamp(max=1.0)
+
 Tensor = torch.Tensor
 Pair = tuple[torch.Tensor, torch.Tensor]
 
@@ -60,7 +80,7 @@ class TitansMemoryState(NamedTuple):
 
 def titans_naive(
     q: Tensor, k: Tensor, v: Tensor, theta: Tensor, beta: Tensor, forget: Tensor,
-    state: TitansMemoryState, chunk_size: int,
+    state: TitansMemoryState, chunk_size: int, max_grad_norm: float | None = None,
 ) -> tuple[Tensor, tuple[Pair, Pair]]:
     """Per-token reference written from the formulas (no shared helper). ``q, k, v: [B, T, H, D]``,
     gates ``[B, T, H]``, ``state`` at a chunk boundary. Returns ``o: [B, T, H, D]`` and the final
@@ -79,15 +99,20 @@ def titans_naive(
         delta2 = s * (1.0 + z * (1.0 - s)) * (w1_c.mT @ g)
         b_t, th_t = beta[:, t, :, None, None], theta[:, t, :, None, None]
         keep_t = 1.0 - forget[:, t, :, None, None]
-        s1 = b_t * s1 - th_t * (g @ h.mT)
-        s2 = b_t * s2 - th_t * (delta2 @ k_t.mT)
+        grad1, grad2 = g @ h.mT, delta2 @ k_t.mT
+        if max_grad_norm is not None:
+            norms = [grad.square().sum((-2, -1), keepdim=True).sqrt() for grad in (grad1, grad2)]
+            grad1, grad2 = (grad * (max_grad_norm / n.clamp_min(TINY)).clamp(max=1.0)
+                            for grad, n in zip((grad1, grad2), norms))
+        s1 = b_t * s1 - th_t * grad1
+        s2 = b_t * s2 - th_t * grad2
         w1, w2 = keep_t * w1 + s1, keep_t * w2 + s2
     return torch.stack(outputs, dim=1), ((w1, w2), (s1, s2))
 
 
 def titans_step(
     state: TitansMemoryState, q: Tensor, k: Tensor, v: Tensor, theta: Tensor, beta: Tensor, forget: Tensor,
-    chunk_size: int,
+    chunk_size: int, max_grad_norm: float | None = None,
 ) -> tuple[Tensor, TitansMemoryState]:
     """One token, no checks: ``q, k, v: [B, H, D]``, gates ``[B, H]``. Returns ``o: [B, H, D]`` and
     the next state."""
@@ -95,6 +120,7 @@ def titans_step(
     if position == 0:
         chunk_start = (w1, w2)
     o, h, _, g, delta2 = read_and_errors(*chunk_start, torch.stack([q, k], dim=-2), 1, v.unsqueeze(-2), "l2")
+    g, delta2 = g * clip_factor(g, h, max_grad_norm), delta2 * clip_factor(delta2, k.unsqueeze(-2), max_grad_norm)
     b_t, th_t, keep_t = beta[..., None, None], theta[..., None, None], 1.0 - forget[..., None, None]
     s1 = b_t * s1 - th_t * (g.mT @ h)
     s2 = b_t * s2 - th_t * (delta2.mT @ k.unsqueeze(-2))
@@ -104,20 +130,21 @@ def titans_step(
 
 def titans_recurrent(
     q: Tensor, k: Tensor, v: Tensor, theta: Tensor, beta: Tensor, forget: Tensor,
-    state: TitansMemoryState, chunk_size: int,
+    state: TitansMemoryState, chunk_size: int, max_grad_norm: float | None = None,
 ) -> tuple[Tensor, TitansMemoryState]:
     """Apply :func:`titans_step` to each token (``state`` at any position). Returns
     ``o: [B, T, H, D]`` and the state after the last token."""
     outputs = []
     for t in range(q.shape[1]):
-        o_t, state = titans_step(state, q[:, t], k[:, t], v[:, t], theta[:, t], beta[:, t], forget[:, t], chunk_size)
+        o_t, state = titans_step(state, q[:, t], k[:, t], v[:, t], theta[:, t], beta[:, t], forget[:, t], chunk_size,
+                                 max_grad_norm)
         outputs.append(o_t)
     return torch.stack(outputs, dim=1), state
 
 
 def titans_chunk(
     q: Tensor, k: Tensor, v: Tensor, theta: Tensor, beta: Tensor, forget: Tensor,
-    state: TitansMemoryState, chunk_size: int,
+    state: TitansMemoryState, chunk_size: int, max_grad_norm: float | None = None,
 ) -> tuple[Tensor, tuple[Pair, Pair]]:
     """Chunk form (closed-form scan per chunk); same arguments as :func:`titans_naive`. Returns ``o``
     and the final weights and momentum as ``((W1, W2), (S1, S2))``."""
@@ -142,6 +169,7 @@ def titans_chunk(
     ):
         o_n, h, _, g, delta2 = read_and_errors(w1, w2, x_n, c, v_n, "l2")
         reads.append(o_n)
+        g, delta2 = g * clip_factor(g, h, max_grad_norm), delta2 * clip_factor(delta2, k_n, max_grad_norm)
         w1, s1 = keep_w * w1 + s_to_w * s1 - (to_w * g).mT @ h, keep_s * s1 - (to_s * g).mT @ h
         w2, s2 = keep_w * w2 + s_to_w * s2 - (to_w * delta2).mT @ k_n, keep_s * s2 - (to_s * delta2).mT @ k_n
     o = torch.stack(reads, dim=2)
