@@ -318,3 +318,17 @@ def test_cms_levels_keeps_the_first_levels_with_the_parameters_of_the_static_mlp
     assert len(one.blocks[0].channel.levels) == 1 and one.cms_periods == (full.config.cms_periods[0],)
     assert one.num_parameters() == transformer.num_parameters() + 4
     assert full.num_parameters() == transformer.num_parameters() + 4 * 3
+
+
+def test_after_is_the_identity_for_x_and_gives_its_anchors_no_gradient():
+    from hope.models.in_context import _After
+
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    anchor = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    y = _After.apply(x, anchor)
+    assert torch.equal(y, x) and y.data_ptr() != x.data_ptr()
+    gx, ga = torch.autograd.grad((y.square() * 3).sum(), (x, anchor), allow_unused=True, create_graph=True)
+    torch.testing.assert_close(gx, 6 * x)
+    assert ga is None
+    (second,) = torch.autograd.grad(gx.sum(), x)
+    torch.testing.assert_close(second, torch.full_like(x, 6.0))
