@@ -61,7 +61,9 @@ def _after_everything(model, before: list, layers: list, logits: torch.Tensor) -
         channel = {}
         for key, t in layers[i]["channel"].items():
             if t.requires_grad and id(t) not in kept:
-                t = ordered.setdefault(id(t), _After.apply(t, *anchors))
+                if id(t) not in ordered:
+                    ordered[id(t)] = _After.apply(t, *anchors)
+                t = ordered[id(t)]
             channel[key] = t
         out[i]["channel"] = channel
     return out
