@@ -391,3 +391,74 @@ def test_l2_without_curvature_grows_on_the_same_inputs() -> None:
     plain, curved = largest_weights(curvature=False, length=30_000), largest_weights(curvature=True, length=30_000)
     assert not (max(plain) < 20 * max(curved)), (plain, curved)
 
+
+
+# read="running": each token reads the weights after the chunk's updates up to itself
+
+
+@pytest.mark.parametrize("objective", ["dot", "l2"])
+@pytest.mark.parametrize("length", [1, 63, 65, 130])
+def test_running_reads_chunk_and_recurrent_match_naive(objective: str, length: int) -> None:
+    x = make_inputs(length)
+    for chunk_size in (1, 8, 64):
+        for curvature in (False, True):
+            options = dict(objective=objective, chunk_size=chunk_size, curvature=curvature, read="running")
+            want = run_with_grads(x, mode="naive", **options)
+            assert_all_close(run_with_grads(x, mode="chunk", **options), want)
+            if length == 65:
+                assert_all_close(run_with_grads(x, mode="recurrent", **options), want)
+
+
+@pytest.mark.parametrize(("proximal", "use_dgd"), [(False, True), (True, False)])
+def test_running_reads_ablations_match_naive(proximal: bool, use_dgd: bool) -> None:
+    x = make_inputs(40)
+    options = dict(objective="l2", proximal=proximal, dgd=use_dgd, chunk_size=8, read="running")
+    assert_all_close(run_with_grads(x, mode="chunk", **options), run_with_grads(x, mode="naive", **options))
+
+
+def test_running_reads_are_reads_after_each_tokens_update_and_keep_the_weights() -> None:
+    """The final weights do not depend on ``read``; each running read is ``M(q_t)`` at the weights that a run
+    over tokens ``0..t`` (the same chunk starts) ends with."""
+    x = make_inputs(20)
+    options = dict(objective="l2", chunk_size=8, curvature=True)
+    o_start, weights_start = mlp_memory(*x.values(), **options)
+    o, weights = mlp_memory(*x.values(), read="running", **options)
+    torch.testing.assert_close(weights, weights_start, rtol=1e-12, atol=1e-12)
+    sequence = [x[n] for n in INPUTS[:5]]
+    for t in (0, 5, 7, 8, 13, 19):
+        _, (w1, w2) = mlp_memory(*(s[:, : t + 1] for s in sequence), x["W1"], x["W2"], **options)
+        q = x["q"][:, t, :, :, None]
+        want = (q + w1 @ F.silu(w2 @ q)).squeeze(-1)
+        torch.testing.assert_close(o[:, t], want, rtol=1e-10, atol=1e-10)
+
+
+def test_running_reads_see_earlier_tokens_of_the_chunk() -> None:
+    x = make_inputs(16)
+    changed = {name: value.clone() for name, value in x.items()}
+    changed["v_hat"][:, 2] += 1.0
+    for read, sees in (("start", False), ("running", True)):
+        o, _ = mlp_memory(*x.values(), objective="l2", chunk_size=16, read=read)
+        o_changed, _ = mlp_memory(*changed.values(), objective="l2", chunk_size=16, read=read)
+        torch.testing.assert_close(o_changed[:, :2], o[:, :2], rtol=0, atol=0)
+        assert (not torch.allclose(o_changed[:, 2:], o[:, 2:])) == sees, read
+
+
+def test_running_reads_prefill_then_decode_equals_one_pass() -> None:
+    length, chunk = 45, 8
+    x = make_inputs(length)
+    options = dict(objective="l2", chunk_size=chunk, curvature=True, read="running")
+    o_ref, weights_ref = mlp_memory(*x.values(), **options)
+    sequence = [x[n] for n in INPUTS[:5]]
+    o_a, state = mlp_memory_prefill(*(s[:, :13] for s in sequence), MLPMemoryState.start(x["W1"], x["W2"]), **options)
+    o_b, state = mlp_memory_prefill(*(s[:, 13:35] for s in sequence), state, **options)
+    outputs = [o_a, o_b]
+    for t in range(35, length):
+        o_t, state = mlp_memory_step(state, *(s[:, t] for s in sequence), **options)
+        outputs.append(o_t.unsqueeze(1))
+    torch.testing.assert_close(torch.cat(outputs, dim=1), o_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(state.weights, weights_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_bad_read_raises_value_error() -> None:
+    with pytest.raises(ValueError, match="read must be one of"):
+        mlp_memory(*make_inputs(5).values(), read="end")

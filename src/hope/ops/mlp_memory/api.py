@@ -20,6 +20,7 @@ from hope.ops.mlp_memory.recurrent import MLPMemoryState, mlp_memory_recurrent, 
 from hope.ops.mlp_memory.titans import TitansMemoryState, titans_chunk, titans_naive, titans_recurrent, titans_step
 
 State = TypeVar("State", MLPMemoryState, TitansMemoryState)
+READS = ("start", "running")
 Weights = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -38,6 +39,7 @@ def mlp_memory(
     chunk_size: int = 64,
     mode: str = "chunk",
     curvature: bool = False,
+    read: str = "start",
 ) -> tuple[torch.Tensor, Weights]:
     """Run the deep memory ``M(x) = x + W1 silu(W2 x)`` trained in context by DGD (NL Eqs. 88-91).
 
@@ -58,6 +60,11 @@ def mlp_memory(
             with ``c = max silu' = 1.0998``. Plain ``proximal`` bounds only the DGD term, so once
             ``||W1||`` grows past about 2 the W2 steps overshoot and the weights grow without bound;
             with ``curvature`` every step of the linearised layer objective is contractive.
+        read: ``"start"`` (the default): every read of a chunk uses the chunk-start weights, so a token sees
+            the other tokens of its chunk only through what came before the chunk; ``"running"``: token ``t``
+            reads the weights after the updates of the chunk's tokens up to ``t`` (the dual form of Titans and
+            TTT; the gradients still come from the chunk start). ``C = 1`` makes the two differ only by
+            reading before or after the token's own update.
 
     Returns:
         ``o: [B, T, H, D]`` (``o_t = M(q_t)`` at the chunk-start weights) in the dtype of ``q``, and
@@ -67,9 +74,10 @@ def mlp_memory(
     b, _, h, d = check_sequence(q, ("k", "v_hat", "alpha", "eta"), (k, v_hat, alpha, eta))
     w1, w2 = check_weights(W1, W2, b, h, d, q.device)
     check_options(chunk_size, mode, objective, proximal=proximal, dgd=dgd, curvature=curvature)
+    check_read(read)
     dtype = state_dtype(q, alpha, eta, w1, w2)
     args = [x.to(dtype) for x in (q, k, v_hat, alpha, eta, w1, w2)]
-    options = (objective, proximal, dgd, chunk_size, curvature)
+    options = (objective, proximal, dgd, chunk_size, curvature, read)
     if mode == "recurrent":
         o, state = mlp_memory_recurrent(*args[:5], MLPMemoryState.start(*args[5:]), *options)
         return o.to(q.dtype), state.weights
@@ -92,6 +100,7 @@ def mlp_memory_prefill(
     chunk_size: int = 64,
     mode: str = "chunk",
     curvature: bool = False,
+    read: str = "start",
 ) -> tuple[torch.Tensor, MLPMemoryState]:
     """Continue :func:`mlp_memory` from ``state`` (at any position in a chunk) over ``T`` tokens.
 
@@ -101,11 +110,12 @@ def mlp_memory_prefill(
     """
     b, _, h, d = check_sequence(q, ("k", "v_hat", "alpha", "eta"), (k, v_hat, alpha, eta))
     check_options(chunk_size, mode, objective, proximal=proximal, dgd=dgd, curvature=curvature)
+    check_read(read)
     state = _checked_state(state, b, h, d, q.device, chunk_size)
     dtype = state_dtype(q, alpha, eta, *state.weights)
     inputs = [x.to(dtype) for x in (q, k, v_hat, alpha, eta)]
     state = _cast_state(state, dtype)
-    options = (objective, proximal, dgd, chunk_size, curvature)
+    options = (objective, proximal, dgd, chunk_size, curvature, read)
 
     def whole_chunks(xs: list[torch.Tensor], start: MLPMemoryState) -> tuple[torch.Tensor, MLPMemoryState]:
         run = mlp_memory_naive if mode == "naive" else mlp_memory_chunk
@@ -132,13 +142,14 @@ def mlp_memory_step(
     dgd: bool = True,
     chunk_size: int = 64,
     curvature: bool = False,
+    read: str = "start",
 ) -> tuple[torch.Tensor, MLPMemoryState]:
     """One decoding step: ``q, k, v_hat: [B, H, D]``, ``alpha, eta: [B, H]``. Returns
     ``o: [B, H, D]`` and the next :class:`MLPMemoryState` (same semantics as :func:`mlp_memory`)."""
     o, state = mlp_memory_prefill(
         *(x.unsqueeze(1) if isinstance(x, torch.Tensor) else x for x in (q, k, v_hat, alpha, eta)), state,
         objective=objective, proximal=proximal, dgd=dgd, chunk_size=chunk_size, mode="recurrent",
-        curvature=curvature,
+        curvature=curvature, read=read,
     )
     return o.squeeze(1), state
 
@@ -246,6 +257,11 @@ def titans_memory_step(
         chunk_size=chunk_size, mode="recurrent", max_grad_norm=max_grad_norm,
     )
     return o.squeeze(1), state
+
+
+def check_read(read: object) -> None:
+    if read not in READS:
+        raise ValueError(f"read must be one of {READS}, got {read!r}")
 
 
 def _check_max_grad_norm(max_grad_norm: object) -> None:

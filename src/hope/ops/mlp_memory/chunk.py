@@ -25,13 +25,20 @@ errors ``[C, Dout]``). Two layers, two uses:
 With ``curvature`` the W2 step sizes depend on W1 at the chunk start, so W2's transfer is computed per
 chunk, inside the loop.
 
+``read="running"``: each token reads the memory after the updates of the tokens before it in its chunk and
+its own (the Titans / TTT dual form: the gradients still come from the chunk start). Per layer that read is the
+linear DGD op's output ``S_t x_t``, so each chunk is two calls of :func:`hope.ops.dgd.dgd`: W2 with keys ``k``,
+values ``-delta2`` and queries ``q``; then W1 with keys ``h``, values ``-g`` and queries ``silu(W2_t q_t)``.
+
 A short last chunk is padded with identity steps (``alpha = 1``, ``eta = 0``, zero inputs).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
+from hope.ops.dgd import dgd as linear_dgd
 from hope.ops.dgd.chunk import decay_products
 from hope.ops.mlp_memory.residual_mlp import curvature_gains, proximal_eta, read_and_errors
 
@@ -113,6 +120,7 @@ def mlp_memory_chunk(
     dgd: bool,
     chunk_size: int,
     curvature: bool = False,
+    read: str = "start",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Chunked deep DGD memory; same arguments and results as
     :func:`hope.ops.mlp_memory.naive.mlp_memory_naive`."""
@@ -120,6 +128,8 @@ def mlp_memory_chunk(
     c = min(chunk_size, length)
     q, k, v_hat = (to_chunks(x, c, 0.0) for x in (q, k, v_hat))
     alpha, eta = to_chunks(alpha, c, 1.0), to_chunks(eta, c, 0.0)
+    if read == "running":
+        return _running_reads(q, k, v_hat, alpha, eta, w1, w2, objective, proximal, dgd, curvature, length)
 
     adaptive = curvature and proximal and objective == "l2"
     if adaptive:
@@ -141,6 +151,33 @@ def mlp_memory_chunk(
                                                                                       gain2[..., None]), dgd)
         eta1 = proximal_eta(eta_n, h, gain1) if proximal else eta_n
         w1, w2 = fold_chunk_end(w1, h, w1_h, g, decays_n, eta1, dgd), w2 @ phi_n - delta2.mT @ writes_n
+    o = torch.stack(reads, dim=2)
+    b, h, n = o.shape[:3]
+    return o.movedim(1, 3).reshape(b, n * c, h, -1)[:, :length], w1, w2
+
+
+def _running_reads(
+    q: torch.Tensor, k: torch.Tensor, v_hat: torch.Tensor, alpha: torch.Tensor, eta: torch.Tensor,
+    w1: torch.Tensor, w2: torch.Tensor, objective: str, proximal: bool, dgd: bool, curvature: bool, length: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``read="running"`` over chunked inputs (``[B, H, N, C, ...]``, from :func:`to_chunks`)."""
+    c, rule = q.shape[3], "dgd" if dgd else "gd"
+    reads = []
+
+    def fold(queries, keys, values, alpha_n, eta_n, state):
+        seq = [x.transpose(1, 2) for x in (queries, keys, values, alpha_n, eta_n)]
+        o, end = linear_dgd(*seq, rule=rule, initial_state=state, output_final_state=True, chunk_size=c)
+        return o.transpose(1, 2), end
+
+    for q_n, k_n, v_n, alpha_n, eta_n in zip(q.unbind(2), k.unbind(2), v_hat.unbind(2), alpha.unbind(2),
+                                             eta.unbind(2), strict=True):
+        gain1, gain2 = curvature_gains(w1, objective) if curvature and proximal else (0.0, 0.0)
+        _, h, _, g, delta2 = read_and_errors(w1, w2, k_n, 0, v_n, objective)
+        eta2 = proximal_eta(eta_n, k_n, gain2[..., None] if torch.is_tensor(gain2) else gain2) if proximal else eta_n
+        eta1 = proximal_eta(eta_n, h, gain1) if proximal else eta_n
+        w2_q, w2 = fold(q_n, k_n, -delta2, alpha_n, eta2, w2)
+        w1_h, w1 = fold(F.silu(w2_q), h, -g, alpha_n, eta1, w1)
+        reads.append(q_n + w1_h)
     o = torch.stack(reads, dim=2)
     b, h, n = o.shape[:3]
     return o.movedim(1, 3).reshape(b, n * c, h, -1)[:, :length], w1, w2

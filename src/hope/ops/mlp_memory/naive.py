@@ -14,7 +14,8 @@ with ``eta'_l = eta_t / (1 + eta_t ||u_l||^2)`` if ``proximal`` (NL Eq. 56) else
 ``curvature`` (objective "l2") the proximal steps also count the objective's curvature along each layer's
 output: ``eta'_1 = eta_t / (1 + 2 eta_t ||h||^2)`` and
 ``eta'_2 = eta_t / (1 + eta_t (1 + 1.0998393201285286^2 ||W1(c)||_F^2) ||k_t||^2)``
-(``1.0998...`` is the largest slope of silu); with "dot" it changes nothing.
+(``1.0998...`` is the largest slope of silu); with "dot" it changes nothing. With ``read="running"`` the read
+comes after the token's update, from the running weights: ``o_t = q_t + W1_t silu(W2_t q_t)``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def mlp_memory_naive(
     dgd: bool,
     chunk_size: int,
     curvature: bool = False,
+    read: str = "start",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Token-by-token loop. ``q, k, v_hat: [B, T, H, D]``, ``alpha, eta: [B, T, H]``,
     ``w1: [B, H, D, E]``, ``w2: [B, H, E, D]``. Returns ``o: [B, T, H, D]`` and the final W1, W2."""
@@ -60,7 +62,8 @@ def mlp_memory_naive(
         if t % chunk_size == 0:
             w1_c, w2_c = w1, w2
         q_t, k_t, v_t = q[:, t, :, :, None], k[:, t, :, :, None], v_hat[:, t, :, :, None]
-        outputs.append((q_t + w1_c @ F.silu(w2_c @ q_t)).squeeze(-1))
+        if read == "start":
+            outputs.append((q_t + w1_c @ F.silu(w2_c @ q_t)).squeeze(-1))
         z = w2_c @ k_t
         h = F.silu(z)
         g = k_t + w1_c @ h - v_t if objective == "l2" else -v_t
@@ -71,4 +74,6 @@ def mlp_memory_naive(
             gain1, gain2 = 1.0, 1.0998393201285286 ** 2 * (w1_c * w1_c).sum((-2, -1))
         w1 = _dgd_layer(w1, h.squeeze(-1), g.squeeze(-1), alpha[:, t], eta[:, t], proximal, dgd, gain1)
         w2 = _dgd_layer(w2, k_t.squeeze(-1), delta2.squeeze(-1), alpha[:, t], eta[:, t], proximal, dgd, gain2)
+        if read == "running":
+            outputs.append((q_t + w1 @ F.silu(w2 @ q_t)).squeeze(-1))
     return torch.stack(outputs, dim=1), w1, w2

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from hope.ops.dgd import dgd_step
 from hope.ops.mlp_memory.residual_mlp import curvature_gains, proximal_eta, read_and_errors
@@ -47,6 +48,7 @@ def step(
     dgd: bool,
     chunk_size: int,
     curvature: bool = False,
+    read: str = "start",
 ) -> tuple[torch.Tensor, MLPMemoryState]:
     """One token, no checks: ``q, k, v_hat: [B, H, D]``, ``alpha, eta: [B, H]``, all in the state
     dtype. Returns ``o: [B, H, D]`` and the next state."""
@@ -62,6 +64,8 @@ def step(
     eta2 = proximal_eta(eta, k, gain2) if proximal else eta
     _, w1 = dgd_step(w1, h, h, -g, alpha, eta1, rule)
     _, w2 = dgd_step(w2, k, k, -delta2, alpha, eta2, rule)
+    if read == "running":
+        o = (q + (w1 @ F.silu(w2 @ q.unsqueeze(-1))).squeeze(-1)).unsqueeze(-2)
     return o.squeeze(-2), MLPMemoryState((w1, w2), chunk_start, (position + 1) % chunk_size)
 
 
@@ -77,6 +81,7 @@ def mlp_memory_recurrent(
     dgd: bool,
     chunk_size: int,
     curvature: bool = False,
+    read: str = "start",
 ) -> tuple[torch.Tensor, MLPMemoryState]:
     """Apply :func:`step` to each of the ``T`` tokens (``q, k, v_hat: [B, T, H, D]``,
     ``alpha, eta: [B, T, H]``). Returns ``o: [B, T, H, D]`` and the state after the last token."""
@@ -84,7 +89,7 @@ def mlp_memory_recurrent(
     for t in range(q.shape[1]):
         o_t, state = step(
             state, q[:, t], k[:, t], v_hat[:, t], alpha[:, t], eta[:, t], objective, proximal, dgd, chunk_size,
-            curvature,
+            curvature, read,
         )
         outputs.append(o_t)
     return torch.stack(outputs, dim=1), state
