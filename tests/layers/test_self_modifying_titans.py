@@ -90,7 +90,9 @@ class Reference:
                 read = source["alpha" if name == "alpha" else "eta"]
                 gate[name] = torch.sigmoid((read * layer.readout[g]).sum(-1) + layer.readout_bias[g])
             alpha = gate.get("alpha", torch.ones_like(gate["eta"]))
-            outputs.append(self.read(self.start["mem"], q))
+            running = layer.test_time_learning and layer.banks["mem"].read_mode == "running"
+            if not running:
+                outputs.append(self.read(self.start["mem"], q))
             if not layer.test_time_learning:
                 continue
             for group, bank in layer.banks.items():
@@ -98,6 +100,8 @@ class Reference:
                 target = self.read(self.start[group], v.repeat(1, n, 1))
                 self.state[group] = self.update(self.start[group], self.state[group], k.repeat(1, n, 1), target,
                                                 alpha.repeat(1, n), gate["eta"].repeat(1, n))
+                if group == "mem" and running:  # read after this token's update, before the chunk's momentum
+                    outputs.append(self.read(self.state["mem"], q))
                 if layer.momentum:
                     self.betas[group].append(gate["beta"].repeat(1, n))
                 if (i + 1) % layer.chunk_sizes[group] == 0:
@@ -135,6 +139,9 @@ CONFIGS = [
     dict(memory="deep", chunk_size=4, memory_chunk_size=2, objective="l2", dgd=False),
     dict(memory="deep", chunk_size=3, memory_chunk_size=2, objective="l2", curvature=True),
     dict(memory="deep", chunk_size=1, memory_chunk_size=1, objective="l2", curvature=True, expansion=2),
+    dict(memory="deep", chunk_size=3, memory_chunk_size=4, objective="l2", curvature=True, memory_read="running"),
+    dict(memory="deep", chunk_size=2, memory_chunk_size=5, memory_read="running", momentum=False),
+    dict(memory="linear", chunk_size=3, memory_chunk_size=4, objective="l2", memory_read="running"),
     dict(memory="deep", chunk_size=2, memory_chunk_size=3, proximal=False, momentum=False, retention=False,
          adaptive_q=True, adaptive_v=False),
     dict(memory="deep", chunk_size=3, memory_chunk_size=3, test_time_learning=False),

@@ -46,6 +46,7 @@ from hope.ops.dgd import dgd as linear_dgd
 from hope.ops.mlp_memory import mlp_memory
 
 MEMORY_KINDS = ("deep", "linear")
+READS = ("start", "running")
 OBJECTIVES = ("dot", "l2")
 BUFFERED = ("k", "v", "alpha", "eta", "beta")
 """Per-token quantities a partial chunk keeps until it is folded (``v`` regenerates the targets; ``beta`` only
@@ -71,10 +72,10 @@ class MemoryBank(nn.Module):
     states (NL Sec. 8.1) and one DGD fold for all of them (NL Eq. 88)."""
 
     def __init__(self, names: tuple[str, ...], n_heads: int, head_dim: int, *, kind: str, expansion: int,
-                 objective: str, proximal: bool, dgd: bool, curvature: bool = False) -> None:
+                 objective: str, proximal: bool, dgd: bool, curvature: bool = False, read: str = "start") -> None:
         super().__init__()
         self.names, self.kind, self.head_dim = names, kind, head_dim
-        self.objective, self.proximal, self.dgd, self.curvature = objective, proximal, dgd, curvature
+        self.objective, self.proximal, self.dgd, self.curvature, self.read_mode = objective, proximal, dgd, curvature, read
         heads, hidden = len(names) * n_heads, expansion * head_dim
         if kind == "deep":
             self.w1 = nn.Parameter(torch.empty(heads, head_dim, hidden))
@@ -117,21 +118,23 @@ class MemoryBank(nn.Module):
         """Fold one chunk into the memories by DGD with retention, every gradient at ``weights`` (NL Eq. 91).
 
         ``keys, targets: [B, C, n * H, D]``, ``alpha, eta: [B, C, n * H]``. Returns the reads of ``queries``
-        at ``weights`` when the deep op computes them on the way (else ``None``) and the new weights."""
+        (at ``weights``, or with ``read="running"`` at the weights after each token's update) when the op
+        computes them on the way (else ``None``) and the new weights."""
         chunk = keys.shape[1]
         if self.kind == "deep":
             reads, (w1, w2) = mlp_memory(keys if queries is None else queries, keys, targets, alpha, eta,
                                          weights["w1"], weights["w2"], objective=self.objective,
                                          proximal=self.proximal, dgd=self.dgd, chunk_size=chunk, mode="chunk",
-                                         curvature=self.curvature)
+                                         curvature=self.curvature, read=self.read_mode)
             return (None if queries is None else reads), {"w1": w1, "w2": w2}
         values = targets if self.objective == "dot" else targets - linear_read(weights["w"], keys)
         if self.proximal:
             gain = 1.0 if self.curvature and self.objective == "l2" else 0.0
             eta = eta / (1 + eta * (1 + gain) * keys.square().sum(-1))
-        _, w = linear_dgd(keys, keys, values, alpha, eta, rule="dgd" if self.dgd else "gd",
-                          initial_state=weights["w"], output_final_state=True, chunk_size=chunk)
-        return None, {"w": w}
+        reads, w = linear_dgd(keys if queries is None else queries, keys, values, alpha, eta,
+                              rule="dgd" if self.dgd else "gd", initial_state=weights["w"], output_final_state=True,
+                              chunk_size=chunk)
+        return (reads if queries is not None and self.read_mode == "running" else None), {"w": w}
 
 
 class SelfModifyingTitans(nn.Module):
@@ -147,13 +150,16 @@ class SelfModifyingTitans(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, *, memory: str = "deep", expansion: int = 1,
                  chunk_size: int = 64, memory_chunk_size: int = 16, objective: str = "dot", proximal: bool = True,
-                 curvature: bool = False, dgd: bool = True, momentum: bool = True, retention: bool = True, adaptive_k: bool = True,
+                 curvature: bool = False, memory_read: str = "start", dgd: bool = True, momentum: bool = True,
+                 retention: bool = True, adaptive_k: bool = True,
                  adaptive_v: bool = True, adaptive_q: bool = False, test_time_learning: bool = True,
                  conv_width: int = 4, retention_init: tuple[float, float] = (0.9, 0.999), step_init: float = 0.5,
                  momentum_init: float = 0.5, norm_eps: float = 1e-6) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        if memory_read not in READS:
+            raise ValueError(f"memory_read must be one of {READS}, got {memory_read!r}")
         if memory not in MEMORY_KINDS or objective not in OBJECTIVES:
             raise ValueError(f"memory must be in {MEMORY_KINDS} and objective in {OBJECTIVES}, "
                              f"got {memory!r}, {objective!r}")
@@ -168,7 +174,7 @@ class SelfModifyingTitans(nn.Module):
                     curvature=curvature)
         self.banks = nn.ModuleDict({
             "proj": MemoryBank(tuple(name for name, on in adaptive.items() if on), n_heads, self.head_dim, **bank),
-            "mem": MemoryBank(("mem",), n_heads, self.head_dim, **bank),
+            "mem": MemoryBank(("mem",), n_heads, self.head_dim, read=memory_read, **bank),
         })
         self.gate_names = ("eta",) + ("alpha",) * retention + ("beta",) * momentum
         self.buffered = BUFFERED if momentum else BUFFERED[:-1]
@@ -220,10 +226,14 @@ class SelfModifyingTitans(nn.Module):
         sizes = self._segments(t, filled)
         pieces = [None] * len(sizes) if static is None else static.split(sizes, dim=1)
         tail, reads = state["conv"], []
+        running = self.banks["mem"].read_mode == "running"
         for size, segment, static_segment in zip(sizes, heads.split(sizes, dim=1), pieces):
             features, tail = self._features(segment, static_segment, weights["proj"], tail)
             whole = self.banks["mem"].kind == "deep" and size == self.chunk_sizes["mem"]
-            if not whole:  # (a whole chunk of M_mem is read by its fold below, on the way)
+            if running:
+                read, folded = self._running_reads(weights["mem"], velocity["mem"], pending["mem"], features)
+                reads.append(read)
+            elif not whole:  # (a whole chunk of M_mem is read by its fold below, on the way)
                 reads.append(self.banks["mem"].read(weights["mem"], features["q"]))
             due = []
             for group in self.banks:
@@ -232,8 +242,12 @@ class SelfModifyingTitans(nn.Module):
                 if filled[group] == self.chunk_sizes[group]:
                     due.append(group)
             for group in due:
+                if group == "mem" and running:  # the fold that made the reads holds the chunk's end
+                    weights[group], velocity[group] = folded
+                    pending[group], filled[group] = [], 0
+                    continue
                 chunk = {name: torch.cat([p[name] for p in pending[group]], dim=1) for name in self.buffered}
-                queries = features["q"] if group == "mem" and whole else None
+                queries = features["q"] if group == "mem" and whole and not running else None
                 read, weights[group], velocity[group] = self._fold(group, weights[group], velocity[group], chunk,
                                                                    queries)
                 if read is not None:
@@ -247,6 +261,18 @@ class SelfModifyingTitans(nn.Module):
                 parts = [p[name] for p in pending[group]] or [state[f"{group}.{name}"][:, :0]]
                 new_state[f"{group}.{name}"] = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         return self.output(torch.cat(reads, dim=1), x), new_state
+
+    def _running_reads(self, weights: dict[str, torch.Tensor], velocity: dict[str, torch.Tensor], pending: list,
+                       features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple[dict, dict]]:
+        """``memory_read="running"``: the reads of a segment from ``M_mem`` after the updates of its chunk's
+        tokens up to each of them (the pending ones and the segment's own), by a fold over the chunk so far
+        (reads of the pending positions dropped; the chunk-level momentum only lands at the chunk's end). Also
+        returns the fold's weights and momentum, which are the new state if the segment ends the chunk."""
+        chunk = {name: torch.cat([p[name] for p in pending] + [features[name]], dim=1) for name in self.buffered}
+        earlier = chunk["k"].shape[1] - features["q"].shape[1]
+        queries = torch.cat([chunk["k"][:, :earlier], features["q"]], dim=1)
+        read, new_weights, new_velocity = self._fold("mem", weights, velocity, chunk, queries)
+        return read[:, earlier:], (new_weights, new_velocity)
 
     def _segments(self, length: int, filled: dict[str, int]) -> list[int]:
         """Lengths of the pieces of a call: each ends at the next chunk boundary of either group (or the end)."""

@@ -286,8 +286,11 @@ class HopeConfig(CMSConfig):
     uses the chunk-start state (NL Eqs. 90-91); part of the model. These memories only shape the keys, values
     and gates, so a long chunk (cheaper: fewer, larger steps) costs the outputs little."""
     memory_chunk_size: int = 16
-    """Chunk of the output memory M_mem (NL Sec. 8.2: it has its own). A token reads M_mem as it was at the start
-    of its chunk, so the mixer sees the tokens of its own chunk only through the convolution: kept short."""
+    """Chunk of the output memory M_mem (NL Sec. 8.2: it has its own)."""
+    memory_read: str = "start"
+    """How a token reads M_mem inside its chunk: ``start``, at the chunk-start state (the mixer then sees the tokens
+    of its own chunk only through the convolution); ``running``, after the updates of the chunk's tokens up to
+    itself (the dual form of Titans and TTT; ``hope.ops.mlp_memory``'s ``read``)."""
     objective: str = "l2"
     """Inner objective of every memory: ``l2`` (``0.5 ||M(k) - v_hat||^2``, NL Eq. 93 as printed) or ``dot``
     (``-<M(k), v_hat>``; a linear memory is then exactly the gated delta rule). ``l2`` is the default because
@@ -326,6 +329,8 @@ class HopeConfig(CMSConfig):
             raise HopeError(f"memory must be 'deep' or 'linear', got {self.memory!r}")
         if self.objective not in ("dot", "l2"):
             raise HopeError(f"objective must be 'dot' or 'l2', got {self.objective!r}")
+        if self.memory_read not in ("start", "running"):
+            raise HopeError(f"memory_read must be 'start' or 'running', got {self.memory_read!r}")
         _check_memory_fields(self, ("memory_expansion", "chunk_size", "memory_chunk_size", "conv_width"),
                              ("step_init", "momentum_init"))
 
@@ -335,7 +340,8 @@ class HopeConfig(CMSConfig):
         return SelfModifyingTitans(
             self.d_model, self.n_heads, memory=self.memory, expansion=self.memory_expansion,
             chunk_size=self.chunk_size, memory_chunk_size=self.memory_chunk_size, objective=self.objective,
-            proximal=self.proximal, curvature=self.curvature, dgd=self.dgd, momentum=self.momentum, retention=self.retention,
+            proximal=self.proximal, curvature=self.curvature, memory_read=self.memory_read, dgd=self.dgd,
+            momentum=self.momentum, retention=self.retention,
             adaptive_k=self.adaptive_k, adaptive_v=self.adaptive_v, adaptive_q=self.adaptive_q,
             test_time_learning=self.test_time_learning, conv_width=self.conv_width,
             retention_init=self.retention_init, step_init=self.step_init, momentum_init=self.momentum_init,
