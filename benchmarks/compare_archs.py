@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from hope.checkpoint import load_checkpoint
+from hope.cli import key_value
 from hope.data import encode_corpus, load_corpus
 from hope.errors import HopeError
 from hope.eval import evaluate_lm
@@ -49,7 +50,7 @@ def train_config(args: argparse.Namespace, arch: str) -> TrainConfig:
         batch_size=args.batch_size, max_steps=steps, lr=args.lr, warmup_steps=max(1, round(steps * args.warmup)),
         eval_every=max(1, steps // args.val_points), eval_windows=args.val_windows, save_every=args.save_every,
         log_every=max(1, min(10, steps // 50)), seed=args.seed, progress=False, device="cpu",
-        resume=(Path(args.out) / arch / "checkpoint").exists(),
+        resume=(Path(args.out) / arch / "checkpoint").exists(), model=dict(args.model or []),
     )
 
 
@@ -58,7 +59,7 @@ def settings(args: argparse.Namespace, arch: str) -> dict:
     config = train_config(args, arch)
     return {"arch": arch, "size": args.size, "vocab_size": args.vocab_size, "seq_len": args.seq_len, "batch_size": args.batch_size,
             "max_steps": config.max_steps, "lr": args.lr, "warmup_steps": config.warmup_steps, "seed": args.seed,
-            "eval_windows": args.eval_windows}
+            "eval_windows": args.eval_windows, **({"model": dict(args.model)} if args.model else {})}
 
 
 def is_complete(args: argparse.Namespace, arch: str) -> bool:
@@ -91,7 +92,8 @@ def run_arch(args: argparse.Namespace, arch: str) -> dict:
         train(config)
     except HopeError as err:
         result = {"settings": settings(args, arch), "diverged": str(err),
-                  "parameters": build(arch, args.size, vocab_size=args.vocab_size).num_parameters(),
+                  "parameters": build(arch, args.size, vocab_size=args.vocab_size,
+                                      **dict(args.model or [])).num_parameters(),
                   "train_tokens_per_s": train_speed(run_dir / "metrics.jsonl")}
         (run_dir / "result.json").write_text(json.dumps(result, indent=2))
         print(f"[{arch}] failed: {err}", flush=True)
@@ -209,6 +211,8 @@ def main() -> None:
     parser.add_argument("--eval-windows", type=int, default=96, help="Windows of the final validation and test.")
     parser.add_argument("--save-every", type=int, default=25, help="Checkpoint every this many steps.")
     parser.add_argument("--jobs", type=int, default=1, help="Architectures trained at once (1 thread each).")
+    parser.add_argument("--model", action="append", type=key_value, metavar="KEY=VALUE",
+                        help="Model config override for every architecture (e.g. memory_read=running). Repeatable.")
     parser.add_argument("--out", default=str(ROOT / "runs" / "compare"))
     parser.add_argument("--docs", default=str(ROOT / "docs" / "results"))
     args = parser.parse_args()
@@ -217,7 +221,8 @@ def main() -> None:
     unknown = [a for a in archs if a not in ARCHS]
     if unknown:
         parser.error(f"unknown arch(s) {', '.join(unknown)}; expected among {', '.join(ARCHS)}")
-    params = {a: build(a, args.size, vocab_size=args.vocab_size).num_parameters() for a in archs}
+    params = {a: build(a, args.size, vocab_size=args.vocab_size, **dict(args.model or [])).num_parameters()
+              for a in archs}
     smallest, largest = min(params.values()), max(params.values())
     print("parameters: " + ", ".join(f"{a} {n:,}" for a, n in params.items())
           + f" (largest / smallest = {largest / smallest:.4f})")

@@ -86,14 +86,14 @@ def dgd_chunk(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked DGD; same arguments and results as :func:`hope.ops.dgd.naive.dgd_naive`.
 
-    When gradients are needed, the sequence is cut into segments of about ``SEGMENT_TOKENS``
-    tokens (whole chunks), each run under activation checkpointing: autograd keeps only the inputs
-    and the state entering each segment, and recomputes a segment's intermediates in the backward.
+    When gradients are needed and the sequence is longer than one segment of about ``SEGMENT_TOKENS``
+    tokens (whole chunks), each segment runs under activation checkpointing: autograd keeps only the
+    inputs and the state entering each segment, and recomputes a segment's intermediates in the backward.
     """
     tensors = (q, k, v, alpha, eta, state)
-    if not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors)):
-        return _chunked(q, k, v, alpha, eta, rule, state, chunk_size)
     span = max(1, SEGMENT_TOKENS // chunk_size) * chunk_size
+    if q.shape[1] <= span or not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors)):
+        return _chunked(q, k, v, alpha, eta, rule, state, chunk_size)
     outputs = []
     for start in range(0, q.shape[1], span):
         pieces = (x[:, start : start + span] for x in (q, k, v, alpha, eta))
