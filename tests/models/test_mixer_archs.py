@@ -37,12 +37,15 @@ def test_mixers_and_their_fields():
     bank = hope.banks["mem"]
     assert (bank.kind, bank.dgd, bank.objective, bank.proximal) == ("linear", False, "l2", False)
     assert build("hope", "tiny").blocks[0].mixer.banks["mem"].curvature
+    banks = build("hope", "tiny").blocks[0].mixer.banks
+    assert (banks["mem"].read_mode, banks["proj"].read_mode) == ("running", "start")
+    assert build("hope", "tiny", memory_read="start").blocks[0].mixer.banks["mem"].read_mode == "start"
     assert not build("hope", "tiny", curvature=False).blocks[0].mixer.banks["proj"].curvature
 
 
 @pytest.mark.parametrize("arch,field,value", [
     ("hope", "memory", "matrix"), ("hope", "objective", "l1"), ("hope", "chunk_size", 0),
-    ("hope", "memory_chunk_size", -1), ("hope", "step_init", 1.5), ("hope", "retention_init", (0.5, 1.0)),
+    ("hope", "memory_chunk_size", -1), ("hope", "memory_read", "end"), ("hope", "step_init", 1.5), ("hope", "retention_init", (0.5, 1.0)),
     ("titans", "memory_expansion", 0), ("titans", "momentum_init", 0.0), ("gated-deltanet", "conv_width", 0),
     ("gated-deltanet", "retention_init", (0.9, 0.8)),
 ])
