@@ -247,7 +247,7 @@ class SelfModifyingTitans(nn.Module):
                     pending[group], filled[group] = [], 0
                     continue
                 chunk = {name: torch.cat([p[name] for p in pending[group]], dim=1) for name in self.buffered}
-                queries = features["q"] if group == "mem" and whole and not running else None
+                queries = features["q"] if group == "mem" and whole else None
                 read, weights[group], velocity[group] = self._fold(group, weights[group], velocity[group], chunk,
                                                                    queries)
                 if read is not None:

@@ -10,6 +10,7 @@ import torch
 from hope.ops.mlp_memory.residual_mlp import OBJECTIVES
 
 MODES = ("chunk", "naive", "recurrent")
+READS = ("start", "running")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -75,6 +76,19 @@ def check_options(chunk_size: object, mode: object, objective: object | None = N
     for name, value in flags.items():
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be a bool, got {value!r}")
+
+
+def check_read(read: object) -> None:
+    """Check ``read`` of the deep DGD memory."""
+    if read not in READS:
+        raise ValueError(f"read must be one of {READS}, got {read!r}")
+
+
+def check_max_grad_norm(max_grad_norm: object) -> None:
+    """Check ``max_grad_norm`` of the Titans rule: ``None`` or a positive number."""
+    if max_grad_norm is not None and (isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, (int, float))
+                                      or not max_grad_norm > 0):
+        raise ValueError(f"max_grad_norm must be None or a positive number, got {max_grad_norm!r}")
 
 
 def state_dtype(*tensors: torch.Tensor | None) -> torch.dtype:

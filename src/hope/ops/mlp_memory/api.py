@@ -13,14 +13,15 @@ from typing import Callable, TypeVar
 
 import torch
 
-from hope.ops.mlp_memory._checks import check_options, check_sequence, check_tensor, check_weights, state_dtype
+from hope.ops.mlp_memory._checks import (
+    check_max_grad_norm, check_options, check_read, check_sequence, check_weights, state_dtype,
+)
 from hope.ops.mlp_memory.chunk import mlp_memory_chunk
 from hope.ops.mlp_memory.naive import mlp_memory_naive
-from hope.ops.mlp_memory.recurrent import MLPMemoryState, mlp_memory_recurrent, step
-from hope.ops.mlp_memory.titans import TitansMemoryState, titans_chunk, titans_naive, titans_recurrent, titans_step
+from hope.ops.mlp_memory.recurrent import MLPMemoryState, mlp_memory_recurrent
+from hope.ops.mlp_memory.titans import TitansMemoryState, titans_chunk, titans_naive, titans_recurrent
 
 State = TypeVar("State", MLPMemoryState, TitansMemoryState)
-READS = ("start", "running")
 Weights = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -187,7 +188,7 @@ def titans_memory(
     b, _, h, d = check_sequence(q, ("k", "v", "theta", "beta", "forget"), (k, v, theta, beta, forget))
     w1, w2 = check_weights(W1, W2, b, h, d, q.device)
     check_options(chunk_size, mode)
-    _check_max_grad_norm(max_grad_norm)
+    check_max_grad_norm(max_grad_norm)
     momentum = None
     if initial_momentum is not None:
         if not isinstance(initial_momentum, tuple) or len(initial_momentum) != 2:
@@ -221,7 +222,7 @@ def titans_memory_prefill(
     """Continue :func:`titans_memory` from ``state`` (any position); see :func:`mlp_memory_prefill`."""
     b, _, h, d = check_sequence(q, ("k", "v", "theta", "beta", "forget"), (k, v, theta, beta, forget))
     check_options(chunk_size, mode)
-    _check_max_grad_norm(max_grad_norm)
+    check_max_grad_norm(max_grad_norm)
     state = _checked_state(state, b, h, d, q.device, chunk_size)
     dtype = state_dtype(q, theta, beta, forget, *state.weights)
     inputs = [x.to(dtype) for x in (q, k, v, theta, beta, forget)]
@@ -257,17 +258,6 @@ def titans_memory_step(
         chunk_size=chunk_size, mode="recurrent", max_grad_norm=max_grad_norm,
     )
     return o.squeeze(1), state
-
-
-def check_read(read: object) -> None:
-    if read not in READS:
-        raise ValueError(f"read must be one of {READS}, got {read!r}")
-
-
-def _check_max_grad_norm(max_grad_norm: object) -> None:
-    if max_grad_norm is not None and (isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, (int, float))
-                                      or not max_grad_norm > 0):
-        raise ValueError(f"max_grad_norm must be None or a positive number, got {max_grad_norm!r}")
 
 
 def _continue(

@@ -52,6 +52,13 @@ def to_chunks(x: torch.Tensor, chunk: int, fill: float) -> torch.Tensor:
     return x.reshape(b, (t + pad) // chunk, chunk, h, *x.shape[3:]).movedim(3, 1)
 
 
+def from_chunks(reads: list[torch.Tensor], length: int) -> torch.Tensor:
+    """Per-chunk ``[B, H, C, D]`` reads back to ``[B, T, H, D]`` (the inverse of :func:`to_chunks`, padding dropped)."""
+    o = torch.stack(reads, dim=2)
+    b, h, n, c = o.shape[:4]
+    return o.movedim(1, 3).reshape(b, n * c, h, -1)[:, :length]
+
+
 def _coupling(inputs: torch.Tensor, decays: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
     """``A[t, j] = eta_t G[t-1, j] (u_t . u_j)``, zero on and above the diagonal: ``[..., C, C]``."""
     return (inputs @ inputs.mT) * (eta[..., None] * decays[..., :-1, 1:])
@@ -151,9 +158,7 @@ def mlp_memory_chunk(
                                                                                       gain2[..., None]), dgd)
         eta1 = proximal_eta(eta_n, h, gain1) if proximal else eta_n
         w1, w2 = fold_chunk_end(w1, h, w1_h, g, decays_n, eta1, dgd), w2 @ phi_n - delta2.mT @ writes_n
-    o = torch.stack(reads, dim=2)
-    b, h, n = o.shape[:3]
-    return o.movedim(1, 3).reshape(b, n * c, h, -1)[:, :length], w1, w2
+    return from_chunks(reads, length), w1, w2
 
 
 def _running_reads(
@@ -178,6 +183,4 @@ def _running_reads(
         w2_q, w2 = fold(q_n, k_n, -delta2, alpha_n, eta2, w2)
         w1_h, w1 = fold(F.silu(w2_q), h, -g, alpha_n, eta1, w1)
         reads.append(q_n + w1_h)
-    o = torch.stack(reads, dim=2)
-    b, h, n = o.shape[:3]
-    return o.movedim(1, 3).reshape(b, n * c, h, -1)[:, :length], w1, w2
+    return from_chunks(reads, length), w1, w2

@@ -42,8 +42,11 @@ import torch
 import torch.nn.functional as F
 
 from hope.ops.dgd.chunk import decay_products
-from hope.ops.mlp_memory.chunk import to_chunks
+from hope.ops.mlp_memory.chunk import from_chunks, to_chunks
 from hope.ops.mlp_memory.residual_mlp import read_and_errors
+
+Tensor = torch.Tensor
+Pair = tuple[torch.Tensor, torch.Tensor]
 
 TINY = 1e-30
 """Floor of a gradient norm before dividing by it (a zero gradient is never rescaled)."""
@@ -56,9 +59,6 @@ def clip_factor(delta: Tensor, u: Tensor, max_grad_norm: float | None) -> Tensor
         return 1.0
     norm = delta.norm(dim=-1, keepdim=True) * u.norm(dim=-1, keepdim=True)
     return (max_grad_norm / norm.clamp_min(TINY)).clamp(max=1.0)
-
-Tensor = torch.Tensor
-Pair = tuple[torch.Tensor, torch.Tensor]
 
 
 class TitansMemoryState(NamedTuple):
@@ -172,6 +172,4 @@ def titans_chunk(
         g, delta2 = g * clip_factor(g, h, max_grad_norm), delta2 * clip_factor(delta2, k_n, max_grad_norm)
         w1, s1 = keep_w * w1 + s_to_w * s1 - (to_w * g).mT @ h, keep_s * s1 - (to_s * g).mT @ h
         w2, s2 = keep_w * w2 + s_to_w * s2 - (to_w * delta2).mT @ k_n, keep_s * s2 - (to_s * delta2).mT @ k_n
-    o = torch.stack(reads, dim=2)
-    b, h, n = o.shape[:3]
-    return o.movedim(1, 3).reshape(b, n * c, h, -1)[:, :length], ((w1, w2), (s1, s2))
+    return from_chunks(reads, length), ((w1, w2), (s1, s2))
