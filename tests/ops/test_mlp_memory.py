@@ -193,11 +193,14 @@ def test_linear_memory_folds_equal_hope_ops_dgd(rule: str, chunk: int) -> None:
         torch.testing.assert_close(s_transfer, want, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("objective", ["dot", "l2"])
-def test_prefill_then_decode_equals_one_pass(objective: str) -> None:
+@pytest.mark.parametrize("extra", [
+    dict(objective="dot"), dict(objective="l2"), dict(objective="l2", curvature=True),
+    dict(objective="l2", curvature=True, read="running"), dict(objective="dot", read="running"),
+], ids=lambda e: ",".join(f"{k}={v}" for k, v in e.items()))
+def test_prefill_then_decode_equals_one_pass(extra: dict) -> None:
     length, chunk = 70, 8
     x = make_inputs(length)
-    options = dict(objective=objective, chunk_size=chunk)
+    options = dict(chunk_size=chunk, **extra)
     o_ref, weights_ref = mlp_memory(*x.values(), **options)
     sequence = [x[n] for n in INPUTS[:5]]
 
@@ -341,21 +344,6 @@ def test_chunk_size_one_is_direct_per_token_dgd_with_the_curvature_step() -> Non
             torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
 
 
-def test_curvature_prefill_then_decode_equals_one_pass() -> None:
-    length, chunk = 45, 8
-    x = make_inputs(length)
-    options = dict(objective="l2", chunk_size=chunk, curvature=True)
-    o_ref, weights_ref = mlp_memory(*x.values(), **options)
-    sequence = [x[n] for n in INPUTS[:5]]
-    o_a, state = mlp_memory_prefill(*(s[:, :13] for s in sequence), MLPMemoryState.start(x["W1"], x["W2"]), **options)
-    outputs = [o_a]
-    for t in range(13, length):
-        o_t, state = mlp_memory_step(state, *(s[:, t] for s in sequence), **options)
-        outputs.append(o_t.unsqueeze(1))
-    torch.testing.assert_close(torch.cat(outputs, dim=1), o_ref, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(state.weights, weights_ref, rtol=1e-10, atol=1e-10)
-
-
 def test_curvature_needs_a_bool() -> None:
     with pytest.raises(ValueError, match="curvature"):
         mlp_memory(*make_inputs(5).values(), curvature=1)
@@ -441,22 +429,6 @@ def test_running_reads_see_earlier_tokens_of_the_chunk() -> None:
         o_changed, _ = mlp_memory(*changed.values(), objective="l2", chunk_size=16, read=read)
         torch.testing.assert_close(o_changed[:, :2], o[:, :2], rtol=0, atol=0)
         assert (not torch.allclose(o_changed[:, 2:], o[:, 2:])) == sees, read
-
-
-def test_running_reads_prefill_then_decode_equals_one_pass() -> None:
-    length, chunk = 45, 8
-    x = make_inputs(length)
-    options = dict(objective="l2", chunk_size=chunk, curvature=True, read="running")
-    o_ref, weights_ref = mlp_memory(*x.values(), **options)
-    sequence = [x[n] for n in INPUTS[:5]]
-    o_a, state = mlp_memory_prefill(*(s[:, :13] for s in sequence), MLPMemoryState.start(x["W1"], x["W2"]), **options)
-    o_b, state = mlp_memory_prefill(*(s[:, 13:35] for s in sequence), state, **options)
-    outputs = [o_a, o_b]
-    for t in range(35, length):
-        o_t, state = mlp_memory_step(state, *(s[:, t] for s in sequence), **options)
-        outputs.append(o_t.unsqueeze(1))
-    torch.testing.assert_close(torch.cat(outputs, dim=1), o_ref, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(state.weights, weights_ref, rtol=1e-10, atol=1e-10)
 
 
 def test_bad_read_raises_value_error() -> None:

@@ -46,59 +46,77 @@ def run_with_grads(x: dict, **options) -> list[torch.Tensor]:
     return [y.detach() for y in outputs] + list(grads)
 
 
+def clipped(grad: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
+    """``grad * min(1, max_grad_norm / ||grad||_F)`` per batch element and head."""
+    norm = grad.square().sum((-2, -1), keepdim=True).sqrt()
+    return grad * torch.clamp(max_grad_norm / norm, max=1.0)
+
+
 def assert_all_close(got: list[torch.Tensor], want: list[torch.Tensor], tol: float = 1e-10) -> None:
     names = ["o", "W1_final", "W2_final", "S1_final", "S2_final", *(f"grad_{n}" for n in make_inputs(1))]
     for name, a, b in zip(names, got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=lambda m, name=name: f"{name}: {m}")
 
 
+@pytest.mark.parametrize("max_grad_norm", [None, 1.0])
 @pytest.mark.parametrize("length", [1, 63, 64, 65, 130])
-def test_chunk_matches_naive(length: int) -> None:
+def test_chunk_matches_naive(length: int, max_grad_norm: float | None) -> None:
     x = make_inputs(length)
     for chunk_size in (1, 8, 64):
-        want = run_with_grads(x, mode="naive", chunk_size=chunk_size)
-        assert_all_close(run_with_grads(x, mode="chunk", chunk_size=chunk_size), want)
+        options = dict(chunk_size=chunk_size, max_grad_norm=max_grad_norm)
+        want = run_with_grads(x, mode="naive", **options)
+        assert_all_close(run_with_grads(x, mode="chunk", **options), want)
         if length == 65:
-            assert_all_close(run_with_grads(x, mode="recurrent", chunk_size=chunk_size), want)
+            assert_all_close(run_with_grads(x, mode="recurrent", **options), want)
 
 
-def test_chunk_size_one_is_the_per_token_titans_rule() -> None:
+@pytest.mark.parametrize("max_grad_norm", [None, 1.0])
+def test_chunk_size_one_is_the_per_token_titans_rule(max_grad_norm: float | None) -> None:
     """``S <- beta S - theta dL/dW``, ``W <- (1 - forget) W + S`` per layer, the gradient of
-    ``0.5 ||M(k) - v||^2`` by autograd at the weights before the token, the read before the update."""
+    ``0.5 ||M(k) - v||^2`` by autograd at the weights before the token (clipped to ``max_grad_norm`` in
+    Frobenius norm when given), the read before the update."""
     x = make_inputs(20)
     leaves = {name: value.clone().requires_grad_() for name, value in x.items()}
     w1, w2, s1, s2 = leaves["W1"], leaves["W2"], leaves["S1"], leaves["S2"]
-    outputs = []
+    outputs, clipped_tokens = [], 0
     for t in range(20):
         q, k, v = (leaves[n][:, t, :, :, None] for n in ("q", "k", "v"))
         theta, beta, forget = (leaves[n][:, t, :, None, None] for n in ("theta", "beta", "forget"))
         outputs.append((q + w1 @ F.silu(w2 @ q)).squeeze(-1))
         loss = 0.5 * (k + w1 @ F.silu(w2 @ k) - v).square().sum()
         grad1, grad2 = torch.autograd.grad(loss, (w1, w2), create_graph=True)
+        if max_grad_norm is not None:
+            clipped_tokens += int((grad1.square().sum((-2, -1)) > max_grad_norm ** 2).sum())
+            grad1, grad2 = clipped(grad1, max_grad_norm), clipped(grad2, max_grad_norm)
         s1, s2 = beta * s1 - theta * grad1, beta * s2 - theta * grad2
         w1, w2 = (1 - forget) * w1 + s1, (1 - forget) * w2 + s2
+    if max_grad_norm is not None:
+        assert 0 < clipped_tokens < 20 * B * H
     want = (torch.stack(outputs, dim=1), w1, w2, s1, s2)
     want_grads = torch.autograd.grad(sum(y.sum() for y in want), list(leaves.values()))
     for mode in ("naive", "chunk"):
         *args, m1, m2 = leaves.values()
-        o, final = titans_memory(*args, initial_momentum=(m1, m2), chunk_size=1, mode=mode)
+        o, final = titans_memory(*args, initial_momentum=(m1, m2), chunk_size=1, mode=mode,
+                                 max_grad_norm=max_grad_norm)
         grads = torch.autograd.grad(o.sum() + sum(y.sum() for y in final), list(leaves.values()))
         for got, ref in zip((o, *final, *grads), (*want, *want_grads), strict=True):
             torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
 
 
-def test_prefill_then_decode_equals_one_pass() -> None:
+@pytest.mark.parametrize("max_grad_norm", [None, 1.0])
+def test_prefill_then_decode_equals_one_pass(max_grad_norm: float | None) -> None:
     length, chunk = 50, 8
     x = make_inputs(length)
+    options = dict(chunk_size=chunk, max_grad_norm=max_grad_norm)
     o_ref, final_ref = titans_memory(*(x[n] for n in (*SEQUENCE, "W1", "W2")), initial_momentum=(x["S1"], x["S2"]),
-                                     chunk_size=chunk)
+                                     **options)
     sequence = [x[n] for n in SEQUENCE]
     state = TitansMemoryState.start(x["W1"], x["W2"], (x["S1"], x["S2"]))
-    o_a, state = titans_memory_prefill(*(s[:, :11] for s in sequence), state, chunk_size=chunk)
-    o_b, state = titans_memory_prefill(*(s[:, 11:37] for s in sequence), state, chunk_size=chunk)
+    o_a, state = titans_memory_prefill(*(s[:, :11] for s in sequence), state, **options)
+    o_b, state = titans_memory_prefill(*(s[:, 11:37] for s in sequence), state, **options)
     outputs = [o_a, o_b]
     for t in range(37, length):
-        o_t, state = titans_memory_step(state, *(s[:, t] for s in sequence), chunk_size=chunk)
+        o_t, state = titans_memory_step(state, *(s[:, t] for s in sequence), **options)
         outputs.append(o_t.unsqueeze(1))
     torch.testing.assert_close(torch.cat(outputs, dim=1), o_ref, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close((*state.weights, *state.momentum), final_ref, rtol=1e-10, atol=1e-10)
@@ -130,66 +148,8 @@ def test_bad_input_raises_value_error_naming_the_argument(change: dict, message:
         titans_memory(*(x[n] for n in (*SEQUENCE, "W1", "W2")), initial_momentum=(x["S1"], x["S2"]))
 
 
-# max_grad_norm: per-token, per-layer gradient clipping
 
 
-def clipped(grad: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
-    """``grad * min(1, max_grad_norm / ||grad||_F)`` per batch element and head."""
-    norm = grad.square().sum((-2, -1), keepdim=True).sqrt()
-    return grad * torch.clamp(max_grad_norm / norm, max=1.0)
-
-
-@pytest.mark.parametrize("length", [1, 65, 130])
-def test_clipped_chunk_and_recurrent_match_naive(length: int) -> None:
-    x = make_inputs(length)
-    for chunk_size in (1, 8, 64):
-        options = dict(chunk_size=chunk_size, max_grad_norm=1.0)
-        want = run_with_grads(x, mode="naive", **options)
-        assert_all_close(run_with_grads(x, mode="chunk", **options), want)
-        if length == 65:
-            assert_all_close(run_with_grads(x, mode="recurrent", **options), want)
-
-
-def test_clipped_chunk_size_one_is_the_per_token_rule_with_clipped_gradients() -> None:
-    x = make_inputs(20)
-    leaves = {name: value.clone().requires_grad_() for name, value in x.items()}
-    w1, w2, s1, s2 = leaves["W1"], leaves["W2"], leaves["S1"], leaves["S2"]
-    outputs, clipped_tokens = [], 0
-    for t in range(20):
-        q, k, v = (leaves[n][:, t, :, :, None] for n in ("q", "k", "v"))
-        theta, beta, forget = (leaves[n][:, t, :, None, None] for n in ("theta", "beta", "forget"))
-        outputs.append((q + w1 @ F.silu(w2 @ q)).squeeze(-1))
-        loss = 0.5 * (k + w1 @ F.silu(w2 @ k) - v).square().sum()
-        grad1, grad2 = torch.autograd.grad(loss, (w1, w2), create_graph=True)
-        clipped_tokens += int((grad1.square().sum((-2, -1)) > 1.0).sum())
-        s1, s2 = beta * s1 - theta * clipped(grad1, 1.0), beta * s2 - theta * clipped(grad2, 1.0)
-        w1, w2 = (1 - forget) * w1 + s1, (1 - forget) * w2 + s2
-    assert 0 < clipped_tokens < 20 * B * H
-    want = (torch.stack(outputs, dim=1), w1, w2, s1, s2)
-    want_grads = torch.autograd.grad(sum(y.sum() for y in want), list(leaves.values()))
-    for mode in ("naive", "chunk"):
-        *args, m1, m2 = leaves.values()
-        o, final = titans_memory(*args, initial_momentum=(m1, m2), chunk_size=1, mode=mode, max_grad_norm=1.0)
-        grads = torch.autograd.grad(o.sum() + sum(y.sum() for y in final), list(leaves.values()))
-        for got, ref in zip((o, *final, *grads), (*want, *want_grads), strict=True):
-            torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
-
-
-def test_clipped_prefill_then_decode_equals_one_pass() -> None:
-    length, chunk = 30, 8
-    x = make_inputs(length)
-    options = dict(chunk_size=chunk, max_grad_norm=1.0)
-    o_ref, final_ref = titans_memory(*(x[n] for n in (*SEQUENCE, "W1", "W2")), initial_momentum=(x["S1"], x["S2"]),
-                                     **options)
-    sequence = [x[n] for n in SEQUENCE]
-    state = TitansMemoryState.start(x["W1"], x["W2"], (x["S1"], x["S2"]))
-    o_a, state = titans_memory_prefill(*(s[:, :11] for s in sequence), state, **options)
-    outputs = [o_a]
-    for t in range(11, length):
-        o_t, state = titans_memory_step(state, *(s[:, t] for s in sequence), **options)
-        outputs.append(o_t.unsqueeze(1))
-    torch.testing.assert_close(torch.cat(outputs, dim=1), o_ref, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close((*state.weights, *state.momentum), final_ref, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, True, "1"])
