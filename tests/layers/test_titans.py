@@ -11,7 +11,8 @@ D_MODEL, HEADS = 16, 2
 
 def reference(layer: Titans, x: torch.Tensor) -> torch.Tensor:
     """One token at a time: ``S <- beta S - theta grad``, ``M <- (1 - forget) M + S`` per layer, gradients of
-    ``0.5 ||M(k) - v||^2`` and reads at the weights from the start of the token's chunk."""
+    ``0.5 ||M(k) - v||^2`` at the weights from the start of the token's chunk; reads there too
+    (``memory_read="start"``) or after the token's update (``"running"``)."""
     b, t, d = x.shape
     h, dh = layer.n_heads, layer.head_dim
     projected = layer.qkv(x)
@@ -25,7 +26,8 @@ def reference(layer: Titans, x: torch.Tensor) -> torch.Tensor:
         q, k, v = F.silu(sum(layer.conv.weight[:, j] * window[j] for j in range(4))).view(b, 3, h, dh).unbind(1)
         q, k = (u / (u.square().sum(-1, keepdim=True) + 1e-6).sqrt() for u in (q, k))
         theta, beta, forget = (g[..., None, None] for g in torch.sigmoid(layer.gates(x[:, i])).split(h, -1))
-        outputs.append(q + (c1 @ F.silu(c2 @ q[..., None]))[..., 0])
+        if layer.memory_read == "start":
+            outputs.append(q + (c1 @ F.silu(c2 @ q[..., None]))[..., 0])
         z = (c2 @ k[..., None])[..., 0]
         hidden = F.silu(z)
         error = k + (c1 @ hidden[..., None])[..., 0] - v
@@ -38,6 +40,8 @@ def reference(layer: Titans, x: torch.Tensor) -> torch.Tensor:
         s1 = beta * s1 - theta * grad1
         s2 = beta * s2 - theta * grad2
         w1, w2 = (1 - forget) * w1 + s1, (1 - forget) * w2 + s2
+        if layer.memory_read == "running":
+            outputs.append(q + (w1 @ F.silu(w2 @ q[..., None]))[..., 0])
     reads = torch.stack(outputs, 1)
     return layer.output.out(layer.output.norm(reads).flatten(2) * F.silu(layer.output.gate(x)))
 
@@ -53,10 +57,11 @@ def make(**kwargs):
     return layer
 
 
+@pytest.mark.parametrize("memory_read", ["start", "running"])
 @pytest.mark.parametrize("max_grad_norm", [None, 0.5])
 @pytest.mark.parametrize("length,chunk_size", [(1, 4), (13, 4), (12, 1), (21, 8)])
-def test_matches_per_token_reference_outputs_and_gradients(length, chunk_size, max_grad_norm):
-    layer = make(chunk_size=chunk_size, max_grad_norm=max_grad_norm)
+def test_matches_per_token_reference_outputs_and_gradients(length, chunk_size, max_grad_norm, memory_read):
+    layer = make(chunk_size=chunk_size, max_grad_norm=max_grad_norm, memory_read=memory_read)
     x = torch.randn(2, length, D_MODEL, dtype=torch.float64, requires_grad=True)
     y, _ = layer(x)
     expected = reference(layer, x)
@@ -65,15 +70,16 @@ def test_matches_per_token_reference_outputs_and_gradients(length, chunk_size, m
     params = [x] + list(layer.parameters())
     for got, want in zip(torch.autograd.grad((y * weight).sum(), params, allow_unused=True),
                          torch.autograd.grad((expected * weight).sum(), params, allow_unused=True)):
-        if want is None or got is None:  # a single token reads before any update: the gates are unused
-            assert length == 1 and (got is None or not got.any()) and (want is None or not want.any())
+        if want is None or got is None:  # a single token read before any update: the gates are unused
+            assert length == 1 and memory_read == "start" and (got is None or not got.any()) and (want is None or not want.any())
         else:
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("memory_read", ["start", "running"])
 @pytest.mark.parametrize("cut", [1, 3, 4, 10])
-def test_prefill_then_decode_equals_one_forward(cut):
-    layer = make(chunk_size=4, max_grad_norm=0.5)
+def test_prefill_then_decode_equals_one_forward(cut, memory_read):
+    layer = make(chunk_size=4, max_grad_norm=0.5, memory_read=memory_read)
     x = torch.randn(2, 19, D_MODEL, dtype=torch.float64)
     full, _ = layer(x)
     y, state = layer(x[:, :cut])
@@ -86,8 +92,9 @@ def test_prefill_then_decode_equals_one_forward(cut):
     torch.testing.assert_close(torch.cat(pieces, 1), full, rtol=1e-12, atol=1e-12)
 
 
-def test_causal_and_batch_isolated():
-    layer = make(chunk_size=4)
+@pytest.mark.parametrize("memory_read", ["start", "running"])
+def test_causal_and_batch_isolated(memory_read):
+    layer = make(chunk_size=4, memory_read=memory_read)
     x = torch.randn(2, 12, D_MODEL, dtype=torch.float64)
     base, _ = layer(x)
     changed = x.clone()
@@ -113,3 +120,5 @@ def test_bad_arguments():
         layer(torch.randn(1, 3, 8))
     with pytest.raises(ValueError, match="divisible"):
         Titans(15, 2)
+    with pytest.raises(ValueError, match="memory_read must be one of"):
+        Titans(D_MODEL, HEADS, memory_read="end")

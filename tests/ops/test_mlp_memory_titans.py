@@ -58,23 +58,26 @@ def assert_all_close(got: list[torch.Tensor], want: list[torch.Tensor], tol: flo
         torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=lambda m, name=name: f"{name}: {m}")
 
 
+@pytest.mark.parametrize("read", ["start", "running"])
 @pytest.mark.parametrize("max_grad_norm", [None, 1.0])
 @pytest.mark.parametrize("length", [1, 63, 64, 65, 130])
-def test_chunk_matches_naive(length: int, max_grad_norm: float | None) -> None:
+def test_chunk_matches_naive(length: int, max_grad_norm: float | None, read: str) -> None:
     x = make_inputs(length)
     for chunk_size in (1, 8, 64):
-        options = dict(chunk_size=chunk_size, max_grad_norm=max_grad_norm)
+        options = dict(chunk_size=chunk_size, max_grad_norm=max_grad_norm, read=read)
         want = run_with_grads(x, mode="naive", **options)
         assert_all_close(run_with_grads(x, mode="chunk", **options), want)
         if length == 65:
             assert_all_close(run_with_grads(x, mode="recurrent", **options), want)
 
 
+@pytest.mark.parametrize("read", ["start", "running"])
 @pytest.mark.parametrize("max_grad_norm", [None, 1.0])
-def test_chunk_size_one_is_the_per_token_titans_rule(max_grad_norm: float | None) -> None:
+def test_chunk_size_one_is_the_per_token_titans_rule(max_grad_norm: float | None, read: str) -> None:
     """``S <- beta S - theta dL/dW``, ``W <- (1 - forget) W + S`` per layer, the gradient of
     ``0.5 ||M(k) - v||^2`` by autograd at the weights before the token (clipped to ``max_grad_norm`` in
-    Frobenius norm when given), the read before the update."""
+    Frobenius norm when given), the read before the update (``start``) or after it (``running``, the
+    Titans paper's ``y_t = M*_t(q_t)``)."""
     x = make_inputs(20)
     leaves = {name: value.clone().requires_grad_() for name, value in x.items()}
     w1, w2, s1, s2 = leaves["W1"], leaves["W2"], leaves["S1"], leaves["S2"]
@@ -82,7 +85,8 @@ def test_chunk_size_one_is_the_per_token_titans_rule(max_grad_norm: float | None
     for t in range(20):
         q, k, v = (leaves[n][:, t, :, :, None] for n in ("q", "k", "v"))
         theta, beta, forget = (leaves[n][:, t, :, None, None] for n in ("theta", "beta", "forget"))
-        outputs.append((q + w1 @ F.silu(w2 @ q)).squeeze(-1))
+        if read == "start":
+            outputs.append((q + w1 @ F.silu(w2 @ q)).squeeze(-1))
         loss = 0.5 * (k + w1 @ F.silu(w2 @ k) - v).square().sum()
         grad1, grad2 = torch.autograd.grad(loss, (w1, w2), create_graph=True)
         if max_grad_norm is not None:
@@ -90,6 +94,8 @@ def test_chunk_size_one_is_the_per_token_titans_rule(max_grad_norm: float | None
             grad1, grad2 = clipped(grad1, max_grad_norm), clipped(grad2, max_grad_norm)
         s1, s2 = beta * s1 - theta * grad1, beta * s2 - theta * grad2
         w1, w2 = (1 - forget) * w1 + s1, (1 - forget) * w2 + s2
+        if read == "running":
+            outputs.append((q + w1 @ F.silu(w2 @ q)).squeeze(-1))
     if max_grad_norm is not None:
         assert 0 < clipped_tokens < 20 * B * H
     want = (torch.stack(outputs, dim=1), w1, w2, s1, s2)
@@ -97,17 +103,18 @@ def test_chunk_size_one_is_the_per_token_titans_rule(max_grad_norm: float | None
     for mode in ("naive", "chunk"):
         *args, m1, m2 = leaves.values()
         o, final = titans_memory(*args, initial_momentum=(m1, m2), chunk_size=1, mode=mode,
-                                 max_grad_norm=max_grad_norm)
+                                 max_grad_norm=max_grad_norm, read=read)
         grads = torch.autograd.grad(o.sum() + sum(y.sum() for y in final), list(leaves.values()))
         for got, ref in zip((o, *final, *grads), (*want, *want_grads), strict=True):
             torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("read", ["start", "running"])
 @pytest.mark.parametrize("max_grad_norm", [None, 1.0])
-def test_prefill_then_decode_equals_one_pass(max_grad_norm: float | None) -> None:
+def test_prefill_then_decode_equals_one_pass(max_grad_norm: float | None, read: str) -> None:
     length, chunk = 50, 8
     x = make_inputs(length)
-    options = dict(chunk_size=chunk, max_grad_norm=max_grad_norm)
+    options = dict(chunk_size=chunk, max_grad_norm=max_grad_norm, read=read)
     o_ref, final_ref = titans_memory(*(x[n] for n in (*SEQUENCE, "W1", "W2")), initial_momentum=(x["S1"], x["S2"]),
                                      **options)
     sequence = [x[n] for n in SEQUENCE]
@@ -149,14 +156,30 @@ def test_bad_input_raises_value_error_naming_the_argument(change: dict, message:
 
 
 
-
-
-
 @pytest.mark.parametrize("bad", [0, -1.0, True, "1"])
 def test_bad_max_grad_norm(bad) -> None:
     x = make_inputs(5)
     with pytest.raises(ValueError, match="max_grad_norm"):
         titans_memory(*(x[n] for n in (*SEQUENCE, "W1", "W2")), max_grad_norm=bad)
+
+
+def test_bad_read() -> None:
+    x = make_inputs(5)
+    with pytest.raises(ValueError, match="read must be one of"):
+        titans_memory(*(x[n] for n in (*SEQUENCE, "W1", "W2")), read="end")
+
+
+def test_running_read_sees_the_earlier_tokens_of_its_chunk() -> None:
+    """With one chunk, a start read at token t does not depend on the keys and values before it; a running
+    read does (this is what the running read is for)."""
+    x = make_inputs(8)
+    args = lambda y: [y[n] for n in (*SEQUENCE, "W1", "W2")]
+    changed = {**x, "v": x["v"].clone()}
+    changed["v"][:, 0] += 1.0
+    for read, differs in (("start", False), ("running", True)):
+        o, _ = titans_memory(*args(x), chunk_size=8, read=read)
+        o_changed, _ = titans_memory(*args(changed), chunk_size=8, read=read)
+        assert (o[:, 1:] - o_changed[:, 1:]).abs().max().item() > 1e-3 if differs else torch.equal(o, o_changed)
 
 
 def largest_weights(max_grad_norm: float | None, length: int = 20_000, segment: int = 2_000) -> list[float]:

@@ -37,6 +37,14 @@ def test_domains_and_caps(intent_data_dir):
         class_incremental_stages(load_intents("banking77", intent_data_dir), by_domain=True)
 
 
+def test_num_stages_keeps_the_first_stages(intent_data_dir):
+    dataset = load_intents("clinc150", intent_data_dir)
+    assert class_incremental_stages(dataset, classes_per_stage=2, num_stages=2) == \
+        class_incremental_stages(dataset, classes_per_stage=2)[:2]
+    with pytest.raises(HopeError, match="num_stages=9 asks for more"):
+        class_incremental_stages(dataset, classes_per_stage=2, num_stages=9)
+
+
 def test_missing_data_is_a_clear_error(tmp_path):
     for name in ("clinc150", "banking77"):
         with pytest.raises(HopeError, match="--data-dir"):

@@ -1,8 +1,9 @@
 """Titans (LMM) mixer: a deep neural memory trained in context by the Titans rule (Behrouz et al. 2025, Sec. 3;
 paper_spec Sec. 1.9), the baseline that Hope's self-modifying Titans grows out of.
 
-Per head, the memory ``M(x) = x + W1 silu(W2 x)`` (its initial state meta-learned) reads ``o_t = M(q_t)`` and
-learns ``k_t -> v_t`` by gradient descent with momentum and decay, each chunk's gradients at its start weights::
+Per head, the memory ``M(x) = x + W1 silu(W2 x)`` (its initial state meta-learned) reads ``o_t = M(q_t)`` (after
+token ``t``'s update with ``memory_read="running"``, at the chunk-start weights with ``"start"``) and learns
+``k_t -> v_t`` by gradient descent with momentum and decay, each chunk's gradients at its start weights::
 
     S_t = beta_t S_{t-1} - theta_t grad 0.5 ||M(k_t) - v_t||^2,        M_t = (1 - forget_t) M_{t-1} + S_t
 
@@ -24,6 +25,7 @@ from hope.layers.gated_deltanet import GatedOutput, l2_normalize, spread_logits
 from hope.ops.mlp_memory import TitansMemoryState, titans_memory, titans_memory_prefill
 
 WEIGHTS = ("w1", "w2")
+READS = ("start", "running")
 
 
 class Titans(nn.Module):
@@ -38,13 +40,15 @@ class Titans(nn.Module):
     def __init__(self, d_model: int, n_heads: int, *, expansion: int = 2, chunk_size: int = 16,
                  conv_width: int = 4, step_init: float = 0.02, momentum_init: float = 0.9,
                  retention_init: tuple[float, float] = (0.9, 0.999), max_grad_norm: float | None = None,
-                 norm_eps: float = 1e-6) -> None:
+                 memory_read: str = "start", norm_eps: float = 1e-6) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         self.n_heads, self.head_dim, self.chunk_size = n_heads, d_model // n_heads, chunk_size
         self.step_init, self.momentum_init, self.retention_init = step_init, momentum_init, retention_init
-        self.max_grad_norm = max_grad_norm
+        if memory_read not in READS:
+            raise ValueError(f"memory_read must be one of {READS}, got {memory_read!r}")
+        self.max_grad_norm, self.memory_read = max_grad_norm, memory_read
         hidden = expansion * self.head_dim
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.conv = ShortConv(3 * d_model, conv_width)
@@ -87,14 +91,14 @@ class Titans(nn.Module):
         reads = []
         if head:  # finish the open chunk (fewer than chunk_size tokens, token by token)
             o, memory = titans_memory_prefill(*(z[:, :head] for z in inputs), memory, chunk_size=self.chunk_size,
-                                              max_grad_norm=self.max_grad_norm)
+                                              max_grad_norm=self.max_grad_norm, read=self.memory_read)
             reads.append(o)
         whole = head + (t - head) // self.chunk_size * self.chunk_size
         for start, stop in ((head, whole), (whole, t)):  # whole chunks, then the start of a new one
             if stop > start:
                 o, (w1, w2, s1, s2) = titans_memory(*(z[:, start:stop] for z in inputs), *memory.weights,
                                                     initial_momentum=memory.momentum, chunk_size=self.chunk_size,
-                                                    max_grad_norm=self.max_grad_norm)
+                                                    max_grad_norm=self.max_grad_norm, read=self.memory_read)
                 reads.append(o)
                 memory = TitansMemoryState((w1, w2), (s1, s2), memory.weights, (stop - start) % self.chunk_size)
         new_state = {"conv": conv_tail}

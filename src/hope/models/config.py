@@ -232,7 +232,7 @@ class TitansConfig(ModelConfig):
     memory_expansion: int = 2
     """Hidden width of the memory MLP per head, in multiples of the head dimension."""
     chunk_size: int = 16
-    """Tokens per chunk: inside a chunk every read and gradient uses the chunk-start memory (part of the model)."""
+    """Tokens per chunk: inside a chunk every gradient uses the chunk-start memory (part of the model)."""
     conv_width: int = 4
     """Width of the causal depthwise convolution after the q, k, v projections."""
     step_init: float = 0.02
@@ -247,10 +247,16 @@ class TitansConfig(ModelConfig):
     """Clip each token's gradient of each memory layer to this Frobenius norm (``None``: the rule as printed).
     Unclipped, the memory overflowed within 256 tokens at training step 7 of ``benchmarks/compare_archs.py``
     (docs/results.md)."""
+    memory_read: str = "running"
+    """How a token reads the memory inside its chunk: ``running``, after its own update (the Titans paper's
+    ``y_t = M*_t(q_t)``; ``hope.ops.mlp_memory.titans_memory``'s ``read``); ``start``, at the chunk-start weights,
+    so the memory does not see the earlier tokens of its own chunk."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_memory_fields(self, ("memory_expansion", "chunk_size", "conv_width"), ("step_init", "momentum_init"))
+        if self.memory_read not in ("start", "running"):
+            raise HopeError(f"memory_read must be 'start' or 'running', got {self.memory_read!r}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise HopeError(f"max_grad_norm must be None or positive, got {self.max_grad_norm}")
 
@@ -259,7 +265,8 @@ class TitansConfig(ModelConfig):
 
         return Titans(self.d_model, self.n_heads, expansion=self.memory_expansion, chunk_size=self.chunk_size,
                       conv_width=self.conv_width, step_init=self.step_init, momentum_init=self.momentum_init,
-                      retention_init=self.retention_init, max_grad_norm=self.max_grad_norm, norm_eps=self.norm_eps)
+                      retention_init=self.retention_init, max_grad_norm=self.max_grad_norm, memory_read=self.memory_read,
+                      norm_eps=self.norm_eps)
 
 
 @register("hope")

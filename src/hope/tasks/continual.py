@@ -107,9 +107,10 @@ class Stage:
 
 def class_incremental_stages(dataset: IntentDataset, classes_per_stage: int | None = None, seed: int = 0,
                              by_domain: bool = False, max_train_per_class: int | None = None,
-                             max_test_per_class: int | None = None) -> list[Stage]:
+                             max_test_per_class: int | None = None, num_stages: int | None = None) -> list[Stage]:
     """Split the classes into stages: a seeded shuffle cut into groups of ``classes_per_stage``,
-    or CLINC150's ten domains (``by_domain``, in a seeded order). Per-class caps keep a seeded sample."""
+    or CLINC150's ten domains (``by_domain``, in a seeded order). Per-class caps keep a seeded sample;
+    ``num_stages`` keeps the first stages only (a shorter stream over fewer classes)."""
     rng = np.random.default_rng(seed)
     if by_domain:
         if dataset.domains is None:
@@ -122,6 +123,11 @@ def class_incremental_stages(dataset: IntentDataset, classes_per_stage: int | No
         order = [dataset.classes[i] for i in rng.permutation(len(dataset.classes))]
         groups = [(f"classes {i + 1}-{min(i + size, len(order))}", tuple(order[i: i + size]))
                   for i in range(0, len(order), size)]
+    if num_stages is not None:
+        check_positive("num_stages", num_stages)
+        if num_stages > len(groups):
+            raise HopeError(f"{dataset.name} has {len(groups)} stages, num_stages={num_stages} asks for more")
+        groups = groups[:num_stages]
     train = _by_class(dataset.train, rng, max_train_per_class)
     test = _by_class(dataset.test, rng, max_test_per_class)
     stages = []

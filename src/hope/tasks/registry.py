@@ -36,11 +36,12 @@ class ClassIncrementalStream:
     max_train_per_class: int | None = None
     max_test_per_class: int | None = None
     max_text_tokens: int = 64
+    num_stages: int | None = None
 
     def stages(self) -> list[continual.Stage]:
         data = continual.load_intents(self.dataset, self.data_dir)
         return continual.class_incremental_stages(data, self.classes_per_stage, self.seed, self.by_domain,
-                                                  self.max_train_per_class, self.max_test_per_class)
+                                                  self.max_train_per_class, self.max_test_per_class, self.num_stages)
 
     def encoder(self, classes: tuple[str, ...]) -> continual.IntentEncoder:
         from hope.data.tokenizer import BytesTokenizer

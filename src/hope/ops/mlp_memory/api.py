@@ -169,6 +169,7 @@ def titans_memory(
     chunk_size: int = 64,
     mode: str = "chunk",
     max_grad_norm: float | None = None,
+    read: str = "start",
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Run the residual MLP memory under the Titans rule (Titans section 3.1; see
     :mod:`hope.ops.mlp_memory.titans`): ``S <- beta S - theta grad``, ``W <- (1 - forget) W + S``
@@ -181,6 +182,8 @@ def titans_memory(
         chunk_size, mode: as in :func:`mlp_memory`.
         max_grad_norm: clip each token's gradient of each layer to this Frobenius norm (``None``: no clipping;
             see :mod:`hope.ops.mlp_memory.titans`).
+        read: ``"start"`` reads every token of a chunk at the chunk-start weights; ``"running"`` reads token
+            ``t`` after its own update (the Titans paper's ``y_t = M*_t(q_t)``; gradients still from the chunk start).
 
     Returns:
         ``o: [B, T, H, D]`` and ``(W1, W2, S1, S2)`` after the last token.
@@ -189,6 +192,7 @@ def titans_memory(
     w1, w2 = check_weights(W1, W2, b, h, d, q.device)
     check_options(chunk_size, mode)
     check_max_grad_norm(max_grad_norm)
+    check_read(read)
     momentum = None
     if initial_momentum is not None:
         if not isinstance(initial_momentum, tuple) or len(initial_momentum) != 2:
@@ -198,11 +202,11 @@ def titans_memory(
     inputs = [x.to(dtype) for x in (q, k, v, theta, beta, forget)]
     state = _cast_state(TitansMemoryState.start(w1, w2, momentum), dtype)
     if mode == "recurrent":
-        o, state = titans_recurrent(*inputs, state, chunk_size, max_grad_norm)
+        o, state = titans_recurrent(*inputs, state, chunk_size, max_grad_norm, read)
         (w1, w2), (s1, s2) = state.weights, state.momentum
     else:
         run = titans_naive if mode == "naive" else titans_chunk
-        o, ((w1, w2), (s1, s2)) = run(*inputs, state, chunk_size, max_grad_norm)
+        o, ((w1, w2), (s1, s2)) = run(*inputs, state, chunk_size, max_grad_norm, read)
     return o.to(q.dtype), (w1, w2, s1, s2)
 
 
@@ -218,11 +222,13 @@ def titans_memory_prefill(
     chunk_size: int = 64,
     mode: str = "chunk",
     max_grad_norm: float | None = None,
+    read: str = "start",
 ) -> tuple[torch.Tensor, TitansMemoryState]:
     """Continue :func:`titans_memory` from ``state`` (any position); see :func:`mlp_memory_prefill`."""
     b, _, h, d = check_sequence(q, ("k", "v", "theta", "beta", "forget"), (k, v, theta, beta, forget))
     check_options(chunk_size, mode)
     check_max_grad_norm(max_grad_norm)
+    check_read(read)
     state = _checked_state(state, b, h, d, q.device, chunk_size)
     dtype = state_dtype(q, theta, beta, forget, *state.weights)
     inputs = [x.to(dtype) for x in (q, k, v, theta, beta, forget)]
@@ -230,11 +236,11 @@ def titans_memory_prefill(
 
     def whole_chunks(xs: list[torch.Tensor], start: TitansMemoryState) -> tuple[torch.Tensor, TitansMemoryState]:
         o, (weights, momentum) = (titans_naive if mode == "naive" else titans_chunk)(*xs, start, chunk_size,
-                                                                                       max_grad_norm)
+                                                                                       max_grad_norm, read)
         return o, TitansMemoryState.start(*weights, momentum)
 
     def tokens(xs: list[torch.Tensor], start: TitansMemoryState) -> tuple[torch.Tensor, TitansMemoryState]:
-        return titans_recurrent(*xs, start, chunk_size, max_grad_norm)
+        return titans_recurrent(*xs, start, chunk_size, max_grad_norm, read)
 
     o, state = _continue(inputs, state, chunk_size, whole_chunks if mode != "recurrent" else None, tokens)
     return o.to(q.dtype), state
@@ -251,11 +257,12 @@ def titans_memory_step(
     *,
     chunk_size: int = 64,
     max_grad_norm: float | None = None,
+    read: str = "start",
 ) -> tuple[torch.Tensor, TitansMemoryState]:
     """One decoding step of :func:`titans_memory`: ``q, k, v: [B, H, D]``, gates ``[B, H]``."""
     o, state = titans_memory_prefill(
         *(x.unsqueeze(1) if isinstance(x, torch.Tensor) else x for x in (q, k, v, theta, beta, forget)), state,
-        chunk_size=chunk_size, mode="recurrent", max_grad_norm=max_grad_norm,
+        chunk_size=chunk_size, mode="recurrent", max_grad_norm=max_grad_norm, read=read,
     )
     return o.squeeze(1), state
 

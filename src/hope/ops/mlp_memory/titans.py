@@ -13,6 +13,11 @@ with ``grad_l = delta_l u_l^T`` the gradient of ``0.5 ||M(k_t) - v_t||^2`` (the 
 ``||M(k) - v||^2`` with its factor 2 folded into ``theta``); ``(u, delta)`` per layer are listed in
 :mod:`hope.ops.mlp_memory.residual_mlp`. ``chunk_size = 1`` is the exact per-token rule.
 
+``read="running"`` reads token ``t`` at the weights after its own update, ``o_t = M(q_t; W_t)`` (the Titans
+paper's ``y_t = M*_t(q_t)``; the gradients still come from the chunk start, as in its parallel training);
+``read="start"`` reads it at ``W(c)``. With ``chunk_size = 1`` the running read is the per-token rule as
+printed.
+
 ``max_grad_norm`` (``None``: off) clips each token's gradient of each layer to that Frobenius norm,
 ``grad_l <- grad_l * min(1, max_grad_norm / (||delta_l|| ||u_l||))`` (a rank-one gradient's norm is the
 product of its factors' norms), as titans-pytorch's ``max_grad_norm`` does. The Titans rule has no
@@ -32,6 +37,13 @@ chunk are all known once the chunk starts, so the scan over a chunk has a closed
 (``c_j = sum_{t >= j} F[L, t] Bm[t, j]``: the momentum written at ``j`` reaches the weights at every
 later token of the chunk). The coefficients of all chunks are computed at once; each chunk then
 costs one batched MLP pass and two matmuls per layer.
+
+The running read is the same sum stopped at ``t``: ``W_t = F[t, 0] W_start + c_{t,0} S_start -
+sum_{j <= t} c_{t,j} theta_j delta_j u_j^T`` with ``c_{t,j} = sum_{j <= r <= t} F[t, r] Bm[r, j]``, so each
+layer's image of a query is a masked linear attention over the chunk (the dual form of TTT / Titans):
+
+    W2_t q_t = F[t, 0] W2 q_t + c_{t,0} S2 q_t - sum_{j <= t} c_{t,j} theta_j (k_j . q_t) delta2_j
+    W1_t a_t = F[t, 0] W1 a_t + c_{t,0} S1 a_t - sum_{j <= t} c_{t,j} theta_j (h_j . a_t) g_j,   a_t = silu(W2_t q_t)
 """
 
 from __future__ import annotations
@@ -80,7 +92,7 @@ class TitansMemoryState(NamedTuple):
 
 def titans_naive(
     q: Tensor, k: Tensor, v: Tensor, theta: Tensor, beta: Tensor, forget: Tensor,
-    state: TitansMemoryState, chunk_size: int, max_grad_norm: float | None = None,
+    state: TitansMemoryState, chunk_size: int, max_grad_norm: float | None = None, read: str = "start",
 ) -> tuple[Tensor, tuple[Pair, Pair]]:
     """Per-token reference written from the formulas (no shared helper). ``q, k, v: [B, T, H, D]``,
     gates ``[B, T, H]``, ``state`` at a chunk boundary. Returns ``o: [B, T, H, D]`` and the final
@@ -91,7 +103,8 @@ def titans_naive(
         if t % chunk_size == 0:
             w1_c, w2_c = w1, w2
         q_t, k_t, v_t = q[:, t, :, :, None], k[:, t, :, :, None], v[:, t, :, :, None]
-        outputs.append((q_t + w1_c @ F.silu(w2_c @ q_t)).squeeze(-1))
+        if read == "start":
+            outputs.append((q_t + w1_c @ F.silu(w2_c @ q_t)).squeeze(-1))
         z = w2_c @ k_t
         h = F.silu(z)
         g = k_t + w1_c @ h - v_t
@@ -107,12 +120,14 @@ def titans_naive(
         s1 = b_t * s1 - th_t * grad1
         s2 = b_t * s2 - th_t * grad2
         w1, w2 = keep_t * w1 + s1, keep_t * w2 + s2
+        if read == "running":
+            outputs.append((q_t + w1 @ F.silu(w2 @ q_t)).squeeze(-1))
     return torch.stack(outputs, dim=1), ((w1, w2), (s1, s2))
 
 
 def titans_step(
     state: TitansMemoryState, q: Tensor, k: Tensor, v: Tensor, theta: Tensor, beta: Tensor, forget: Tensor,
-    chunk_size: int, max_grad_norm: float | None = None,
+    chunk_size: int, max_grad_norm: float | None = None, read: str = "start",
 ) -> tuple[Tensor, TitansMemoryState]:
     """One token, no checks: ``q, k, v: [B, H, D]``, gates ``[B, H]``. Returns ``o: [B, H, D]`` and
     the next state."""
@@ -125,26 +140,29 @@ def titans_step(
     s1 = b_t * s1 - th_t * (g.mT @ h)
     s2 = b_t * s2 - th_t * (delta2.mT @ k.unsqueeze(-2))
     weights = (keep_t * w1 + s1, keep_t * w2 + s2)
+    if read == "running":
+        x = q.unsqueeze(-2)
+        o = x + F.silu(x @ weights[1].mT) @ weights[0].mT
     return o.squeeze(-2), TitansMemoryState(weights, (s1, s2), chunk_start, (position + 1) % chunk_size)
 
 
 def titans_recurrent(
     q: Tensor, k: Tensor, v: Tensor, theta: Tensor, beta: Tensor, forget: Tensor,
-    state: TitansMemoryState, chunk_size: int, max_grad_norm: float | None = None,
+    state: TitansMemoryState, chunk_size: int, max_grad_norm: float | None = None, read: str = "start",
 ) -> tuple[Tensor, TitansMemoryState]:
     """Apply :func:`titans_step` to each token (``state`` at any position). Returns
     ``o: [B, T, H, D]`` and the state after the last token."""
     outputs = []
     for t in range(q.shape[1]):
         o_t, state = titans_step(state, q[:, t], k[:, t], v[:, t], theta[:, t], beta[:, t], forget[:, t], chunk_size,
-                                 max_grad_norm)
+                                 max_grad_norm, read)
         outputs.append(o_t)
     return torch.stack(outputs, dim=1), state
 
 
 def titans_chunk(
     q: Tensor, k: Tensor, v: Tensor, theta: Tensor, beta: Tensor, forget: Tensor,
-    state: TitansMemoryState, chunk_size: int, max_grad_norm: float | None = None,
+    state: TitansMemoryState, chunk_size: int, max_grad_norm: float | None = None, read: str = "start",
 ) -> tuple[Tensor, tuple[Pair, Pair]]:
     """Chunk form (closed-form scan per chunk); same arguments as :func:`titans_naive`. Returns ``o``
     and the final weights and momentum as ``((W1, W2), (S1, S2))``."""
@@ -162,14 +180,36 @@ def titans_chunk(
         carry_end[..., 0, None, None].unbind(2), (through[..., 1:] * theta)[..., None].unbind(2),
         (carry_end[..., 1:] * theta)[..., None].unbind(2), strict=True,
     )
+    running = _running_coefficients(keep, carry, theta) if read == "running" else [None] * q.shape[2]
     (w1, w2), (s1, s2) = state.weights, state.momentum
     reads = []
-    for x_n, k_n, v_n, (keep_w, s_to_w, keep_s, to_w, to_s) in zip(
-        torch.cat([q, k], dim=-2).unbind(2), k.unbind(2), v.unbind(2), coefficients, strict=True
+    for q_n, k_n, v_n, (keep_w, s_to_w, keep_s, to_w, to_s), running_n in zip(
+        q.unbind(2), k.unbind(2), v.unbind(2), coefficients, running, strict=True
     ):
-        o_n, h, _, g, delta2 = read_and_errors(w1, w2, x_n, c, v_n, "l2")
-        reads.append(o_n)
+        x_n = torch.cat([q_n, k_n], dim=-2) if read == "start" else k_n
+        o_n, h, _, g, delta2 = read_and_errors(w1, w2, x_n, x_n.shape[-2] - c, v_n, "l2")
         g, delta2 = g * clip_factor(g, h, max_grad_norm), delta2 * clip_factor(delta2, k_n, max_grad_norm)
+        if read == "running":
+            o_n = _running_read(q_n, k_n, h, g, delta2, (w1, w2), (s1, s2), *running_n)
+        reads.append(o_n)
         w1, s1 = keep_w * w1 + s_to_w * s1 - (to_w * g).mT @ h, keep_s * s1 - (to_s * g).mT @ h
         w2, s2 = keep_w * w2 + s_to_w * s2 - (to_w * delta2).mT @ k_n, keep_s * s2 - (to_s * delta2).mT @ k_n
     return from_chunks(reads, length), ((w1, w2), (s1, s2))
+
+
+def _running_coefficients(keep: Tensor, carry: Tensor, theta: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Per chunk, the coefficients of the running read (module docstring): ``F[t, 0]`` and ``c_{t,0}`` as
+    ``[B, H, C, 1]`` and ``c_{t,j} theta_j`` as ``[B, H, C, C]`` (zero for ``j > t``)."""
+    through = keep[..., 1:, 1:] @ carry[..., 1:, :]
+    return list(zip(keep[..., 1:, 0, None].unbind(2), through[..., 0, None].unbind(2),
+                    (through[..., 1:] * theta[..., None, :]).unbind(2), strict=True))
+
+
+def _running_read(q: Tensor, k: Tensor, h: Tensor, g: Tensor, delta2: Tensor, weights: Pair, momentum: Pair,
+                  keep: Tensor, through: Tensor, written: Tensor) -> Tensor:
+    """``M(q_t; W_t)`` for every token of a chunk: ``q, k: [B, H, C, D]``, the chunk's W1 inputs ``h`` and
+    (clipped) errors ``g, delta2`` at the chunk-start ``weights`` and ``momentum``."""
+    (w1, w2), (s1, s2) = weights, momentum
+    z = keep * (q @ w2.mT) + through * (q @ s2.mT) - (written * (q @ k.mT)) @ delta2
+    a = F.silu(z)
+    return q + keep * (a @ w1.mT) + through * (a @ s1.mT) - (written * (a @ h.mT)) @ g
