@@ -80,3 +80,17 @@ def test_weights_only_checkpoint_cannot_be_resumed(saved, tmp_path):
     save_checkpoint(tmp_path / "weights", model, BytesTokenizer())
     with pytest.raises(HopeError, match="weights only"):
         load_checkpoint(tmp_path / "weights", with_trainer_state=True)
+
+
+@pytest.mark.parametrize("arch", ["hope", "titans"])
+def test_configs_saved_before_a_field_existed_keep_their_function(arch):
+    """A saved config without a field added later (``LEGACY_VALUES``) gets the value that computes what the model
+    did then, not the new default; a config that has the field keeps its value."""
+    from hope.models.config import LEGACY_VALUES, config_from_dict
+
+    saved = build(arch, "tiny", vocab_size=257).config.to_dict()
+    legacy = LEGACY_VALUES[arch]
+    assert any(saved[name] != value for name, value in legacy.items())
+    old = config_from_dict({k: v for k, v in saved.items() if k not in legacy})
+    assert {name: getattr(old, name) for name in legacy} == legacy
+    assert config_from_dict(saved).to_dict() == saved

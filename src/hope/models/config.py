@@ -383,10 +383,20 @@ def size_preset(cls: type[ModelConfig], size: str) -> dict[str, Any]:
     return {**SIZES[size], **getattr(cls, "SIZE_OVERRIDES", {}).get(size, {})}
 
 
+LEGACY_VALUES: dict[str, dict[str, Any]] = {
+    "hope": {"curvature": False, "memory_read": "start"},
+    "titans": {"max_grad_norm": None, "memory_read": "start"},
+}
+"""Per arch, fields added after checkpoints were first saved whose default changes what the model computes, with
+the value that computes what the model did before the field existed. A saved config without such a field gets
+this value, not the new default, so an old checkpoint keeps the function it was trained with."""
+
+
 def config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    """Rebuild a config saved with ``to_dict`` (as in a checkpoint's ``config.json``)."""
+    """Rebuild a config saved with ``to_dict`` (as in a checkpoint's ``config.json``); fields it predates take
+    their ``LEGACY_VALUES``."""
     data = dict(data)
     arch = data.pop("arch", None)
     if arch is None:
         raise HopeError("model config has no 'arch' field")
-    return make_config(arch, None, **data)
+    return make_config(arch, None, **{**LEGACY_VALUES.get(arch, {}), **data})
