@@ -47,6 +47,8 @@ def test_quick_suite_runs_every_task(tmp_path, intent_data_dir):
         assert f"## {family}" in report and (tmp_path / "docs" / f"results_{family}.png").is_file()
     assert "| hope (tiny, d_model=32, n_heads=2, n_layers=2) |" in report
     assert "dyck2 bin1" in report and "single_1 2K" in report and "clinc150 forget" in report
+    assert "Training: 3 steps x 4 rows, lr 0.001 (" in report
+    assert "Training: 1 step per stage x 4 rows, lr 0.001, max_test_per_class=2, max_train_per_class=2 (" in report
 
 
 def test_eval_settings_from_lengths():

@@ -148,6 +148,7 @@ def build_report(paths: list[str | Path], out: str | Path, command: str = "") ->
             lines += _continual_table(tasks, models, runs)
         else:
             lines += _family_table(tasks, models, runs)
+        lines += ["", _budgets([r for (t, _), r in runs.items() if t in tasks])]
         plot = _plot_family(family, tasks, models, runs, out)
         if plot:
             lines += ["", f"![{family}]({plot})"]
@@ -180,6 +181,21 @@ def _family_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
         if any(cells):
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _budgets(results: list[dict[str, Any]]) -> str:
+    """One sentence on how the runs of a family were trained: each distinct (steps, rows, lr, task options) and
+    how many runs used it."""
+    counts: dict[str, int] = {}
+    for result in results:
+        config = result.get("config", {})
+        options = ", ".join(f"{k}={v}" for k, v in sorted((config.get("options") or {}).items()))
+        unit = " per stage" if result["family"] == "continual" else ""
+        steps = config.get("steps")
+        key = (f"{steps} step{'' if steps == 1 else 's'}{unit} x {config.get('batch_size')} rows, lr {config.get('lr')}"
+               + (f", {options}" if options else ""))
+        counts[key] = counts.get(key, 0) + 1
+    return "Training: " + "; ".join(f"{key} ({n} run{'s' if n > 1 else ''})" for key, n in counts.items()) + "."
 
 
 def _short(task: str) -> str:
