@@ -240,7 +240,7 @@ def _plot_family(family: str, tasks: list[str], models: list[str], runs: dict, o
     else:
         columns = min(4, len(tasks))
         rows = -(-len(tasks) // columns)
-        fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, columns, figsize=(max(3.2 * columns, 7.0), 2.6 * rows + 0.6), squeeze=False)
         for ax, task in zip(axes.flat, tasks):
             for model in models:
                 result = runs.get((task, model))
