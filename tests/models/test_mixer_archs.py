@@ -46,7 +46,8 @@ def test_mixers_and_their_fields():
 @pytest.mark.parametrize("arch,field,value", [
     ("hope", "memory", "matrix"), ("hope", "objective", "l1"), ("hope", "chunk_size", 0),
     ("hope", "memory_chunk_size", -1), ("hope", "memory_read", "end"), ("hope", "step_init", 1.5), ("hope", "retention_init", (0.5, 1.0)),
-    ("titans", "memory_expansion", 0), ("titans", "momentum_init", 0.0), ("gated-deltanet", "conv_width", 0),
+    ("titans", "memory_expansion", 0), ("titans", "momentum_init", 0.0), ("titans", "memory_read", "end"),
+    ("gated-deltanet", "conv_width", 0),
     ("gated-deltanet", "retention_init", (0.9, 0.8)),
 ])
 def test_bad_fields_raise_one_clear_error(arch, field, value):

@@ -43,10 +43,9 @@ from torch import nn
 from hope.layers.conv import ShortConv
 from hope.layers.gated_deltanet import GatedOutput, l2_normalize, spread_logits
 from hope.ops.dgd import dgd as linear_dgd
-from hope.ops.mlp_memory import mlp_memory
+from hope.ops.mlp_memory import READS, mlp_memory
 
 MEMORY_KINDS = ("deep", "linear")
-READS = ("start", "running")
 OBJECTIVES = ("dot", "l2")
 BUFFERED = ("k", "v", "alpha", "eta", "beta")
 """Per-token quantities a partial chunk keeps until it is folded (``v`` regenerates the targets; ``beta`` only

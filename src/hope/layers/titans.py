@@ -22,10 +22,9 @@ from torch import nn
 
 from hope.layers.conv import ShortConv
 from hope.layers.gated_deltanet import GatedOutput, l2_normalize, spread_logits
-from hope.ops.mlp_memory import TitansMemoryState, titans_memory, titans_memory_prefill
+from hope.ops.mlp_memory import READS, TitansMemoryState, titans_memory, titans_memory_prefill
 
 WEIGHTS = ("w1", "w2")
-READS = ("start", "running")
 
 
 class Titans(nn.Module):

@@ -203,6 +203,14 @@ class GatedDeltaNetConfig(ModelConfig):
                              retention_init=self.retention_init, norm_eps=self.norm_eps)
 
 
+def _check_memory_read(config: ModelConfig) -> None:
+    """``memory_read`` of the deep-memory mixers: one of ``hope.ops.mlp_memory.READS``."""
+    from hope.ops.mlp_memory import READS
+
+    if config.memory_read not in READS:
+        raise HopeError(f"memory_read must be {' or '.join(map(repr, READS))}, got {config.memory_read!r}")
+
+
 def _check_memory_fields(config: ModelConfig, positive: tuple[str, ...], gates: tuple[str, ...]) -> None:
     """Shared checks of the recurrent mixers' fields: positive integers, gate values in (0, 1), and
     ``retention_init`` as ``(low, high)`` with ``0 < low <= high < 1``."""
@@ -256,8 +264,7 @@ class TitansConfig(ModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_memory_fields(self, ("memory_expansion", "chunk_size", "conv_width"), ("step_init", "momentum_init"))
-        if self.memory_read not in ("start", "running"):
-            raise HopeError(f"memory_read must be 'start' or 'running', got {self.memory_read!r}")
+        _check_memory_read(self)
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise HopeError(f"max_grad_norm must be None or positive, got {self.max_grad_norm}")
 
@@ -339,8 +346,7 @@ class HopeConfig(CMSConfig):
             raise HopeError(f"memory must be 'deep' or 'linear', got {self.memory!r}")
         if self.objective not in ("dot", "l2"):
             raise HopeError(f"objective must be 'dot' or 'l2', got {self.objective!r}")
-        if self.memory_read not in ("start", "running"):
-            raise HopeError(f"memory_read must be 'start' or 'running', got {self.memory_read!r}")
+        _check_memory_read(self)
         _check_memory_fields(self, ("memory_expansion", "chunk_size", "memory_chunk_size", "conv_width"),
                              ("step_init", "momentum_init"))
 

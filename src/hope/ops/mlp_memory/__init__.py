@@ -28,6 +28,7 @@ chunk start; :mod:`hope.ops.mlp_memory.titans`). Both have ``naive`` (per-token 
 ``chunk`` and ``recurrent`` modes, plus ``*_prefill`` / ``*_step`` for decoding from a state.
 """
 
+from hope.ops.mlp_memory._checks import READS
 from hope.ops.mlp_memory.api import (
     mlp_memory,
     mlp_memory_prefill,
@@ -40,6 +41,7 @@ from hope.ops.mlp_memory.recurrent import MLPMemoryState
 from hope.ops.mlp_memory.titans import TitansMemoryState
 
 __all__ = [
+    "READS",
     "MLPMemoryState",
     "TitansMemoryState",
     "mlp_memory",
