@@ -26,6 +26,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from hope.checkpoint import load_checkpoint, save_checkpoint
+from hope.compiling import compiling
 from hope.data import Dataset, encode_corpus, load_corpus, load_dataset
 from hope.data.dataset import batch_at
 from hope.errors import HopeError
@@ -89,6 +90,9 @@ class TrainConfig:
     """cpu, cuda, cuda:N or auto."""
     progress: bool = True
     """Show a progress bar."""
+    compile: bool = False
+    """torch.compile the recurrent mixers' per-chunk functions (hope.compiling): Hope trains about 1.8x faster on
+    CPU, after a first step that compiles them (minutes the first time, seconds with a warm Inductor cache)."""
     model: dict[str, Any] = field(default_factory=dict)
     """Model config overrides, e.g. {'d_model': 256, 'cms_levels': 1}."""
 
@@ -231,7 +235,9 @@ def train(config: TrainConfig) -> TrainResult:
             out.mkdir(parents=True, exist_ok=True)
             (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
         trained = torch.nn.parallel.DistributedDataParallel(model) if dist_.world > 1 else model
-        return _loop(config, dist_, model, trained, dataset, optimizer, scheduler, step, bad_steps, state is not None)
+        with compiling(config.compile):
+            return _loop(config, dist_, model, trained, dataset, optimizer, scheduler, step, bad_steps,
+                         state is not None)
     finally:
         dist_.close()
 

@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
         eval_examples=args.eval_examples, eval_batch_size=args.eval_batch_size, seq_len=args.seq_len,
         tokenizer=args.tokenizer, checkpoint=args.checkpoint, model=dict(args.model or []),
-        options=dict(args.option or []), data_dir=args.data_dir, device=args.device,
+        options=dict(args.option or []), data_dir=args.data_dir, device=args.device, compile=args.compile,
     )
     results = [run_task(config)] if len(names) == 1 else run_many(config, names)
     for result in results:
@@ -115,6 +115,8 @@ def add_tasks_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                      help="Task option, e.g. num_kv_pairs=32. Repeatable.")
     run.add_argument("--data-dir", help="Folder with clinc150/ and banking77/ (default: ../shared/data).")
     run.add_argument("--device", default="auto", help="cpu, cuda or auto.")
+    run.add_argument("--compile", action="store_true",
+                     help="torch.compile the recurrent mixers' per-chunk functions (faster after a first compiling step).")
     run.set_defaults(func=cmd_run)
 
     quick = sub.add_parser("quick", help="Every task for very small models, in minutes.")

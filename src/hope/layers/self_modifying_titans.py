@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hope.compiling import compilable
 from hope.layers.conv import ShortConv
 from hope.layers.gated_deltanet import GatedOutput, l2_normalize, spread_logits
 from hope.ops.dgd import dgd as linear_dgd
@@ -261,6 +262,7 @@ class SelfModifyingTitans(nn.Module):
                 new_state[f"{group}.{name}"] = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         return self.output(torch.cat(reads, dim=1), x), new_state
 
+    @compilable
     def _running_reads(self, weights: dict[str, torch.Tensor], velocity: dict[str, torch.Tensor], pending: list,
                        features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple[dict, dict]]:
         """``memory_read="running"``: the reads of a segment from ``M_mem`` after the updates of its chunk's
@@ -282,6 +284,7 @@ class SelfModifyingTitans(nn.Module):
             filled = {g: (n + size) % self.chunk_sizes[g] for g, n in filled.items()}
         return sizes
 
+    @compilable
     def _features(self, heads: torch.Tensor, static: torch.Tensor | None, weights: dict[str, torch.Tensor],
                   tail: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Keys, values, queries and gates of a segment read at the projection memories' ``weights``
@@ -302,6 +305,7 @@ class SelfModifyingTitans(nn.Module):
             features["alpha"] = torch.ones_like(features["eta"])
         return features, tail
 
+    @compilable
     def _fold(self, group: str, weights: dict[str, torch.Tensor], velocity: dict[str, torch.Tensor],
               chunk: dict[str, torch.Tensor], queries: torch.Tensor | None = None,
               ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -21,12 +21,14 @@ prefill + decode == one full forward. Decoding between boundaries costs one ordi
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import contextlib
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from hope.compiling import compiling
 from hope.models.state import HopeState
 
 
@@ -122,9 +124,17 @@ def _run_segments(model, ids: torch.Tensor, start: int, layers: list, keep: set[
         logits, layers = model.run_blocks(ids, layers, start)
         return logits, layers, captured
     second_order = outer_grad and any(model.blocks[i].channel.second_order for i in model.cms_layers)
-    with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]) if second_order else nullcontext():
+    with torch.enable_grad(), _twice_differentiable() if second_order else contextlib.nullcontext():
         layers = _fast_weights_requiring_grad(model, layers)
         return _learning_loop(model, ids, start, layers, boundaries, keep, captured, outer_grad, second_order)
+
+
+@contextlib.contextmanager
+def _twice_differentiable() -> Iterator[None]:
+    """For second-order steps: attention on the math SDPA kernel (the CPU flash kernel has no double backward)
+    and no compiled functions (AOTAutograd has none either)."""
+    with sdpa_kernel([SDPBackend.MATH]), compiling(False):
+        yield
 
 
 def _learning_loop(model, ids: torch.Tensor, start: int, layers: list, boundaries: list[int], keep: set[int],

@@ -1,0 +1,65 @@
+"""Optional ``torch.compile`` of the small functions that dominate the recurrent mixers' run time.
+
+Hope's mixer reads a sequence chunk by chunk (NL Eqs. 90-91), and each chunk is a few dozen tensor ops on
+``[B, H, C, D]`` blocks of a few KiB. In eager mode their cost is dispatch and autograd bookkeeping, not
+arithmetic (``docs/model_throughput.md``). ``torch.compile`` fuses each such function, forward and backward,
+into a handful of kernels; the loop over chunks stays in Python.
+
+Off by default: the first call of each function compiles it (minutes on a 2-core CPU the first time, seconds
+once Inductor's cache under ``TORCHINDUCTOR_CACHE_DIR`` is warm), which a short run or a test does not repay.
+Turn it on with ``set_compiling(True)``, the ``with compiling():`` context, or ``--compile`` on the command
+line. Second-order CMS steps turn it off for their forward (AOTAutograd has no double backward).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import torch
+
+F = TypeVar("F", bound=Callable)
+_enabled = False
+
+
+def compiling_enabled() -> bool:
+    return _enabled
+
+
+def set_compiling(enabled: bool) -> None:
+    """Turn compilation of the :func:`compilable` functions on or off for this process."""
+    global _enabled
+    _enabled = bool(enabled)
+
+
+@contextlib.contextmanager
+def compiling(enabled: bool = True) -> Iterator[None]:
+    """Compile (or, with ``enabled=False``, do not compile) the :func:`compilable` functions inside the block."""
+    previous = _enabled
+    set_compiling(enabled)
+    try:
+        yield
+    finally:
+        set_compiling(previous)
+
+
+def compilable(fn: F) -> F:
+    """Mark a function of tensors (a method is fine: instances of one class share the compiled code) as one that
+    ``torch.compile`` fuses when compiling is on; otherwise, and inside another compiled region, it runs eagerly.
+    Compiled lazily, on the first call with compiling on, without donated buffers: the CMS steps take several
+    backwards through one graph (``retain_graph=True``), which a backward that frees its saved buffers forbids."""
+    compiled: Callable | None = None
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        nonlocal compiled
+        if not _enabled or torch.compiler.is_compiling():
+            return fn(*args, **kwargs)
+        if compiled is None:
+            compiled = torch.compile(fn)
+        with torch._functorch.config.patch(donated_buffer=False):
+            return compiled(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
