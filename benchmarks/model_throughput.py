@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from hope.compiling import compiling
 from hope.layers.attention import Attention
 from hope.models import build
 
@@ -68,18 +69,18 @@ def uses_attention(model: torch.nn.Module) -> bool:
 
 
 def training(model: torch.nn.Module, length: int, budget: float) -> dict[str, Any]:
-    """Forward + backward steps on one sequence of ``length`` tokens until ``budget`` seconds are spent; the first
-    step is a warm-up and is dropped when more than one step ran."""
+    """Forward + backward steps on one sequence of ``length`` tokens: one warm-up step, then timed steps until
+    ``budget`` seconds are spent (at least one)."""
     ids = tokens(length + 1)
     times: list[float] = []
-    while not times or sum(times) < budget:
+    while len(times) < 2 or sum(times[1:]) < budget:
         start = time.perf_counter()
         model(ids[:, :-1], targets=ids[:, 1:]).loss.backward()
         times.append(time.perf_counter() - start)
         model.zero_grad(set_to_none=True)
-    timed = times[1:] or times
+    timed = times[1:]
     return {"tokens_per_s": length * len(timed) / sum(timed), "timed_steps": len(timed),
-            "warmup_dropped": len(times) > 1, "seconds": sum(times)}
+            "warmup_s": times[0], "seconds": sum(times)}
 
 
 def prefill(model: torch.nn.Module, lengths: tuple[int, ...], budget: float) -> list[dict[str, Any]]:
@@ -159,12 +160,28 @@ def decode(model: torch.nn.Module, positions: tuple[int, ...], budget: float, wi
     return rows
 
 
-VARIANTS = {"hope-static-channel": ("hope", {"cms_periods": (None,)})}
-"""Extra rows: Hope's mixer with a static SwiGLU channel memory, to separate the mixer's cost from the CMS's."""
+VARIANTS = {"hope-static-channel": ("hope", {"cms_periods": (None,)}, False), "hope-compiled": ("hope", {}, True)}
+"""Extra rows: Hope's mixer with a static SwiGLU channel memory, to separate the mixer's cost from the CMS's; Hope
+with its per-chunk functions compiled (``hope.compiling``; the compiling calls are warm-ups, outside the timings)."""
 
 
-def spec(name: str) -> tuple[str, dict[str, Any]]:
-    return VARIANTS.get(name, (name, {}))
+def spec(name: str) -> tuple[str, dict[str, Any], bool]:
+    return VARIANTS.get(name, (name, {}, False))
+
+
+def warm_up(model: torch.nn.Module) -> float:
+    """Untimed calls at two lengths (training, no-grad and one-token decoding), so that a compiled model has compiled
+    every graph, static and dynamic-shaped, before anything is timed; returns the seconds spent."""
+    start = time.perf_counter()
+    for length in (64, 96):
+        ids = tokens(length + 1, seed=5)
+        model(ids[:, :-1], targets=ids[:, 1:]).loss.backward()
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            state = model(ids[:, :length]).state
+            for i in range(2):
+                state = model(ids[:, i:i + 1], state=state).state
+    return time.perf_counter() - start
 
 
 def ratio(rows: dict[str, Any], arch: str, base: str = "transformer") -> float | None:
@@ -176,7 +193,7 @@ def ratio(rows: dict[str, Any], arch: str, base: str = "transformer") -> float |
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny")
-    parser.add_argument("--archs", default="transformer,hope,hope-static-channel,gated-deltanet,titans")
+    parser.add_argument("--archs", default="transformer,hope,hope-compiled,hope-static-channel,gated-deltanet,titans")
     parser.add_argument("--train-budget", type=float, default=60.0, help="Seconds per training measurement.")
     parser.add_argument("--prefill-budget", type=float, default=240.0, help="Seconds per prefill call (predicted).")
     parser.add_argument("--stream-budget", type=float, default=240.0, help="Seconds of streaming per arch.")
@@ -194,37 +211,47 @@ def main() -> None:
             "machine": platform.machine(), "cpus": os.cpu_count(), "load_average_start": os.getloadavg(),
             "budgets_s": {"train": args.train_budget, "prefill": args.prefill_budget, "stream": args.stream_budget},
             "decode_window": args.window, "variants": {k: v[1] for k, v in VARIANTS.items() if k in archs}}
-    result: dict[str, Any] = {"meta": meta, "parameters": {}, "training": {}, "prefill": {}, "decode": {}}
+    result: dict[str, Any] = {"meta": meta, "parameters": {}, "warmup_s": {}, "training": {}, "prefill": {},
+                              "decode": {}}
     started = time.perf_counter()
     for name in archs:
-        arch, overrides = spec(name)
-        model = fresh(arch, args.size, overrides)
-        result["parameters"][name] = model.num_parameters()
-        result["training"][name] = {}
-        for length in train_lengths:
-            row = training(model, length, args.train_budget)
-            result["training"][name][length] = row
-            print(f"train   {name:<20} T={length:<6} {row['tokens_per_s']:>9.1f} tok/s ({row['timed_steps']} steps)",
-                  flush=True)
-        result["prefill"][name] = prefill(model, prefill_lengths, args.prefill_budget)
-        for row in result["prefill"][name]:
-            print(f"prefill {name:<20} L={row['length']:<6} " + (f"{row['tokens_per_s']:>9.1f} tok/s" if
-                  "tokens_per_s" in row else row["skipped"]), flush=True)
-        del model
-        model = fresh(arch, args.size, overrides)
-        result["decode"][name] = decode(model, positions, args.stream_budget, args.window)
-        for row in result["decode"][name]:
-            print(f"decode  {name:<20} @{row['position']:<8} " + (
-                f"{row['ms_per_token_mean']:.2f} ms/token (median {row['ms_per_token_median']:.2f}), "
-                f"RSS {row['rss_mib']:.1f} MiB, state {row['state_mib']:.2f} MiB" if "rss_mib" in row
-                else row["skipped"]), flush=True)
-        del model
+        arch, overrides, compiled = spec(name)
+        with compiling(compiled):
+            measure(name, arch, overrides, args, result, train_lengths, prefill_lengths, positions)
     meta["load_average_end"] = os.getloadavg()
     meta["wall_s"] = time.perf_counter() - started
     DOCS.mkdir(exist_ok=True)
     (DOCS / "model_throughput.json").write_text(json.dumps(result, indent=2))
     (DOCS / "model_throughput.md").write_text(report(result, archs, train_lengths, prefill_lengths, positions))
     print(f"wrote docs/model_throughput.json and docs/model_throughput.md ({meta['wall_s']:.0f} s)")
+
+
+def measure(name: str, arch: str, overrides: dict[str, Any], args: argparse.Namespace, result: dict[str, Any],
+            train_lengths: tuple[int, ...], prefill_lengths: tuple[int, ...], positions: tuple[int, ...]) -> None:
+    """Training, prefill and decoding rows of one arch (or variant) into ``result``."""
+    model = fresh(arch, args.size, overrides)
+    result["warmup_s"][name] = warm_up(model)
+    result["parameters"][name] = model.num_parameters()
+    result["training"][name] = {}
+    for length in train_lengths:
+        row = training(model, length, args.train_budget)
+        result["training"][name][length] = row
+        print(f"train   {name:<20} T={length:<6} {row['tokens_per_s']:>9.1f} tok/s ({row['timed_steps']} steps)",
+              flush=True)
+    result["prefill"][name] = prefill(model, prefill_lengths, args.prefill_budget)
+    for row in result["prefill"][name]:
+        print(f"prefill {name:<20} L={row['length']:<6} " + (f"{row['tokens_per_s']:>9.1f} tok/s" if
+              "tokens_per_s" in row else row["skipped"]), flush=True)
+    del model
+    model = fresh(arch, args.size, overrides)
+    warm_up(model)
+    result["decode"][name] = decode(model, positions, args.stream_budget, args.window)
+    for row in result["decode"][name]:
+        print(f"decode  {name:<20} @{row['position']:<8} " + (
+            f"{row['ms_per_token_mean']:.2f} ms/token (median {row['ms_per_token_median']:.2f}), "
+            f"RSS {row['rss_mib']:.1f} MiB, state {row['state_mib']:.2f} MiB" if "rss_mib" in row
+            else row["skipped"]), flush=True)
+    del model
 
 
 def report(result: dict[str, Any], archs: list[str], train_lengths: tuple[int, ...],
@@ -235,7 +262,9 @@ def report(result: dict[str, Any], archs: list[str], train_lengths: tuple[int, .
              f"{meta['threads']} thread, torch {meta['torch']}, {meta['cpus']} CPUs shared with other jobs (load "
              f"average {meta['load_average_start'][0]:.1f} at the start, {meta['load_average_end'][0]:.1f} at the "
              f"end; timings are noisy). Budgets: {meta['budgets_s']} s; {meta['wall_s'] / 60:.0f} min in all.", "",
-             "Parameters: " + ", ".join(f"{a} {n:,}" for a, n in result["parameters"].items()) + ".", ""]
+             "Parameters: " + ", ".join(f"{a} {n:,}" for a, n in result["parameters"].items()) + ".", "",
+             "Untimed warm-up (training and decoding calls at 64 and 96 tokens; for `-compiled` rows this is where "
+             "torch.compile runs): " + ", ".join(f"{a} {t:.0f} s" for a, t in result["warmup_s"].items()) + ".", ""]
     lines += ["## Training (forward + backward, batch 1), tokens/s", "",
               "| arch | " + " | ".join(f"T={t}" for t in train_lengths) + " |",
               "|---|" + "---:|" * len(train_lengths)]
@@ -280,19 +309,20 @@ def targets(result: dict[str, Any]) -> list[str]:
     """The issue's targets, each with the measured value (or why there is none)."""
     out = []
 
-    def train_ratio(length: int) -> float | None:
-        rows = {a: result["training"].get(a, {}).get(length, {}) for a in ("hope", "transformer")}
-        return ratio(rows, "hope")
-
+    hopes = [(a, label) for a, label in (("hope", "Hope"), ("hope-compiled", "Hope compiled"))
+             if a in result["training"]]
     for length, goal in ((2048, 0.5), (8192, 1.0)):
-        r = train_ratio(length)
-        out.append(f"- Training at T={length}: Hope / Transformer++ = " + (f"{r:.2f}x (target >= {goal}x: "
-                   f"{'met' if r >= goal else 'not met'})" if r is not None else "not measured"))
-    prefill_rows = {a: next((row for row in result["prefill"].get(a, []) if row["length"] == 16384), {})
-                    for a in ("hope", "transformer")}
-    r = ratio(prefill_rows, "hope")
-    out.append("- Prefill at 16K: Hope / Transformer++ = " + (f"{r:.2f}x (target >= 4x: "
-               f"{'met' if r >= 4 else 'not met'})" if r is not None else "not measured (see the prefill table)"))
+        for name, label in hopes:
+            rows = {a: result["training"].get(a, {}).get(length, {}) for a in (name, "transformer")}
+            r = ratio(rows, name)
+            out.append(f"- Training at T={length}: {label} / Transformer++ = " + (f"{r:.2f}x (target >= {goal}x: "
+                       f"{'met' if r >= goal else 'not met'})" if r is not None else "not measured"))
+    for name, label in hopes:
+        prefill_rows = {a: next((row for row in result["prefill"].get(a, []) if row["length"] == 16384), {})
+                        for a in (name, "transformer")}
+        r = ratio(prefill_rows, name)
+        out.append(f"- Prefill at 16K: {label} / Transformer++ = " + (f"{r:.2f}x (target >= 4x: "
+                   f"{'met' if r >= 4 else 'not met'})" if r is not None else "not measured (see the prefill table)"))
     decoded = {row["position"]: row for row in result["decode"].get("hope", []) if "rss_mib" in row}
     first, last = decoded.get(1024), decoded.get(max(decoded) if decoded else 0)
     if first and last and last is not first:

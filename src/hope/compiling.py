@@ -19,9 +19,12 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import torch
+import torch._dynamo.config
+import torch._functorch.config
 
 F = TypeVar("F", bound=Callable)
 _enabled = False
+RECOMPILE_LIMIT = 64
 
 
 def compiling_enabled() -> bool:
@@ -45,21 +48,30 @@ def compiling(enabled: bool = True) -> Iterator[None]:
         set_compiling(previous)
 
 
-def compilable(fn: F) -> F:
+def compilable(fn: F | None = None, *, when: Callable[..., bool] | None = None):
     """Mark a function of tensors (a method is fine: instances of one class share the compiled code) as one that
-    ``torch.compile`` fuses when compiling is on; otherwise, and inside another compiled region, it runs eagerly.
-    Compiled lazily, on the first call with compiling on, without donated buffers: the CMS steps take several
-    backwards through one graph (``retain_graph=True``), which a backward that frees its saved buffers forbids."""
+    ``torch.compile`` fuses when compiling is on and ``when(*args, **kwargs)`` (if given) holds; otherwise, and
+    inside another compiled region, it runs eagerly. ``when`` keeps the compiled calls to the regular shapes
+    (whole chunks), so that ragged pieces and one-token decoding steps do not each compile a graph of their own.
+
+    Compiled lazily, on the first compiled call, with static shapes. That call also sets, for the process, two
+    settings of torch: AOTAutograd's donated buffers off (``torch._functorch.config.donated_buffer``; it is read
+    when a backward is compiled, which can happen outside any call of ours), because the CMS steps take several
+    backwards through one graph (``retain_graph=True``), which a backward that frees its saved buffers forbids;
+    and Dynamo's recompile limit to at least ``RECOMPILE_LIMIT`` (one graph per batch size and autograd mode)."""
+    if fn is None:
+        return functools.partial(compilable, when=when)
     compiled: Callable | None = None
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         nonlocal compiled
-        if not _enabled or torch.compiler.is_compiling():
+        if not _enabled or torch.compiler.is_compiling() or (when is not None and not when(*args, **kwargs)):
             return fn(*args, **kwargs)
         if compiled is None:
-            compiled = torch.compile(fn)
-        with torch._functorch.config.patch(donated_buffer=False):
-            return compiled(*args, **kwargs)
+            torch._functorch.config.donated_buffer = False
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+            compiled = torch.compile(fn, dynamic=False)
+        return compiled(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper

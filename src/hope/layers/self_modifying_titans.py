@@ -221,7 +221,8 @@ class SelfModifyingTitans(nn.Module):
         weights = {group: {key: state[f"{group}.{key}"] for key in bank.keys} for group, bank in self.banks.items()}
         velocity = {group: {key: state[f"{group}.momentum.{key}"] for key in bank.keys} if self.momentum else {}
                     for group, bank in self.banks.items()}
-        pending = {group: [{name: state[f"{group}.{name}"] for name in self.buffered}] for group in self.banks}
+        pending = {group: [{name: state[f"{group}.{name}"] for name in self.buffered}] if state[f"{group}.k"].shape[1]
+                   else [] for group in self.banks}
         filled = {group: state[f"{group}.k"].shape[1] for group in self.banks}
         sizes = self._segments(t, filled)
         pieces = [None] * len(sizes) if static is None else static.split(sizes, dim=1)
@@ -262,7 +263,8 @@ class SelfModifyingTitans(nn.Module):
                 new_state[f"{group}.{name}"] = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         return self.output(torch.cat(reads, dim=1), x), new_state
 
-    @compilable
+    @compilable(when=lambda self, weights, velocity, pending, features: not pending
+                and features["q"].shape[1] == self.chunk_sizes["mem"])
     def _running_reads(self, weights: dict[str, torch.Tensor], velocity: dict[str, torch.Tensor], pending: list,
                        features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple[dict, dict]]:
         """``memory_read="running"``: the reads of a segment from ``M_mem`` after the updates of its chunk's
@@ -284,7 +286,7 @@ class SelfModifyingTitans(nn.Module):
             filled = {g: (n + size) % self.chunk_sizes[g] for g, n in filled.items()}
         return sizes
 
-    @compilable
+    @compilable(when=lambda self, heads, static, weights, tail: heads.shape[1] == self.chunk_sizes["mem"])
     def _features(self, heads: torch.Tensor, static: torch.Tensor | None, weights: dict[str, torch.Tensor],
                   tail: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Keys, values, queries and gates of a segment read at the projection memories' ``weights``
@@ -305,7 +307,8 @@ class SelfModifyingTitans(nn.Module):
             features["alpha"] = torch.ones_like(features["eta"])
         return features, tail
 
-    @compilable
+    @compilable(when=lambda self, group, weights, velocity, chunk, queries=None:
+                chunk["k"].shape[1] == self.chunk_sizes[group])
     def _fold(self, group: str, weights: dict[str, torch.Tensor], velocity: dict[str, torch.Tensor],
               chunk: dict[str, torch.Tensor], queries: torch.Tensor | None = None,
               ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
