@@ -91,8 +91,9 @@ class TrainConfig:
     progress: bool = True
     """Show a progress bar."""
     compile: bool = False
-    """torch.compile the recurrent mixers' per-chunk functions (hope.compiling): Hope trains about 1.8x faster on
-    CPU, after a first step that compiles them (minutes the first time, seconds with a warm Inductor cache)."""
+    """torch.compile Hope's per-chunk mixer functions (hope.compiling), after a first step that compiles them
+    (minutes the first time, seconds with a warm Inductor cache). Measured on CPU, 1 thread: 1.4-2.2x faster at
+    batch 1 (512-8,192 tokens), no faster at batch 16 x 256 (0.93x); see docs/training.md."""
     model: dict[str, Any] = field(default_factory=dict)
     """Model config overrides, e.g. {'d_model': 256, 'cms_levels': 1}."""
 
