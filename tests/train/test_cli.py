@@ -101,3 +101,17 @@ def test_state_from_another_model_is_refused(tmp_path, text_folder, capsys):
 def test_python_dash_m_hope_help():
     result = subprocess.run([sys.executable, "-m", "hope", "train", "--help"], capture_output=True, text=True, check=True)
     assert "--max-steps" in result.stdout and "Optimizer steps in all" in result.stdout
+
+
+def test_compile_flag_reaches_train_and_task_configs(monkeypatch):
+    from hope.cli import build_parser, train_config_from_args
+    from hope.eval import tasks_cli, tasks_runner
+
+    assert train_config_from_args(build_parser().parse_args(["train", "--compile"])).compile is True
+    assert train_config_from_args(build_parser().parse_args(["train"])).compile is False
+    seen = []
+    monkeypatch.setattr(tasks_runner, "run_task", lambda config: seen.append(config) or {
+        "family": "formal", "task": config.task, "arch": config.arch, "evals": {}})
+    args = build_parser().parse_args(["tasks", "run", "formal_parity", "--out", "x", "--compile"])
+    tasks_cli.cmd_run(args)
+    assert seen[0].compile is True
