@@ -171,7 +171,8 @@ def spec(name: str) -> tuple[str, dict[str, Any], bool]:
 
 def warm_up(model: torch.nn.Module) -> float:
     """Untimed calls at two lengths (training, no-grad and one-token decoding), so that a compiled model has compiled
-    every graph, static and dynamic-shaped, before anything is timed; returns the seconds spent."""
+    its graphs (one per autograd mode; compiled code is shared by every instance of a model) before anything is
+    timed; returns the seconds spent."""
     start = time.perf_counter()
     for length in (64, 96):
         ids = tokens(length + 1, seed=5)
@@ -244,7 +245,6 @@ def measure(name: str, arch: str, overrides: dict[str, Any], args: argparse.Name
               "tokens_per_s" in row else row["skipped"]), flush=True)
     del model
     model = fresh(arch, args.size, overrides)
-    warm_up(model)
     result["decode"][name] = decode(model, positions, args.stream_budget, args.window)
     for row in result["decode"][name]:
         print(f"decode  {name:<20} @{row['position']:<8} " + (
