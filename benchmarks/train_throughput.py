@@ -4,7 +4,9 @@ One optimizer step = forward + backward + AdamW on a batch of random token windo
 are warm-up and not timed. Prints each configuration and its speed-up from 1 to 2 threads, and
 writes ``docs/train_throughput.json`` and ``docs/train_throughput.md``.
 
-    python benchmarks/train_throughput.py [--archs transformer] [--steps 10]
+    python benchmarks/train_throughput.py [--archs transformer,hope,hope+compile] [--steps 10] [--out docs/NAME]
+
+An arch name ending in ``+compile`` runs that arch with ``hope.compiling`` on (its compiling steps are warm-up).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from hope.compiling import compiling
 from hope.models import build
 from hope.optim import build_optimizer
 
@@ -24,7 +28,15 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 SHAPES = {"tiny": {"batch": 16, "seq_len": 256}, "small": {"batch": 8, "seq_len": 512}}
 
 
-def tokens_per_second(arch: str, size: str, threads: int, steps: int, warmup: int = 2) -> float:
+COMPILED = "+compile"
+
+
+def tokens_per_second(name: str, size: str, threads: int, steps: int, warmup: int = 2) -> float:
+    with compiling(name.endswith(COMPILED)):
+        return _tokens_per_second(name.removesuffix(COMPILED), size, threads, steps, warmup)
+
+
+def _tokens_per_second(arch: str, size: str, threads: int, steps: int, warmup: int) -> float:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     shape = SHAPES[size]
@@ -48,13 +60,15 @@ def main() -> None:
     parser.add_argument("--archs", default="transformer", help="Comma-separated architectures.")
     parser.add_argument("--sizes", default="tiny,small")
     parser.add_argument("--steps", type=int, default=10, help="Timed steps per configuration.")
+    parser.add_argument("--out", type=Path, default=DOCS / "train_throughput",
+                        help="Write OUT.json and OUT.md (default: docs/train_throughput).")
     args = parser.parse_args()
     rows = []
     for arch in args.archs.split(","):
         for size in args.sizes.split(","):
             one = tokens_per_second(arch, size, 1, args.steps)
             two = tokens_per_second(arch, size, 2, args.steps)
-            params = build(arch, size, vocab_size=4096).num_parameters()
+            params = build(arch.removesuffix(COMPILED), size, vocab_size=4096).num_parameters()
             row = {"arch": arch, "size": size, "parameters": params, **SHAPES[size],
                    "tokens_per_s_1_thread": one, "tokens_per_s_2_threads": two, "speedup_2_vs_1": two / one}
             rows.append(row)
@@ -62,16 +76,17 @@ def main() -> None:
                   f"2 threads {two:>9,.0f} tok/s  ({two / one:.2f}x)")
     meta = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
             "cores": torch.get_num_threads(), "steps": args.steps}
-    DOCS.mkdir(exist_ok=True)
-    (DOCS / "train_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = ["# Training throughput", "", "`python benchmarks/train_throughput.py` (forward + backward + AdamW, "
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    command = " ".join(["python benchmarks/train_throughput.py", *sys.argv[1:]])
+    lines = ["# Training throughput", "", f"`{command}` (forward + backward + AdamW, "
              "random tokens, vocabulary 4096).", "",
              "| arch | size | params | batch x seq | tok/s (1 thread) | tok/s (2 threads) | 2 vs 1 |",
              "|---|---|---:|---|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['arch']} | {r['size']} | {r['parameters']:,} | {r['batch']} x {r['seq_len']} | "
                      f"{r['tokens_per_s_1_thread']:,.0f} | {r['tokens_per_s_2_threads']:,.0f} | {r['speedup_2_vs_1']:.2f}x |")
-    (DOCS / "train_throughput.md").write_text("\n".join(lines) + "\n")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

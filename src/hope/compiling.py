@@ -5,8 +5,9 @@ Hope's mixer reads a sequence chunk by chunk (NL Eqs. 90-91), and each chunk is 
 autograd bookkeeping, not arithmetic (a Hope training step at 2,048 tokens makes about a million aten calls).
 ``torch.compile`` fuses each such function, forward and backward, into a handful of kernels; the loop over
 chunks stays in Python. Measured (1 thread, ``tiny``): Hope trains 1.4-2.2x faster at batch 1 and 512-8,192
-tokens, and prefills 1.4-2x faster; at batch 16 x 256, where the batched small matrix products themselves
-dominate, it is no faster (0.93x). Numbers: docs/training.md.
+tokens, and prefills 1.4-2x faster; at batch 16 x 256 (with AdamW) the gain is smaller and varies with the
+machine's load: 1.19x (1 thread) and 1.59x (2 threads) on an idle machine, 0.93x in one loaded run. Numbers:
+docs/training.md.
 
 Off by default: the first call of each function compiles it (minutes on a 2-core CPU the first time, seconds
 once Inductor's cache under ``TORCHINDUCTOR_CACHE_DIR`` is warm), which a short run or a test does not repay.

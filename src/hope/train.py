@@ -93,7 +93,7 @@ class TrainConfig:
     compile: bool = False
     """torch.compile Hope's per-chunk mixer functions (hope.compiling), after a first step that compiles them
     (minutes the first time, seconds with a warm Inductor cache). Measured on CPU, 1 thread: 1.4-2.2x faster at
-    batch 1 (512-8,192 tokens), no faster at batch 16 x 256 (0.93x); see docs/training.md."""
+    batch 1 (512-8,192 tokens), 1.19x at batch 16 x 256 (1.59x with 2 threads); see docs/training.md."""
     model: dict[str, Any] = field(default_factory=dict)
     """Model config overrides, e.g. {'d_model': 256, 'cms_levels': 1}."""
 

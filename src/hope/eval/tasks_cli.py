@@ -116,7 +116,7 @@ def add_tasks_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     run.add_argument("--data-dir", help="Folder with clinc150/ and banking77/ (default: ../shared/data).")
     run.add_argument("--device", default="auto", help="cpu, cuda or auto.")
     run.add_argument("--compile", action="store_true",
-                     help="torch.compile Hope's per-chunk mixer functions (faster at small batches; docs/training.md).")
+                     help="torch.compile Hope's per-chunk mixer functions (speed-ups: docs/training.md).")
     run.set_defaults(func=cmd_run)
 
     quick = sub.add_parser("quick", help="Every task for very small models, in minutes.")

@@ -70,7 +70,7 @@ class TaskRunConfig:
     device: str = "auto"
     progress: bool = True
     compile: bool = False
-    """torch.compile Hope's per-chunk mixer functions (``hope.compiling``; helps small batches, docs/training.md)."""
+    """torch.compile Hope's per-chunk mixer functions (``hope.compiling``; speed-ups in docs/training.md)."""
 
     def __post_init__(self) -> None:
         get_task(self.task)
