@@ -56,6 +56,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         if f.name == "model":
             parser.add_argument(flag, action="append", type=key_value, metavar="KEY=VALUE", dest="model",
                                 help=help_text + " Repeatable.")
+        elif hints[f.name] == (tuple[int, ...] | None):
+            parser.add_argument(flag, type=int, nargs="+", dest=f.name, metavar="N", help=help_text)
         elif hints[f.name] is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, dest=f.name, help=help_text)
         else:

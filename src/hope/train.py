@@ -32,6 +32,7 @@ from hope.data.dataset import batch_at
 from hope.errors import HopeError
 from hope.eval import evaluate_lm
 from hope.models import LanguageModel, build
+from hope.optim.cms_outer import CMSOuterPeriods
 
 
 @dataclass
@@ -96,6 +97,10 @@ class TrainConfig:
     batch 1 (512-8,192 tokens), 1.19x at batch 16 x 256 (1.59x with 2 threads); see docs/training.md."""
     model: dict[str, Any] = field(default_factory=dict)
     """Model config overrides, e.g. {'d_model': 256, 'cms_levels': 1}."""
+    cms_outer_periods: tuple[int, ...] | None = None
+    """One period per CMS level, in optimizer steps: level l's parameters are stepped only after every
+    periods[l]-th step, with the mean gradient of those steps (NL Eq. 71 read as paper_spec A6 (ii);
+    hope.optim.cms_outer). Default: every level steps every time."""
 
     def __post_init__(self) -> None:
         positive = ("seq_len", "batch_size", "grad_accum", "max_steps", "eval_every", "eval_windows",
@@ -111,6 +116,8 @@ class TrainConfig:
             raise HopeError("warmup_steps, grad_clip and weight_decay must be >= 0")
         if self.batch_size % self.grad_accum:
             raise HopeError(f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
+        if self.cms_outer_periods is not None:
+            self.cms_outer_periods = tuple(self.cms_outer_periods)
 
 
 @dataclass
@@ -227,30 +234,38 @@ def train(config: TrainConfig) -> TrainResult:
         model.to(device)
         optimizer = build_optimizer(config.optimizer, model, lr=config.lr, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
+        levels = CMSOuterPeriods(model, config.cms_outer_periods) if config.cms_outer_periods else None
         step, bad_steps = 0, 0
         if state is not None:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             step, bad_steps = state["step"], state["bad_steps"]
+            if (levels is None) != (state.get("cms_outer") is None):
+                raise HopeError(f"--resume: cms_outer_periods={config.cms_outer_periods!r} differs from the "
+                                f"checkpoint's {state['train_config'].get('cms_outer_periods')!r}")
+            if levels is not None:
+                levels.load_state_dict(state["cms_outer"])
         if dist_.main:
             out.mkdir(parents=True, exist_ok=True)
             (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
         trained = torch.nn.parallel.DistributedDataParallel(model) if dist_.world > 1 else model
         with compiling(config.compile):
-            return _loop(config, dist_, model, trained, dataset, optimizer, scheduler, step, bad_steps,
+            return _loop(config, dist_, model, trained, dataset, optimizer, scheduler, levels, step, bad_steps,
                          state is not None)
     finally:
         dist_.close()
 
 
-def _save(config: TrainConfig, model, dataset, optimizer, scheduler, step: int, bad_steps: int) -> None:
+def _save(config: TrainConfig, model, dataset, optimizer, scheduler, levels, step: int, bad_steps: int) -> None:
     save_checkpoint(Path(config.out) / "checkpoint", model, dataset.tokenizer, {
         "step": step, "bad_steps": bad_steps, "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "train_config": dataclasses.asdict(config),
+        "cms_outer": levels.state_dict() if levels is not None else None,
     })
 
 
-def _loop(config, dist_, model, trained, dataset, optimizer, scheduler, step, bad_steps, resumed) -> TrainResult:
+def _loop(config, dist_, model, trained, dataset, optimizer, scheduler, levels, step, bad_steps,
+          resumed) -> TrainResult:
     device, out = dist_.device, Path(config.out)
     train_tokens = dataset["train"].tokens
     micro = config.batch_size // config.grad_accum
@@ -281,6 +296,8 @@ def _loop(config, dist_, model, trained, dataset, optimizer, scheduler, step, ba
             clip = config.grad_clip if config.grad_clip > 0 else float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             if torch.isfinite(total) and torch.isfinite(grad_norm):
+                if levels is not None:
+                    levels.hold_back()
                 optimizer.step()
                 bad_steps = 0
             else:
@@ -311,11 +328,11 @@ def _loop(config, dist_, model, trained, dataset, optimizer, scheduler, step, ba
                 dist_.barrier()
             if step % config.save_every == 0 or step == config.max_steps:
                 if dist_.main:
-                    _save(config, model, dataset, optimizer, scheduler, step, bad_steps)
+                    _save(config, model, dataset, optimizer, scheduler, levels, step, bad_steps)
                 dist_.barrier()
     except KeyboardInterrupt:
         if dist_.main:
-            _save(config, model, dataset, optimizer, scheduler, step, bad_steps)
+            _save(config, model, dataset, optimizer, scheduler, levels, step, bad_steps)
             tqdm.write(f"interrupted: checkpoint of step {step} written to {out / 'checkpoint'}")
         raise
     finally:

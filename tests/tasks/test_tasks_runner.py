@@ -76,3 +76,17 @@ def test_cli_list_run_and_errors(tmp_path, capsys):
     assert main(["tasks", "report", str(tmp_path / "empty"), "--out", str(tmp_path / "x.md")]) == 2
     assert main(["tasks", "run", "continual_clinc150", "--out", str(out), "--data-dir", str(tmp_path)]) == 2
     assert "--data-dir" in capsys.readouterr().err
+
+
+def test_cms_outer_periods_hold_back_every_step_of_a_task_run(tmp_path, monkeypatch):
+    from hope.optim.cms_outer import CMSOuterPeriods
+
+    calls = []
+    real = CMSOuterPeriods.hold_back
+    monkeypatch.setattr(CMSOuterPeriods, "hold_back", lambda self: calls.append(self.periods) or real(self))
+    config = TaskRunConfig(task="mad_compression", arch="hope", out=str(tmp_path / "run"), steps=3, batch_size=2,
+                           eval_examples=2, model=dict(QUICK_MODEL), cms_outer_periods=(1, 2, 4), progress=False)
+    result = run_task(config)
+    assert calls == [(1, 2, 4)] * 3 and result["config"]["cms_outer_periods"] == (1, 2, 4)
+    with pytest.raises(HopeError, match="one period per level"):
+        run_task(TaskRunConfig(**{**config.__dict__, "cms_outer_periods": (1, 2), "out": str(tmp_path / "bad")}))

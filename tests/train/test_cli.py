@@ -115,3 +115,18 @@ def test_compile_flag_reaches_train_and_task_configs(monkeypatch):
     args = build_parser().parse_args(["tasks", "run", "formal_parity", "--out", "x", "--compile"])
     tasks_cli.cmd_run(args)
     assert seen[0].compile is True
+
+
+def test_cms_outer_periods_reach_train_and_task_configs(monkeypatch):
+    from hope.cli import build_parser, train_config_from_args
+    from hope.eval import tasks_cli, tasks_runner
+
+    args = build_parser().parse_args(["train", "--cms-outer-periods", "1", "4", "16"])
+    assert train_config_from_args(args).cms_outer_periods == (1, 4, 16)
+    assert train_config_from_args(build_parser().parse_args(["train"])).cms_outer_periods is None
+    seen = []
+    monkeypatch.setattr(tasks_runner, "run_task", lambda config: seen.append(config) or {
+        "family": "formal", "task": config.task, "arch": config.arch, "evals": {}})
+    tasks_cli.cmd_run(build_parser().parse_args(["tasks", "run", "formal_parity", "--out", "x",
+                                                 "--cms-outer-periods", "1", "8"]))
+    assert seen[0].cms_outer_periods == (1, 8)

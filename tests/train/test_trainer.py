@@ -129,3 +129,30 @@ def test_refuses_to_overwrite_a_run_and_to_resume_a_different_one(tmp_path, text
 def test_bad_train_configs(bad, tmp_path, text_folder):
     with pytest.raises(HopeError):
         config(tmp_path, text_folder, **bad)
+
+
+def test_cms_outer_periods_resume_mid_period_continues_the_same_curve(tmp_path, text_folder, monkeypatch):
+    """Interrupted at step 5 of a level with period 3 (two gradients held), resumed: the same curve and weights."""
+    hope = dict(arch="hope", size=None, model={"d_model": 16, "n_layers": 1, "n_heads": 2, "cms_periods": (8, 16)},
+                cms_outer_periods=(1, 3))
+    train(config(tmp_path, text_folder, "full", **hope))
+    real_batch_at = train_module.batch_at
+
+    def interrupt_at_step_5(tokens, step, **kwargs):
+        if step == 5:
+            raise KeyboardInterrupt
+        return real_batch_at(tokens, step, **kwargs)
+
+    monkeypatch.setattr(train_module, "batch_at", interrupt_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path, text_folder, "cut", **hope))
+    monkeypatch.setattr(train_module, "batch_at", real_batch_at)
+    _, _, state = load_checkpoint(tmp_path / "cut" / "checkpoint", with_trainer_state=True)
+    assert state["cms_outer"]["steps"] == 5 and any(s is not None for s in state["cms_outer"]["sums"])
+    with pytest.raises(HopeError, match="cms_outer_periods"):
+        train(config(tmp_path, text_folder, "cut", resume=True, **{**hope, "cms_outer_periods": None}))
+    train(config(tmp_path, text_folder, "cut", resume=True, **hope))
+    assert losses(tmp_path / "cut") == losses(tmp_path / "full")
+    full = load_file(str(tmp_path / "full" / "checkpoint" / "model.safetensors"))
+    cut = load_file(str(tmp_path / "cut" / "checkpoint" / "model.safetensors"))
+    assert all(torch.equal(full[k], cut[k]) for k in full)

@@ -46,6 +46,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         eval_examples=args.eval_examples, eval_batch_size=args.eval_batch_size, seq_len=args.seq_len,
         tokenizer=args.tokenizer, checkpoint=args.checkpoint, model=dict(args.model or []),
         options=dict(args.option or []), data_dir=args.data_dir, device=args.device, compile=args.compile,
+        cms_outer_periods=args.cms_outer_periods,
     )
     results = [run_task(config)] if len(names) == 1 else run_many(config, names)
     for result in results:
@@ -117,6 +118,9 @@ def add_tasks_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     run.add_argument("--device", default="auto", help="cpu, cuda or auto.")
     run.add_argument("--compile", action="store_true",
                      help="torch.compile Hope's per-chunk mixer functions (speed-ups: docs/training.md).")
+    run.add_argument("--cms-outer-periods", type=int, nargs="+", metavar="N",
+                     help="One period per CMS level in optimizer steps: level l steps only after every N-th step, "
+                          "with the mean gradient (paper_spec A6 (ii)).")
     run.set_defaults(func=cmd_run)
 
     quick = sub.add_parser("quick", help="Every task for very small models, in minutes.")

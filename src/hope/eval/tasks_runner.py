@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from hope.compiling import compiling
 from hope.errors import HopeError
+from hope.optim.cms_outer import CMSOuterPeriods
 from hope.tasks.base import IGNORE_INDEX, TaskBatch, score_predictions
 from hope.tasks.continual import continual_metrics, seen_class_accuracy
 from hope.tasks.registry import TASKS, TaskSpec, get_task
@@ -71,6 +72,8 @@ class TaskRunConfig:
     progress: bool = True
     compile: bool = False
     """torch.compile Hope's per-chunk mixer functions (``hope.compiling``; speed-ups in docs/training.md)."""
+    cms_outer_periods: tuple[int, ...] | None = None
+    """One period per CMS level, in optimizer steps (paper_spec A6 (ii); ``hope.optim.cms_outer``)."""
 
     def __post_init__(self) -> None:
         get_task(self.task)
@@ -80,6 +83,8 @@ class TaskRunConfig:
         if self.lr <= 0:
             raise HopeError(f"lr must be positive, got {self.lr}")
         self.lengths = tuple(int(n) for n in self.lengths)
+        if self.cms_outer_periods is not None:
+            self.cms_outer_periods = tuple(self.cms_outer_periods)
         if any(n < 1 for n in self.lengths):
             raise HopeError(f"lengths must be positive, got {self.lengths}")
 
@@ -201,17 +206,21 @@ def eval_settings(spec: TaskSpec, lengths: tuple[int, ...]) -> dict[str, dict[st
     return {f"{n // 1024}K" if n % 1024 == 0 else str(n): {"length": n} for n in lengths}
 
 
-def _train_steps(config: TaskRunConfig, params: list[nn.Parameter], total: int | None):
+def _train_steps(config: TaskRunConfig, model: nn.Module, params: list[nn.Parameter], total: int | None):
+    """AdamW, its schedule and (with ``cms_outer_periods``) the CMS levels' outer periods."""
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total))
-    return optimizer, scheduler
+    levels = CMSOuterPeriods(model, config.cms_outer_periods) if config.cms_outer_periods else None
+    return optimizer, scheduler, levels
 
 
-def _step(config, optimizer, scheduler, params, loss: torch.Tensor) -> None:
+def _step(config, optimizer, scheduler, levels, params, loss: torch.Tensor) -> None:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+    if levels is not None:
+        levels.hold_back()
     optimizer.step()
     scheduler.step()
 
@@ -248,7 +257,7 @@ def _run_sequence(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
         decoder = ReconstructionDecoder(model.config.d_model, train_task.vocab_size, longest).to(device)
     predictor = Predictor(model, decoder)
     params = [p for p in model.parameters() if p.requires_grad] + (list(decoder.parameters()) if decoder else [])
-    optimizer, scheduler = _train_steps(config, params, config.steps)
+    optimizer, scheduler, levels = _train_steps(config, model, params, config.steps)
     rng = np.random.default_rng([config.seed, 0])
     curve = []
     model.train()
@@ -258,7 +267,7 @@ def _run_sequence(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
         loss = _answer_loss(predictor.logits(input_ids), targets)
         if not torch.isfinite(loss):
             raise HopeError(f"{spec.name}: non-finite training loss at step {step}; lower --lr")
-        _step(config, optimizer, scheduler, params, loss)
+        _step(config, optimizer, scheduler, levels, params, loss)
         if step % max(1, config.steps // 50) == 0 or step == config.steps - 1:
             curve.append([step, round(loss.item(), 5)])
             bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -305,7 +314,7 @@ def _run_continual(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
     encoder = stream.encoder(classes)
     model = _fresh_model(config, encoder.vocab_size, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler = _train_steps(config, params, None)
+    optimizer, scheduler, levels = _train_steps(config, model, params, None)
     rng = np.random.default_rng([config.seed, 0])
     pick = np.random.default_rng([config.seed, 1])
     tests = [tuple(s.test[k] for k in sorted(pick.permutation(len(s.test))[: config.eval_examples])) for s in stages]
@@ -320,7 +329,7 @@ def _run_continual(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
             picks = rng.integers(len(stage.train), size=config.batch_size)
             input_ids, targets = _to_device(encoder.encode([stage.train[k] for k in picks]), device)
             loss = _answer_loss(model(input_ids).logits, targets)
-            _step(config, optimizer, scheduler, params, loss)
+            _step(config, optimizer, scheduler, levels, params, loss)
             bar.update(1)
         curve.append([i, round(loss.item(), 5)])
         model.eval()
@@ -359,7 +368,7 @@ def _run_eras(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
     train = [encode(s.train) for s in stages]
     test = [encode(s.test) for s in stages]
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler = _train_steps(config, params, None)
+    optimizer, scheduler, levels = _train_steps(config, model, params, None)
     rng = np.random.default_rng([config.seed, 0])
     matrix = np.zeros((len(stages), len(stages)))
     curve = []
@@ -370,7 +379,7 @@ def _run_eras(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
             starts = rng.integers(tokens.size - config.seq_len - 1, size=config.batch_size)
             windows = torch.from_numpy(np.stack([tokens[s: s + config.seq_len + 1] for s in starts])).to(device)
             loss = _answer_loss(model(windows[:, :-1]).logits, windows[:, 1:])
-            _step(config, optimizer, scheduler, params, loss)
+            _step(config, optimizer, scheduler, levels, params, loss)
             bar.update(1)
         curve.append([i, round(loss.item(), 5)])
         model.eval()
