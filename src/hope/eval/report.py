@@ -1,12 +1,15 @@
 """Markdown tables and plots of task runs: one run (``results.md`` beside its ``result.json``) or
 many (``hope tasks report DIR... --out docs/results.md``): per family a table of exact-match
 accuracy (models x task settings) and accuracy-vs-length plots; for continual learning the
-average score, forgetting and backward transfer, and a forgetting chart.
+average score, forgetting and backward transfer, and a forgetting chart. Runs of one model and task with
+different seeds are pooled: a cell is the mean over seeds, with the sample standard deviation after
+``±`` when there are several, and the row names its seeds.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,9 @@ from hope.tasks.registry import FAMILIES, TASKS
 def model_label(result: dict[str, Any]) -> str:
     """``arch (size)``, plus model overrides and a fine-tuned checkpoint when there are any."""
     extras = [f"{k}={v}" for k, v in sorted((result.get("model_overrides") or {}).items())]
+    outer = (result.get("config") or {}).get("cms_outer_periods")
+    if outer:
+        extras.append("cms_outer_periods=" + "/".join(map(str, outer)))
     if result.get("checkpoint"):
         extras.append(f"from {Path(result['checkpoint']).name}")
     return f"{result['arch']} ({', '.join([result['size'], *extras])})"
@@ -121,12 +127,25 @@ def collect_results(paths: list[str | Path]) -> list[dict[str, Any]]:
     return results
 
 
-def _latest(results: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """One result per (task, model): later paths win."""
-    table: dict[tuple[str, str], dict[str, Any]] = {}
+def _by_seed(results: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The runs of each (task, model), one per seed in seed order; of two runs with one seed the later path wins."""
+    table: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for result in results:
-        table[(result["task"], model_label(result))] = result
-    return table
+        table.setdefault((result["task"], model_label(result)), {})[int(result.get("seed", 0))] = result
+    return {key: [seeds[s] for s in sorted(seeds)] for key, seeds in table.items()}
+
+
+def _pooled(values: list[float], fmt=_percent) -> str:
+    """``mean`` of one value, ``mean ± sd`` (sample standard deviation) of several."""
+    if not values:
+        return ""
+    text = fmt(statistics.fmean(values))
+    return f"{text} ± {fmt(statistics.stdev(values))}" if len(values) > 1 else text
+
+
+def _seeds(runs: dict, tasks: list[str], model: str) -> str:
+    seeds = sorted({int(r.get("seed", 0)) for task in tasks for r in runs.get((task, model), [])})
+    return ", ".join(map(str, seeds))
 
 
 def build_report(paths: list[str | Path], out: str | Path, command: str = "") -> str:
@@ -134,11 +153,13 @@ def build_report(paths: list[str | Path], out: str | Path, command: str = "") ->
     results = collect_results(paths)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    runs = _latest(results)
+    runs = _by_seed(results)
     models = sorted({m for _, m in runs})
+    count = sum(len(seeds) for seeds in runs.values())
     lines = ["# Task results", "",
-             f"{len(runs)} runs{f', written by `{command}`' if command else ''}. Every number below was measured "
-             "by these runs; item accuracy is exact match per answer, in percent.", ""]
+             f"{count} runs{f', written by `{command}`' if command else ''}. Every number below was measured "
+             "by these runs; item accuracy is exact match per answer, in percent; with several seeds, mean ± "
+             "sample standard deviation over them.", ""]
     for family in FAMILIES:
         tasks = [name for name, spec in TASKS.items() if spec.family == family and any(t == name for t, _ in runs)]
         if not tasks:
@@ -148,7 +169,7 @@ def build_report(paths: list[str | Path], out: str | Path, command: str = "") ->
             lines += _continual_table(tasks, models, runs)
         else:
             lines += _family_table(tasks, models, runs)
-        lines += ["", _budgets([r for (t, _), r in runs.items() if t in tasks])]
+        lines += ["", _budgets([r for (t, _), seeds in runs.items() if t in tasks for r in seeds])]
         plot = _plot_family(family, tasks, models, runs, out)
         if plot:
             lines += ["", f"![{family}]({plot})"]
@@ -167,19 +188,16 @@ def _family_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
     for task in tasks:
         labels = []
         for model in models:
-            for label in runs.get((task, model), {}).get("evals", {}):
-                if label not in labels:
-                    labels.append(label)
+            for result in runs.get((task, model), []):
+                labels += [label for label in result["evals"] if label not in labels]
         columns += [(task, label) for label in labels]
-    lines = ["| model | " + " | ".join(f"{_short(t)} {label}" for t, label in columns) + " |",
-             "|---" * (len(columns) + 1) + "|"]
+    lines = ["| model | " + " | ".join(f"{_short(t)} {label}" for t, label in columns) + " | seeds |",
+             "|---" * (len(columns) + 2) + "|"]
     for model in models:
-        cells = []
-        for task, label in columns:
-            scores = runs.get((task, model), {}).get("evals", {}).get(label)
-            cells.append(_percent(scores["item_accuracy"]) if scores else "")
+        cells = [_pooled([r["evals"][label]["item_accuracy"] for r in runs.get((task, model), []) if label in r["evals"]])
+                 for task, label in columns]
         if any(cells):
-            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+            lines.append(f"| {model} | " + " | ".join(cells) + f" | {_seeds(runs, tasks, model)} |")
     return lines
 
 
@@ -206,22 +224,30 @@ def _short(task: str) -> str:
 
 def _continual_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
     header = " | ".join(f"{t.removeprefix('continual_')} {m}" for t in tasks for m in ("avg", "forget", "BWT"))
-    lines = [f"| model | {header} |", "|---" * (3 * len(tasks) + 1) + "|"]
+    lines = [f"| model | {header} | seeds |", "|---" * (3 * len(tasks) + 2) + "|"]
     for model in models:
         cells = []
         for task in tasks:
-            result = runs.get((task, model))
-            if result is None:
+            seeds = runs.get((task, model), [])
+            if not seeds:
                 cells += ["", "", ""]
                 continue
-            fmt = _percent if result["metric"] == "accuracy" else (lambda v: f"{v:.3f}")
-            m = result["continual"]
-            cells += [fmt(m["average"]), fmt(m["forgetting"]), fmt(m["backward_transfer"])]
+            fmt = _percent if seeds[0]["metric"] == "accuracy" else (lambda v: f"{v:.3f}")
+            cells += [_pooled([r["continual"][key] for r in seeds], fmt)
+                      for key in ("average", "forgetting", "backward_transfer")]
         if any(cells):
-            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+            lines.append(f"| {model} | " + " | ".join(cells) + f" | {_seeds(runs, tasks, model)} |")
     lines += ["", "avg: final accuracy (corpus eras: loss) averaged over stages; forget: average forgetting "
               "(lower is better); BWT: backward transfer (higher is better)."]
     return lines
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else 0.0
+
+
+def _spread(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _plot_family(family: str, tasks: list[str], models: list[str], runs: dict, out: Path) -> str | None:
@@ -233,8 +259,9 @@ def _plot_family(family: str, tasks: list[str], models: list[str], runs: dict, o
         fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(tasks), 3.5))
         width = 0.8 / max(1, len(models))
         for k, model in enumerate(models):
-            values = [runs[(t, model)]["continual"]["forgetting"] if (t, model) in runs else 0.0 for t in tasks]
-            ax.bar([i + k * width for i in range(len(tasks))], values, width, label=model)
+            values = [[r["continual"]["forgetting"] for r in runs.get((t, model), [])] for t in tasks]
+            ax.bar([i + k * width for i in range(len(tasks))], [_mean(v) for v in values], width,
+                   yerr=[_spread(v) for v in values], label=model)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], [t.removeprefix("continual_") for t in tasks])
         ax.set_ylabel("average forgetting")
     else:
@@ -243,10 +270,12 @@ def _plot_family(family: str, tasks: list[str], models: list[str], runs: dict, o
         fig, axes = plt.subplots(rows, columns, figsize=(max(3.2 * columns, 7.0), 2.6 * rows + 0.6), squeeze=False)
         for ax, task in zip(axes.flat, tasks):
             for model in models:
-                result = runs.get((task, model))
-                if result:
-                    labels = list(result["evals"])
-                    ax.plot(labels, [100 * result["evals"][k]["item_accuracy"] for k in labels], marker="o", label=model)
+                seeds = runs.get((task, model))
+                if seeds:
+                    labels = [k for k in seeds[0]["evals"] if all(k in r["evals"] for r in seeds)]
+                    values = [[100 * r["evals"][k]["item_accuracy"] for r in seeds] for k in labels]
+                    ax.errorbar(labels, [_mean(v) for v in values], yerr=[_spread(v) for v in values], marker="o",
+                                capsize=2, label=model)
             ax.set_title(task, fontsize=9)
             ax.set_ylim(-2, 102)
             ax.tick_params(labelsize=7)

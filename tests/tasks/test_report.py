@@ -1,0 +1,54 @@
+"""hope tasks report: runs of one model and task with several seeds are pooled as mean ± sd."""
+
+import json
+import statistics
+
+import pytest
+
+from hope.eval.report import build_report, model_label
+
+
+def write(folder, seed, accuracy, arch="hope", **config):
+    folder.mkdir(parents=True)
+    result = {"task": "niah_single_1", "family": "niah", "arch": arch, "size": "tiny", "seed": seed,
+              "model_overrides": {}, "params": 1, "evals": {"256": {"item_accuracy": accuracy}},
+              "config": {"steps": 3, "batch_size": 2, "lr": 1e-3, "options": {}, **config}}
+    (folder / "result.json").write_text(json.dumps(result))
+    return result
+
+
+def test_seeds_are_pooled_and_a_repeated_seed_is_replaced_by_the_later_path(tmp_path):
+    write(tmp_path / "a" / "s0", 0, 0.10)
+    write(tmp_path / "a" / "s1", 1, 0.30)
+    write(tmp_path / "b" / "s1", 1, 0.50)
+    write(tmp_path / "b" / "t0", 0, 0.70, arch="transformer")
+    report = build_report([tmp_path / "a", tmp_path / "b"], tmp_path / "r.md")
+    sd = 100 * statistics.stdev([0.10, 0.50])
+    assert f"| hope (tiny) | 30.0 ± {sd:.1f} | 0, 1 |" in report
+    assert "| transformer (tiny) | 70.0 | 0 |" in report
+    assert report.startswith("# Task results\n\n3 runs")
+
+
+def test_outer_periods_are_part_of_the_model_label(tmp_path):
+    plain = write(tmp_path / "p", 0, 0.1)
+    outer = write(tmp_path / "o", 0, 0.2, cms_outer_periods=[1, 4, 16])
+    assert model_label(plain) == "hope (tiny)"
+    assert model_label(outer) == "hope (tiny, cms_outer_periods=1/4/16)"
+    report = build_report([tmp_path], tmp_path / "r.md")
+    assert "| hope (tiny) | 10.0 | 0 |" in report and "| hope (tiny, cms_outer_periods=1/4/16) | 20.0 | 0 |" in report
+
+
+@pytest.mark.parametrize("seeds", [[0], [0, 1, 2]])
+def test_continual_rows_pool_their_metrics(tmp_path, seeds):
+    for seed in seeds:
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        metrics = {"average": 0.2 + 0.1 * seed, "forgetting": 0.5, "backward_transfer": -0.5}
+        (folder / "result.json").write_text(json.dumps({
+            "task": "continual_banking77", "family": "continual", "arch": "hope", "size": "tiny", "seed": seed,
+            "metric": "accuracy", "continual": metrics, "config": {"steps": 1, "batch_size": 2, "lr": 1e-3}}))
+    report = build_report([tmp_path], tmp_path / "r.md")
+    average = "20.0" if len(seeds) == 1 else "30.0 ± 10.0"
+    forgetting = "50.0" if len(seeds) == 1 else "50.0 ± 0.0"
+    assert f"| hope (tiny) | {average} | {forgetting} |" in report
+    assert f"| {', '.join(map(str, seeds))} |" in report
