@@ -41,8 +41,8 @@ def test_seeded_runs_are_reproducible(tmp_path, text_folder):
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
 
 
-def test_interrupt_saves_and_resume_continues_the_same_curve(tmp_path, text_folder, monkeypatch):
-    train(config(tmp_path, text_folder, "full"))
+def train_interrupted_at_step_5(run_config, monkeypatch):
+    """``train(run_config)`` with a KeyboardInterrupt raised when step 5's batch is drawn."""
     real_batch_at = train_module.batch_at
 
     def interrupt_at_step_5(tokens, step, **kwargs):
@@ -52,8 +52,13 @@ def test_interrupt_saves_and_resume_continues_the_same_curve(tmp_path, text_fold
 
     monkeypatch.setattr(train_module, "batch_at", interrupt_at_step_5)
     with pytest.raises(KeyboardInterrupt):
-        train(config(tmp_path, text_folder, "cut"))
+        train(run_config)
     monkeypatch.setattr(train_module, "batch_at", real_batch_at)
+
+
+def test_interrupt_saves_and_resume_continues_the_same_curve(tmp_path, text_folder, monkeypatch):
+    train(config(tmp_path, text_folder, "full"))
+    train_interrupted_at_step_5(config(tmp_path, text_folder, "cut"), monkeypatch)
     _, _, state = load_checkpoint(tmp_path / "cut" / "checkpoint", with_trainer_state=True)
     assert state["step"] == 5
     train(config(tmp_path, text_folder, "cut", resume=True))
@@ -136,17 +141,7 @@ def test_cms_outer_periods_resume_mid_period_continues_the_same_curve(tmp_path, 
     hope = dict(arch="hope", size=None, model={"d_model": 16, "n_layers": 1, "n_heads": 2, "cms_periods": (8, 16)},
                 cms_outer_periods=(1, 3))
     train(config(tmp_path, text_folder, "full", **hope))
-    real_batch_at = train_module.batch_at
-
-    def interrupt_at_step_5(tokens, step, **kwargs):
-        if step == 5:
-            raise KeyboardInterrupt
-        return real_batch_at(tokens, step, **kwargs)
-
-    monkeypatch.setattr(train_module, "batch_at", interrupt_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        train(config(tmp_path, text_folder, "cut", **hope))
-    monkeypatch.setattr(train_module, "batch_at", real_batch_at)
+    train_interrupted_at_step_5(config(tmp_path, text_folder, "cut", **hope), monkeypatch)
     _, _, state = load_checkpoint(tmp_path / "cut" / "checkpoint", with_trainer_state=True)
     assert state["cms_outer"]["steps"] == 5 and any(s is not None for s in state["cms_outer"]["sums"])
     with pytest.raises(HopeError, match="cms_outer_periods"):
