@@ -134,3 +134,18 @@ def test_resume_with_other_periods_is_refused():
     levels = CMSOuterPeriods(model, (1, 2))
     with pytest.raises(HopeError, match="differ from the checkpoint"):
         CMSOuterPeriods(model, (1, 3)).load_state_dict(levels.state_dict())
+
+
+def test_a_step_without_gradient_counts_as_zero():
+    model = small_hope()
+    levels = CMSOuterPeriods(model, (1, 2))
+    first, second = batches(2)
+    loss_of(model, first).backward()
+    expected = [p.grad.clone() / 2 for p in level_params(model, 1)]
+    levels.hold_back()
+    assert all(p.grad is None for p in level_params(model, 1))
+    model.zero_grad(set_to_none=True)
+    levels.hold_back()
+    for p, g in zip(level_params(model, 1), expected):
+        torch.testing.assert_close(p.grad, g, rtol=0, atol=0)
+    assert levels.sums == {}

@@ -54,20 +54,21 @@ class CMSOuterPeriods:
 
     def hold_back(self) -> None:
         """Count one optimizer step; add the gradients of every level with period > 1 to its running sum, and
-        hand it the mean over its period (else ``None``) as its gradient for this step."""
+        hand it the mean over its period (else ``None``) as its gradient for this step. A step without a
+        gradient for a parameter counts as a zero gradient."""
         self.steps += 1
         for period, params in self.held:
             due = self.steps % period == 0
             for p in params:
-                if p.grad is None:
+                total = self.sums.pop(id(p), None)
+                if p.grad is not None:
+                    total = p.grad.detach().clone() if total is None else total.add_(p.grad)
+                if total is None:
                     continue
-                key = id(p)
-                total = self.sums.pop(key, None)
-                total = p.grad.detach().clone() if total is None else total.add_(p.grad)
                 if due:
                     p.grad = total.div_(period)
                 else:
-                    self.sums[key] = total
+                    self.sums[id(p)] = total
                     p.grad = None
 
     def _order(self) -> list[nn.Parameter]:
