@@ -139,8 +139,7 @@ def test_resume_with_other_periods_is_refused():
 def test_a_step_without_gradient_counts_as_zero():
     model = small_hope()
     levels = CMSOuterPeriods(model, (1, 2))
-    first, second = batches(2)
-    loss_of(model, first).backward()
+    loss_of(model, batches(1)[0]).backward()
     expected = [p.grad.clone() / 2 for p in level_params(model, 1)]
     levels.hold_back()
     assert all(p.grad is None for p in level_params(model, 1))
