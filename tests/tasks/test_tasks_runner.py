@@ -90,3 +90,14 @@ def test_cms_outer_periods_hold_back_every_step_of_a_task_run(tmp_path, monkeypa
     assert calls == [(1, 2, 4)] * 3 and result["config"]["cms_outer_periods"] == (1, 2, 4)
     with pytest.raises(HopeError, match="one period per level"):
         run_task(TaskRunConfig(**{**config.__dict__, "cms_outer_periods": (1, 2), "out": str(tmp_path / "bad")}))
+
+
+def test_cli_runs_several_seeds_into_their_own_folders_and_the_report_pools_them(tmp_path, capsys):
+    out = tmp_path / "seeds"
+    code = main(["tasks", "run", "formal_aa_star", "--out", str(out), "--steps", "2", "--eval-examples", "2",
+                 "--model", "d_model=32", "--model", "n_layers=1", "--model", "n_heads=2", "--length", "20",
+                 "--seed", "0", "1"])
+    assert code == 0 and "(seed 1)" in capsys.readouterr().out
+    assert [r["seed"] for r in collect_results([out / "seed-0", out / "seed-1"])] == [0, 1]
+    report = build_report([out], tmp_path / "r.md")
+    assert " | 0, 1 |" in report and " ± " in report

@@ -1,12 +1,12 @@
 """``hope tasks``: list the benchmark tasks, run them, run the quick suite, and report.
 
     hope tasks list
-    hope tasks run TASK --arch ARCH --size SIZE [--length L ...] [--seed S] --out DIR
+    hope tasks run TASK --arch ARCH --size SIZE [--length L ...] [--seed S ...] --out DIR
     hope tasks quick [--archs transformer,hope] --out DIR
     hope tasks report DIR... --out docs/results.md
 
 ``TASK`` is a task name, a family (``niah``, ``formal``, ...) or ``all``; several tasks run into
-``DIR/<task>``. ``hope.cli`` adds this subcommand with ``add_tasks_parser(subparsers)``.
+``DIR/<task>``, several seeds into ``DIR/seed-S``. ``hope.cli`` adds this subcommand with ``add_tasks_parser(subparsers)``.
 """
 
 from __future__ import annotations
@@ -40,17 +40,18 @@ def cmd_run(args: argparse.Namespace) -> None:
     from hope.eval.tasks_runner import TaskRunConfig, run_many, run_task
 
     names = _task_names(args.task)
-    config = TaskRunConfig(
-        task=names[0], arch=args.arch, size=args.size, out=args.out, lengths=tuple(args.length or ()), seed=args.seed,
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-        eval_examples=args.eval_examples, eval_batch_size=args.eval_batch_size, seq_len=args.seq_len,
-        tokenizer=args.tokenizer, checkpoint=args.checkpoint, model=dict(args.model or []),
-        options=dict(args.option or []), data_dir=args.data_dir, device=args.device, compile=args.compile,
-        cms_outer_periods=args.cms_outer_periods,
-    )
-    results = [run_task(config)] if len(names) == 1 else run_many(config, names)
-    for result in results:
-        print(_summary(result))
+    seeds = list(dict.fromkeys(args.seed))
+    for seed in seeds:
+        config = TaskRunConfig(
+            task=names[0], arch=args.arch, size=args.size, out=args.out if len(seeds) == 1 else f"{args.out}/seed-{seed}",
+            lengths=tuple(args.length or ()), seed=seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+            warmup_steps=args.warmup_steps, eval_examples=args.eval_examples, eval_batch_size=args.eval_batch_size,
+            seq_len=args.seq_len, tokenizer=args.tokenizer, checkpoint=args.checkpoint, model=dict(args.model or []),
+            options=dict(args.option or []), data_dir=args.data_dir, device=args.device, compile=args.compile,
+            cms_outer_periods=args.cms_outer_periods,
+        )
+        for result in [run_task(config)] if len(names) == 1 else run_many(config, names):
+            print(_summary(result) + (f" (seed {seed})" if len(seeds) > 1 else ""))
 
 
 def _summary(result: dict[str, Any]) -> str:
@@ -99,7 +100,9 @@ def add_tasks_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     run.add_argument("--size", default="tiny", help="Size preset (tiny, small, ...).")
     run.add_argument("--length", type=int, nargs="+", metavar="L",
                      help="Evaluation lengths (formal languages: upper ends of length bins).")
-    run.add_argument("--seed", type=int, default=0, help="Seed of the model and of every generated batch.")
+    run.add_argument("--seed", type=int, nargs="+", default=[0], metavar="S",
+                     help="Seed of the model and of every generated batch; several seeds run into OUT/seed-S each "
+                          "(the report pools them).")
     run.add_argument("--out", required=True, help="Run directory (several tasks: one subfolder each).")
     run.add_argument("--steps", type=int, default=1000, help="Optimizer steps (continual: per stage).")
     run.add_argument("--batch-size", type=int, default=32, help="Rows per step.")
