@@ -25,7 +25,7 @@ def _trainer(max_bad_steps):
                           diverged_hint="lower --lr")
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\(\)`")
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")
 def test_non_finite_steps_are_skipped_then_abort():
     model, trainer = _trainer(max_bad_steps=2)
     before = [p.detach().clone() for p in model.parameters()]
