@@ -1,6 +1,6 @@
 """Train every architecture at equal parameters on the same tokens, then compare bits per byte.
 
-Each architecture is trained by ``hope.train.train`` with one shared ``TrainConfig`` (same seed, so the
+Each architecture is trained by ``hope.train.lm.train`` with one shared ``TrainConfig`` (same seed, so the
 same batches at every step: the trainer's batches are a function of ``(seed, step)``; same optimizer and
 schedule) for ``--tokens`` training tokens, then evaluated on the same validation and test windows
 (``hope.eval.evaluate_lm``, the first ``--eval-windows`` windows of ``seq_len`` tokens of each split).
@@ -29,12 +29,13 @@ from pathlib import Path
 import torch
 
 from hope.checkpoint import load_checkpoint
-from hope.cli import key_value
+from hope.cli.flags import key_value
 from hope.data import encode_corpus, load_corpus
 from hope.errors import HopeError
 from hope.eval import evaluate_lm
 from hope.models import ARCHS, build
-from hope.train import TrainConfig, train
+from hope.train.config import TrainConfig
+from hope.train.lm import train
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = ("hope", "hope-attention", "titans", "gated-deltanet", "transformer")

@@ -29,7 +29,8 @@ from hope.data.dataset import batch_at
 from hope.eval import evaluate_lm
 from hope.models import build
 from hope.optim import build_optimizer
-from hope.train import TrainConfig, lr_lambda
+from hope.train.config import TrainConfig
+from hope.train.loop import lr_schedule
 
 RUNS: dict[str, tuple[str, float, dict]] = {
     "adamw": ("adamw", 3e-3, {}),
@@ -69,7 +70,7 @@ def make_runs(names: list[str], vocab: int, args: argparse.Namespace, lr_overrid
         torch.manual_seed(args.seed)
         model = build("transformer", "tiny", vocab_size=vocab)
         optimizer = build_optimizer(optimizer_name, model, lr=lr_override or lr, weight_decay=0.1, **options)
-        schedule = lr_lambda(TrainConfig(max_steps=args.steps, warmup_steps=args.warmup))
+        schedule = lr_schedule(args.warmup, args.steps, TrainConfig.min_lr_ratio)
         runs.append(Run(name, model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)))
     return runs
 

@@ -5,10 +5,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import hope.train as train_module
+import hope.train.lm as train_module
 from hope.checkpoint import load_checkpoint
 from hope.errors import HopeError
-from hope.train import TrainConfig, train
+from hope.train.config import TrainConfig
+from hope.train.lm import train
 
 SMALL_MODEL = {"d_model": 32, "n_layers": 2, "n_heads": 2}
 

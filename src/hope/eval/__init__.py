@@ -1,4 +1,4 @@
-"""Evaluation: loss, perplexity and bits per byte; task runners and reports."""
+"""Evaluation: loss, perplexity and bits per byte of a language model; tables and plots of task runs."""
 
 from hope.eval.perplexity import EvalResult, evaluate_lm
 

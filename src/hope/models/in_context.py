@@ -77,8 +77,10 @@ def last_step(position: int, period: int) -> int:
     return (position - 1) // period * period if position > 0 else 0
 
 
-def forward_in_context(model, input_ids: torch.Tensor, state: HopeState | None) -> tuple[torch.Tensor, HopeState]:
-    """``model(input_ids, state)`` for a model with learning CMS levels: logits ``[B, T, V]`` and the new state."""
+def forward_in_context(model, input_ids: torch.Tensor,
+                       state: HopeState | None) -> tuple[torch.Tensor, torch.Tensor, HopeState]:
+    """``model(input_ids, state)`` for a model with learning CMS levels: logits ``[B, T, V]``, the head's
+    inputs ``[B, T, D]`` and the new state."""
     if torch.is_inference_mode_enabled():
         raise RuntimeError("CMS in-context learning needs autograd: use torch.no_grad(), not torch.inference_mode()")
     state = state or HopeState()
@@ -94,14 +96,14 @@ def forward_in_context(model, input_ids: torch.Tensor, state: HopeState | None) 
         begin, ids = state, input_ids
     keep = {last_step(end, c) for c in periods}
     outer_grad = torch.is_grad_enabled()
-    logits, layers, captured = _run_segments(model, ids, start, begin.layers, keep, outer_grad)
+    logits, hidden, layers, captured = _run_segments(model, ids, start, begin.layers, keep, outer_grad)
     snapshots = [captured[p] if p >= start else _snapshot_at(state, p) for p in sorted(keep)]
     known = input_ids if state.replay_ids is None else torch.cat([state.replay_ids, input_ids], dim=1)
     new_state = HopeState(end, layers, known[:, min(keep) - origin:], snapshots)
-    logits = logits[:, position - start:]
+    logits, hidden = logits[:, position - start:], hidden[:, position - start:]
     if not outer_grad:
-        return logits.detach(), new_state.detach()
-    return logits, new_state
+        return logits.detach(), hidden.detach(), new_state.detach()
+    return logits, hidden, new_state
 
 
 def _snapshot_at(state: HopeState, position: int) -> HopeState:
@@ -113,16 +115,16 @@ def _snapshot_at(state: HopeState, position: int) -> HopeState:
 
 
 def _run_segments(model, ids: torch.Tensor, start: int, layers: list, keep: set[int],
-                  outer_grad: bool) -> tuple[torch.Tensor, list, dict[int, HopeState]]:
+                  outer_grad: bool) -> tuple[torch.Tensor, torch.Tensor, list, dict[int, HopeState]]:
     """Read ``ids`` (positions ``start ..``) segment by segment, stepping the CMS levels at every boundary.
 
-    Returns all the logits, the final per-layer states and the states at the positions in ``keep``."""
+    Returns all the logits and head inputs, the final per-layer states and the states at the positions in ``keep``."""
     periods, end = model.cms_periods, start + ids.shape[1]
     boundaries = sorted({b for c in periods for b in range((start // c + 1) * c, end, c)})
     captured = {start: HopeState(start, layers)} if start in keep else {}
     if not boundaries:
-        logits, layers = model.run_blocks(ids, layers, start)
-        return logits, layers, captured
+        logits, layers, hidden = model.run_blocks(ids, layers, start)
+        return logits, hidden, layers, captured
     second_order = outer_grad and any(model.blocks[i].channel.second_order for i in model.cms_layers)
     with torch.enable_grad(), _twice_differentiable() if second_order else contextlib.nullcontext():
         layers = _fast_weights_requiring_grad(model, layers)
@@ -139,16 +141,17 @@ def _twice_differentiable() -> Iterator[None]:
 
 def _learning_loop(model, ids: torch.Tensor, start: int, layers: list, boundaries: list[int], keep: set[int],
                    captured: dict[int, HopeState], outer_grad: bool,
-                   second_order: bool) -> tuple[torch.Tensor, list, dict[int, HopeState]]:
+                   second_order: bool) -> tuple[torch.Tensor, torch.Tensor, list, dict[int, HopeState]]:
     """The segments and steps; ``second_order`` runs attention on the math kernel, which has a double backward.
     Without an outer graph (``outer_grad`` False), the graph is cut wherever every level starts a new period
     (no pending step reaches back past it), so a long no-grad call holds at most one slowest period of it."""
     periods, end = model.cms_periods, start + ids.shape[1]
-    outputs, window = [], []
+    outputs, hiddens, window = [], [], []
     position = start
     for boundary in [*boundaries, end]:
-        logits, layers = model.run_blocks(ids[:, position - start : boundary - start], layers, position)
+        logits, layers, hidden = model.run_blocks(ids[:, position - start : boundary - start], layers, position)
         outputs.append(logits if outer_grad else logits.detach())
+        hiddens.append(hidden if outer_grad else hidden.detach())
         if boundary == end:
             break
         window.append((position, _next_token_losses(logits, ids[:, position - start + 1 : boundary - start + 1])))
@@ -162,7 +165,7 @@ def _learning_loop(model, ids: torch.Tensor, start: int, layers: list, boundarie
             captured[boundary] = HopeState(boundary, layers)
         oldest_needed = min(boundary // c * c for c in periods)
         window = [(p, x) for p, x in window if p >= oldest_needed]
-    return torch.cat(outputs, dim=1), layers, captured
+    return torch.cat(outputs, dim=1), torch.cat(hiddens, dim=1), layers, captured
 
 
 def _fast_weights_requiring_grad(model, layers: list) -> list:

@@ -33,6 +33,8 @@ class LMOutput:
     logits: torch.Tensor
     state: HopeState
     loss: torch.Tensor | None = None
+    hidden_states: torch.Tensor | None = None
+    """With ``output_hidden_states``: the last block's output after the final norm (the head's input), [B, T, D]."""
 
 
 class Block(nn.Module):
@@ -52,7 +54,7 @@ class Block(nn.Module):
 
 
 class LanguageModel(nn.Module):
-    """``model(input_ids, state=None, targets=None) -> LMOutput(logits, state, loss)``."""
+    """``model(input_ids, state=None, targets=None, output_hidden_states=False) -> LMOutput``."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -87,7 +89,7 @@ class LanguageModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, input_ids: torch.Tensor, state: HopeState | None = None,
-                targets: torch.Tensor | None = None) -> LMOutput:
+                targets: torch.Tensor | None = None, output_hidden_states: bool = False) -> LMOutput:
         if input_ids.ndim != 2 or input_ids.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"input_ids must be an integer tensor [batch, time], got {input_ids.dtype} {list(input_ids.shape)}")
         if targets is not None and targets.shape != input_ids.shape:
@@ -95,24 +97,27 @@ class LanguageModel(nn.Module):
         if state is not None and len(state.layers) not in (0, len(self.blocks)):
             raise ValueError(f"state has {len(state.layers)} layers, the model {len(self.blocks)}")
         if self.cms_periods:
-            logits, new_state = forward_in_context(self, input_ids, state)
+            logits, hidden, new_state = forward_in_context(self, input_ids, state)
         else:
             position = state.position if state is not None else 0
             layers = state.layers if state is not None else []
-            logits, new_layers = self.run_blocks(input_ids, layers, position)
+            logits, new_layers, hidden = self.run_blocks(input_ids, layers, position)
             new_state = HopeState(position + input_ids.shape[1], new_layers)
         loss = None
         if targets is not None:
             wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
             loss = F.cross_entropy(wide.flatten(0, 1), targets.flatten())
-        return LMOutput(logits, new_state, loss)
+        return LMOutput(logits, new_state, loss, hidden if output_hidden_states else None)
 
-    def run_blocks(self, input_ids: torch.Tensor, layers: list, position: int) -> tuple[torch.Tensor, list]:
-        """Logits of ``input_ids`` at ``position ..`` from per-layer states ``layers`` (``[]``: fresh), and the
-        new per-layer states; every layer keeps the weights its state holds (no in-context step here)."""
+    def run_blocks(self, input_ids: torch.Tensor, layers: list,
+                   position: int) -> tuple[torch.Tensor, list, torch.Tensor]:
+        """Logits of ``input_ids`` at ``position ..`` from per-layer states ``layers`` (``[]``: fresh), the
+        new per-layer states and the head's input; every layer keeps the weights its state holds (no in-context
+        step here)."""
         x = self.embed(input_ids)
         new_layers = []
         for block, layer_state in zip(self.blocks, layers or [None] * len(self.blocks)):
             x, s = block(x, layer_state, position)
             new_layers.append(s)
-        return self.head(self.norm(x)), new_layers
+        hidden = self.norm(x)
+        return self.head(hidden), new_layers, hidden

@@ -4,7 +4,10 @@ import sys
 
 import pytest
 
-from hope.cli import main
+from hope.cli import build_parser, main
+from hope.cli import tasks as tasks_cli
+from hope.cli.train import config_from_args as train_config_from_args
+from hope.tasks import runner as tasks_runner
 
 
 def run(capsys, *argv):
@@ -43,8 +46,6 @@ def test_train_eval_generate_end_to_end(tmp_path, text_folder, capsys):
 
 
 def test_yaml_config_gives_defaults_that_flags_override(tmp_path, text_folder, capsys):
-    from hope.cli import build_parser, train_config_from_args
-
     path = tmp_path / "c.yaml"
     path.write_text("seq_len: 64\nlr: 0.01\nmodel:\n  d_model: 48\n")
     args = build_parser().parse_args(["train", "--config", str(path), "--lr", "0.02"])
@@ -101,12 +102,18 @@ def test_state_from_another_model_is_refused(tmp_path, text_folder, capsys):
 def test_python_dash_m_hope_help():
     result = subprocess.run([sys.executable, "-m", "hope", "train", "--help"], capture_output=True, text=True, check=True)
     assert "--max-steps" in result.stdout and "Optimizer steps in all" in result.stdout
+    assert "(default: 1000)" in result.stdout and "--model KEY=VALUE" in result.stdout
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["tasks", "run", "--help"], ["train", "--lr"]])
+def test_help_and_argument_errors_do_not_import_torch(argv):
+    code = ("import sys\nfrom hope.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'" % argv)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_compile_flag_reaches_train_and_task_configs(monkeypatch):
-    from hope.cli import build_parser, train_config_from_args
-    from hope.eval import tasks_cli, tasks_runner
-
     assert train_config_from_args(build_parser().parse_args(["train", "--compile"])).compile is True
     assert train_config_from_args(build_parser().parse_args(["train"])).compile is False
     seen = []
@@ -118,9 +125,6 @@ def test_compile_flag_reaches_train_and_task_configs(monkeypatch):
 
 
 def test_cms_outer_periods_reach_train_and_task_configs(monkeypatch):
-    from hope.cli import build_parser, train_config_from_args
-    from hope.eval import tasks_cli, tasks_runner
-
     args = build_parser().parse_args(["train", "--cms-outer-periods", "1", "4", "16"])
     assert train_config_from_args(args).cms_outer_periods == (1, 4, 16)
     assert train_config_from_args(build_parser().parse_args(["train"])).cms_outer_periods is None

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from hope.errors import HopeError
-from hope.eval.report import build_report, collect_results
 from hope.cli import main
-from hope.eval.tasks_runner import QUICK_MODEL, TaskRunConfig, eval_settings, run_quick_suite, run_task
+from hope.eval.report import build_report, collect_results
+from hope.tasks.config import TaskRunConfig
+from hope.tasks.runner import QUICK_MODEL, eval_settings, run_quick_suite, run_task
 from hope.tasks.continual import continual_metrics
 from hope.tasks.registry import TASKS, get_task
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,86 +22,29 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from hope.checkpoint import load_checkpoint
 from hope.compiling import compiling
+from hope.data.tokenizer import BytesTokenizer, load_tokenizer
 from hope.errors import HopeError
+from hope.eval.report import plot_run, run_markdown
+from hope.models import LanguageModel, build
 from hope.optim.cms_outer import CMSOuterPeriods
+from hope.runtime import resolve_device
 from hope.tasks.base import IGNORE_INDEX, TaskBatch, score_predictions
+from hope.tasks.config import TaskRunConfig
 from hope.tasks.continual import continual_metrics, seen_class_accuracy
+from hope.tasks.heads import Predictor, ReconstructionDecoder
 from hope.tasks.registry import TASKS, TaskSpec, get_task
+from hope.train.loop import StepResult, Trainer, lr_schedule
 
 QUICK_MODEL = {"d_model": 32, "n_layers": 2, "n_heads": 2}
 
 
-@dataclass
-class TaskRunConfig:
-    """Options of ``hope tasks run``."""
-
-    task: str
-    arch: str = "transformer"
-    size: str = "tiny"
-    out: str = "runs/tasks"
-    lengths: tuple[int, ...] = ()
-    """Evaluation lengths replacing the task's defaults (formal languages: upper ends of length bins)."""
-    seed: int = 0
-    steps: int = 1000
-    """Optimizer steps (continual tasks: per stage)."""
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
-    eval_examples: int = 256
-    """Rows per evaluation setting (continual: test examples per stage)."""
-    eval_batch_size: int = 16
-    eval_chunk: int = 16384
-    """Rows longer than this are evaluated chunk by chunk, carrying the model state."""
-    seq_len: int = 256
-    """Window length of the corpus-era language modelling task."""
-    tokenizer: str = "bytes"
-    """Tokenizer of text tasks: ``bytes`` or a ``tokenizer.json`` file."""
-    checkpoint: str | None = None
-    """Fine-tune this checkpoint instead of training from scratch."""
-    model: dict[str, Any] = field(default_factory=dict)
-    """Overrides of the model config (e.g. ``cms_levels``)."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """Overrides of the task generator (e.g. ``num_kv_pairs``)."""
-    data_dir: str | None = None
-    device: str = "auto"
-    progress: bool = True
-    compile: bool = False
-    """torch.compile Hope's per-chunk mixer functions (``hope.compiling``; speed-ups in docs/training.md)."""
-    cms_outer_periods: tuple[int, ...] | None = None
-    """One period per CMS level, in optimizer steps (paper_spec A6 (ii); ``hope.optim.cms_outer``)."""
-
-    def __post_init__(self) -> None:
-        get_task(self.task)
-        for name in ("steps", "batch_size", "eval_examples", "eval_batch_size", "eval_chunk", "seq_len"):
-            if getattr(self, name) < 1:
-                raise HopeError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise HopeError(f"lr must be positive, got {self.lr}")
-        self.lengths = tuple(int(n) for n in self.lengths)
-        if self.cms_outer_periods is not None:
-            self.cms_outer_periods = tuple(self.cms_outer_periods)
-        if any(n < 1 for n in self.lengths):
-            raise HopeError(f"lengths must be positive, got {self.lengths}")
-
-
-def _device(name: str) -> torch.device:
-    from hope.train import resolve_device
-
-    return resolve_device(name)
-
-
 def _tokenizer(config: TaskRunConfig):
-    from hope.data.tokenizer import BytesTokenizer, load_tokenizer
-
     return BytesTokenizer() if config.tokenizer == "bytes" else load_tokenizer(Path(config.tokenizer))
 
 
-def _fresh_model(config: TaskRunConfig, vocab_size: int, device: torch.device) -> nn.Module:
-    from hope.models import build
-
+def _fresh_model(config: TaskRunConfig, vocab_size: int, device: torch.device) -> LanguageModel:
     try:
         return build(arch=config.arch, size=config.size, vocab_size=vocab_size, **config.model).to(device)
     except TypeError as err:
@@ -112,77 +53,14 @@ def _fresh_model(config: TaskRunConfig, vocab_size: int, device: torch.device) -
 
 def _checkpoint(config: TaskRunConfig, device: torch.device):
     """The model and tokenizer of ``config.checkpoint``, to fine-tune."""
-    from hope.checkpoint import load_checkpoint
-
     model, tokenizer, _ = load_checkpoint(config.checkpoint, device)
     return model, tokenizer
 
 
-def _fits(model: nn.Module, vocab_size: int, config: TaskRunConfig) -> nn.Module:
+def _fits(model: LanguageModel, vocab_size: int, config: TaskRunConfig) -> LanguageModel:
     if vocab_size > model.config.vocab_size:
         raise HopeError(f"task needs {vocab_size} ids but checkpoint {config.checkpoint} has {model.config.vocab_size}")
     return model
-
-
-def _schedule(config: TaskRunConfig, total: int | None):
-    """Linear warmup, then cosine decay to 10% over ``total`` steps, or constant (``total=None``:
-    a continual stream, where every stage must be learned at the same rate)."""
-
-    def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        if total is None:
-            return 1.0
-        progress = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-class ReconstructionDecoder(nn.Module):
-    """MAD's auto-encoder decoder: the last hidden state plus a position embedding, through an MLP."""
-
-    def __init__(self, d_model: int, vocab_size: int, max_length: int) -> None:
-        super().__init__()
-        self.positions = nn.Embedding(max_length, d_model)
-        self.mlp = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, d_model), nn.GELU(),
-                                 nn.LayerNorm(d_model), nn.Linear(d_model, d_model), nn.GELU(),
-                                 nn.LayerNorm(d_model), nn.Linear(d_model, vocab_size))
-
-    def forward(self, summary: torch.Tensor, length: int) -> torch.Tensor:
-        positions = self.positions(torch.arange(length, device=summary.device))
-        return self.mlp(summary[:, None, :] + positions[None])
-
-
-class Predictor:
-    """Logits for a batch: the LM's own, or (``reconstruct``) the decoder's from the last hidden state."""
-
-    def __init__(self, model: nn.Module, decoder: ReconstructionDecoder | None) -> None:
-        self.model, self.decoder = model, decoder
-        self._hidden: torch.Tensor | None = None
-        if decoder is not None:
-            model.head.register_forward_pre_hook(self._keep_hidden)
-
-    def _keep_hidden(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        self._hidden = inputs[0]
-
-    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
-        logits = self.model(input_ids).logits
-        if self.decoder is None:
-            return logits
-        return self.decoder(self._hidden[:, -1], input_ids.shape[1])
-
-    @torch.no_grad()
-    def predict(self, input_ids: torch.Tensor, chunk: int) -> torch.Tensor:
-        """Argmax ids; rows longer than ``chunk`` run chunk by chunk carrying the state."""
-        if input_ids.shape[1] <= chunk or self.decoder is not None:
-            return self.logits(input_ids).argmax(-1)
-        state, pieces = None, []
-        for start in range(0, input_ids.shape[1], chunk):
-            out = self.model(input_ids[:, start: start + chunk], state=state)
-            state = out.state
-            pieces.append(out.logits.argmax(-1))
-        return torch.cat(pieces, dim=1)
 
 
 def _to_device(batch: TaskBatch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,6 +69,17 @@ def _to_device(batch: TaskBatch, device: torch.device) -> tuple[torch.Tensor, to
 
 def _answer_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+
+def _trainer(config: TaskRunConfig, model: nn.Module, params: list[nn.Parameter], total: int | None) -> Trainer:
+    """AdamW on ``params`` with the schedule over ``total`` steps (``None``: constant after warmup, for continual
+    streams) and, with ``cms_outer_periods``, the CMS levels' outer periods."""
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_schedule(config.warmup_steps, total, config.min_lr_ratio))
+    levels = CMSOuterPeriods(model, config.cms_outer_periods) if config.cms_outer_periods else None
+    return Trainer(model, optimizer, scheduler, grad_clip=config.grad_clip, max_bad_steps=config.max_bad_steps,
+                   outer_periods=levels, params=params, diverged_hint="lower --lr")
 
 
 def eval_settings(spec: TaskSpec, lengths: tuple[int, ...]) -> dict[str, dict[str, Any]]:
@@ -204,25 +93,6 @@ def eval_settings(spec: TaskSpec, lengths: tuple[int, ...]) -> dict[str, dict[st
     if spec.family == "mad":
         raise HopeError("MAD tasks have fixed lengths; set one with --option length=N")
     return {f"{n // 1024}K" if n % 1024 == 0 else str(n): {"length": n} for n in lengths}
-
-
-def _train_steps(config: TaskRunConfig, model: nn.Module, params: list[nn.Parameter], total: int | None):
-    """AdamW, its schedule and (with ``cms_outer_periods``) the CMS levels' outer periods."""
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total))
-    levels = CMSOuterPeriods(model, config.cms_outer_periods) if config.cms_outer_periods else None
-    return optimizer, scheduler, levels
-
-
-def _step(config, optimizer, scheduler, levels, params, loss: torch.Tensor) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if config.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-    if levels is not None:
-        levels.hold_back()
-    optimizer.step()
-    scheduler.step()
 
 
 def run_task(config: TaskRunConfig) -> dict[str, Any]:
@@ -241,7 +111,7 @@ def run_task(config: TaskRunConfig) -> dict[str, Any]:
 
 
 def _run_sequence(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
-    device = _device(config.device)
+    device = resolve_device(config.device)
     model, tokenizer = _checkpoint(config, device) if config.checkpoint else (None, None)
     if tokenizer is None and spec.text:
         tokenizer = _tokenizer(config)
@@ -257,20 +127,21 @@ def _run_sequence(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
         decoder = ReconstructionDecoder(model.config.d_model, train_task.vocab_size, longest).to(device)
     predictor = Predictor(model, decoder)
     params = [p for p in model.parameters() if p.requires_grad] + (list(decoder.parameters()) if decoder else [])
-    optimizer, scheduler, levels = _train_steps(config, model, params, config.steps)
+    trainer = _trainer(config, model, params, config.steps)
     rng = np.random.default_rng([config.seed, 0])
     curve = []
-    model.train()
-    bar = tqdm(range(config.steps), desc=f"{spec.name} {config.arch}", disable=not config.progress)
-    for step in bar:
-        input_ids, targets = _to_device(train_task.batch(rng, config.batch_size), device)
-        loss = _answer_loss(predictor.logits(input_ids), targets)
-        if not torch.isfinite(loss):
-            raise HopeError(f"{spec.name}: non-finite training loss at step {step}; lower --lr")
-        _step(config, optimizer, scheduler, levels, params, loss)
-        if step % max(1, config.steps // 50) == 0 or step == config.steps - 1:
-            curve.append([step, round(loss.item(), 5)])
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+    every = max(1, config.steps // 50)
+
+    def record(result: StepResult) -> None:
+        index = result.step - 1
+        if index % every == 0 or index == config.steps - 1:
+            curve.append([index, round(result.loss.item(), 5)])
+            bar.set_postfix(loss=f"{result.loss.item():.4f}")
+
+    with tqdm(total=config.steps, desc=f"{spec.name} {config.arch}", disable=not config.progress) as bar:
+        trainer.fit(lambda step: [_to_device(train_task.batch(rng, config.batch_size), device)],
+                    lambda _, batch: _answer_loss(predictor.logits(batch[0]), batch[1]),
+                    config.steps, callbacks=[record], bar=bar)
     model.eval()
     evals = {}
     for index, (label, task) in enumerate(eval_tasks.items()):
@@ -306,15 +177,14 @@ def _run_continual(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
     if config.checkpoint:
         raise HopeError("class-incremental runs train from scratch (the class tokens extend the vocabulary); "
                         "drop --checkpoint")
-    device = _device(config.device)
+    device = resolve_device(config.device)
     options = {"seed": config.seed, "data_dir": config.data_dir, **config.options}
     stream = spec.build(_tokenizer(config), **options)
     stages = stream.stages()
     classes = tuple(c for stage in stages for c in stage.classes)
     encoder = stream.encoder(classes)
     model = _fresh_model(config, encoder.vocab_size, device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler, levels = _train_steps(config, model, params, None)
+    trainer = _trainer(config, model, [p for p in model.parameters() if p.requires_grad], None)
     rng = np.random.default_rng([config.seed, 0])
     pick = np.random.default_rng([config.seed, 1])
     tests = [tuple(s.test[k] for k in sorted(pick.permutation(len(s.test))[: config.eval_examples])) for s in stages]
@@ -323,15 +193,15 @@ def _run_continual(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
     seen: list[str] = []
     bar = tqdm(total=config.steps * len(stages), desc=f"{spec.name} {config.arch}", disable=not config.progress)
     for i, stage in enumerate(stages):
-        model.train()
         seen.extend(stage.classes)
-        for _ in range(config.steps):
+
+        def batches(step: int, stage=stage) -> list[tuple[torch.Tensor, torch.Tensor]]:
             picks = rng.integers(len(stage.train), size=config.batch_size)
-            input_ids, targets = _to_device(encoder.encode([stage.train[k] for k in picks]), device)
-            loss = _answer_loss(model(input_ids).logits, targets)
-            _step(config, optimizer, scheduler, levels, params, loss)
-            bar.update(1)
-        curve.append([i, round(loss.item(), 5)])
+            return [_to_device(encoder.encode([stage.train[k] for k in picks]), device)]
+
+        last = trainer.fit(batches, lambda lm, batch: _answer_loss(lm(batch[0]).logits, batch[1]),
+                           (i + 1) * config.steps, bar=bar)
+        curve.append([i, round(last.loss.item(), 5)])
         model.eval()
         allowed = torch.from_numpy(encoder.label_ids(tuple(seen))).to(device)
         for j, test in enumerate(tests):
@@ -357,7 +227,7 @@ def _intent_accuracy(model, encoder, examples, allowed: torch.Tensor, config: Ta
 
 
 def _run_eras(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
-    device = _device(config.device)
+    device = resolve_device(config.device)
     stages = spec.build(**config.options).stages()
     if config.checkpoint:
         model, tokenizer = _checkpoint(config, device)
@@ -367,21 +237,21 @@ def _run_eras(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
     encode = lambda texts: np.concatenate([np.asarray(tokenizer.encode(t), dtype=np.int64) for t in texts])
     train = [encode(s.train) for s in stages]
     test = [encode(s.test) for s in stages]
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler, levels = _train_steps(config, model, params, None)
+    trainer = _trainer(config, model, [p for p in model.parameters() if p.requires_grad], None)
     rng = np.random.default_rng([config.seed, 0])
     matrix = np.zeros((len(stages), len(stages)))
     curve = []
     bar = tqdm(total=config.steps * len(stages), desc=f"{spec.name} {config.arch}", disable=not config.progress)
     for i, tokens in enumerate(train):
-        model.train()
-        for _ in range(config.steps):
+
+        def batches(step: int, tokens=tokens) -> list[tuple[torch.Tensor, torch.Tensor]]:
             starts = rng.integers(tokens.size - config.seq_len - 1, size=config.batch_size)
             windows = torch.from_numpy(np.stack([tokens[s: s + config.seq_len + 1] for s in starts])).to(device)
-            loss = _answer_loss(model(windows[:, :-1]).logits, windows[:, 1:])
-            _step(config, optimizer, scheduler, levels, params, loss)
-            bar.update(1)
-        curve.append([i, round(loss.item(), 5)])
+            return [(windows[:, :-1], windows[:, 1:])]
+
+        last = trainer.fit(batches, lambda lm, batch: _answer_loss(lm(batch[0]).logits, batch[1]),
+                           (i + 1) * config.steps, bar=bar)
+        curve.append([i, round(last.loss.item(), 5)])
         model.eval()
         for j, tokens_j in enumerate(test):
             matrix[i, j] = _window_loss(model, tokens_j, config, device)
@@ -407,8 +277,6 @@ def _window_loss(model, tokens: np.ndarray, config: TaskRunConfig, device) -> fl
 
 
 def _write_run(config: TaskRunConfig, result: dict[str, Any]) -> None:
-    from hope.eval.report import plot_run, run_markdown
-
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")

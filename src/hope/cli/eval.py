@@ -1,22 +1,41 @@
-"""``hope eval`` and ``hope generate``: the command-line front ends of evaluation and sampling."""
+"""``hope eval`` and ``hope generate``: loss, perplexity and bits per byte of a checkpoint; sampling from it."""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
-import torch
-
-from hope.checkpoint import load_checkpoint
-from hope.data import encode_corpus, load_corpus
+from hope.cli.flags import HelpFormatter
 from hope.errors import HopeError
-from hope.eval.perplexity import evaluate_lm
-from hope.generate import stream
-from hope.models import HopeState
-from hope.train import resolve_device
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    ev = subparsers.add_parser("eval", help="Loss, perplexity and bits per byte of a checkpoint.",
+                               formatter_class=HelpFormatter)
+    ev.add_argument("--checkpoint", required=True, type=Path, metavar="DIR", help="Checkpoint directory.")
+    ev.add_argument("--data", help="Text file or folder of .txt files (default: the embedded corpus).")
+    ev.add_argument("--split", default="test", choices=["train", "validation", "test"], help="Split to evaluate.")
+    ev.add_argument("--seq-len", type=int, help="Window length (default: the training seq_len).")
+    ev.add_argument("--max-windows", type=int, help="Evaluate at most this many windows (default: the whole split).")
+    ev.add_argument("--out", type=Path, help="JSON file to write (default: DIR/../eval_SPLIT.json).")
+    ev.add_argument("--device", default="auto", help="cpu, cuda or auto.")
+    ev.set_defaults(func=run_eval)
+
+    gen = subparsers.add_parser("generate", help="Sample text from a checkpoint.", formatter_class=HelpFormatter)
+    gen.add_argument("--checkpoint", required=True, type=Path, metavar="DIR", help="Checkpoint directory.")
+    gen.add_argument("--prompt", default="", help="Text to start from.")
+    gen.add_argument("--prompt-file", type=Path, help="Read the prompt from this text file instead.")
+    gen.add_argument("--max-new-tokens", type=int, default=100, help="Tokens to generate.")
+    gen.add_argument("--temperature", type=float, default=0.8, help="Sampling temperature (0: greedy).")
+    gen.add_argument("--top-k", type=int, default=None, help="Sample among the k most likely tokens.")
+    gen.add_argument("--top-p", type=float, default=None, help="Nucleus sampling: smallest set with this mass.")
+    gen.add_argument("--seed", type=int, default=0, help="Sampling seed.")
+    gen.add_argument("--state", type=Path, metavar="FILE",
+                     help="Continue from the in-context state in FILE if it exists, and save the state there after.")
+    gen.add_argument("--device", default="auto", help="cpu, cuda or auto.")
+    gen.set_defaults(func=run_generate)
 
 
 def _training_seq_len(checkpoint: Path) -> int:
@@ -27,6 +46,11 @@ def _training_seq_len(checkpoint: Path) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> dict[str, float]:
+    from hope.checkpoint import load_checkpoint  # after parsing: see hope.cli
+    from hope.data import encode_corpus, load_corpus
+    from hope.eval.perplexity import evaluate_lm
+    from hope.runtime import resolve_device
+
     device = resolve_device(args.device)
     model, tokenizer, _ = load_checkpoint(args.checkpoint, device=device)
     dataset = encode_corpus(load_corpus(args.data), tokenizer)
@@ -49,6 +73,13 @@ def _model_fingerprint(checkpoint: Path) -> str:
 
 
 def run_generate(args: argparse.Namespace) -> str:
+    import torch  # after parsing: see hope.cli
+
+    from hope.checkpoint import load_checkpoint
+    from hope.generate import stream
+    from hope.models import HopeState
+    from hope.runtime import resolve_device
+
     device = resolve_device(args.device)
     model, tokenizer, _ = load_checkpoint(args.checkpoint, device=device)
     fingerprint = _model_fingerprint(Path(args.checkpoint))

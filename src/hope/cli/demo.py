@@ -10,17 +10,25 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from hope.checkpoint import load_checkpoint
-from hope.data import encode_corpus, load_corpus
+from hope.cli.flags import HelpFormatter
 from hope.errors import HopeError
-from hope.eval.perplexity import evaluate_lm
-from hope.generate import generate
-from hope.models import ARCHS
-from hope.train import TrainConfig, train
+from hope.train.config import TrainConfig
 
 PROMPT = "The state of the Union is"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    demo = subparsers.add_parser("demo", help="Train Hope and Transformer++ on the embedded corpus and compare them.",
+                                 formatter_class=HelpFormatter)
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="Output directory.")
+    demo.add_argument("--archs", default="transformer,hope", help="Comma-separated architectures.")
+    demo.add_argument("--size", default="tiny", help="Size preset.")
+    demo.add_argument("--max-steps", type=int, default=120, help="Training steps per architecture.")
+    demo.add_argument("--seq-len", type=int, default=256, help="Training sequence length.")
+    demo.add_argument("--batch-size", type=int, default=8, help="Sequences per step.")
+    demo.add_argument("--eval-windows", type=int, default=32,
+                      help="Windows of seq-len tokens for each final validation / test evaluation.")
+    demo.set_defaults(func=run_demo)
 
 
 def read_metrics(path: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
@@ -58,6 +66,15 @@ def plot_curves(runs: dict[str, Path], out: Path) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> dict[str, dict]:
+    import torch  # after parsing: see hope.cli
+
+    from hope.checkpoint import load_checkpoint
+    from hope.data import encode_corpus, load_corpus
+    from hope.eval.perplexity import evaluate_lm
+    from hope.generate import generate
+    from hope.models import ARCHS
+    from hope.train.lm import train
+
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     unknown = [a for a in archs if a not in ARCHS]
     if unknown:

@@ -1,0 +1,51 @@
+"""The ``hope`` command line: train, eval, generate, demo, tasks (one module per subcommand).
+
+Options of ``hope train`` and ``hope tasks run`` are generated from their config dataclasses
+(``hope.cli.flags``: one flag per field, its docstring as help, its default shown); ``--config FILE.yaml``
+supplies train defaults that flags on the command line override. User errors print one line on stderr and
+exit with code 2 (``--debug`` shows the traceback).
+
+Imports: the one place in the package that imports inside functions. Parsing needs only the torch-free config
+modules (``hope.train.config``, ``hope.tasks.config``), so each subcommand's handler imports the torch-heavy
+modules it runs (marked "after parsing") only once the arguments are parsed: ``hope --help`` and argument errors
+answer without importing torch.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from hope.cli import demo, eval, tasks, train
+from hope.cli.flags import Parser
+from hope.errors import HopeError
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="hope", description="Nested Learning and the Hope model: train, evaluate, generate.")
+    parser.add_argument("--debug", action="store_true", help="Show full tracebacks on errors.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    train.add_parser(sub)
+    eval.add_parsers(sub)
+    demo.add_parser(sub)
+    tasks.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except HopeError as err:
+        if args.debug:
+            raise
+        print(f"hope: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hope: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

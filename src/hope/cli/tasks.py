@@ -1,0 +1,116 @@
+"""``hope tasks``: list the benchmark tasks, run them, run the quick suite, and report.
+
+    hope tasks list
+    hope tasks run TASK --arch ARCH --size SIZE [--length L ...] [--seed S ...] --out DIR
+    hope tasks quick [--archs transformer,hope] --out DIR
+    hope tasks report DIR... --out docs/results.md
+
+``TASK`` is a task name, a family (``niah``, ``formal``, ...) or ``all``; several tasks run into
+``DIR/<task>``, several seeds into ``DIR/seed-S``. The flags of ``run`` come from ``TaskRunConfig``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Any
+
+from hope.cli.flags import HelpFormatter, add_config_flags, given_values
+from hope.errors import HopeError
+from hope.tasks.config import TaskRunConfig
+from hope.tasks.registry import FAMILIES, TASKS, get_task, task_table
+
+
+def _task_names(name: str) -> list[str]:
+    if name == "all":
+        return list(TASKS)
+    if name in FAMILIES:
+        return [n for n, spec in TASKS.items() if spec.family == name]
+    return [get_task(name).name]
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    print(task_table())
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[list[TaskRunConfig], list[str]]:
+    """One config per seed (several seeds: into OUT/seed-S each), and the names of the tasks to run."""
+    names = _task_names(args.task)
+    seeds = list(dict.fromkeys(args.seed))
+    values = given_values(TaskRunConfig, args)
+    configs = [TaskRunConfig(**{**values, "task": names[0], "seed": seed,
+                                "out": args.out if len(seeds) == 1 else f"{args.out}/seed-{seed}"})
+               for seed in seeds]
+    return configs, names
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from hope.tasks.runner import run_many, run_task  # after parsing: see hope.cli
+
+    configs, names = configs_from_args(args)
+    for config in configs:
+        for result in [run_task(config)] if len(names) == 1 else run_many(config, names):
+            print(_summary(result) + (f" (seed {config.seed})" if len(configs) > 1 else ""))
+
+
+def _summary(result: dict[str, Any]) -> str:
+    if result["family"] == "continual":
+        m = result["continual"]
+        return (f"{result['task']} {result['arch']}: average {m['average']:.4f}, forgetting {m['forgetting']:.4f}, "
+                f"backward transfer {m['backward_transfer']:.4f} ({result['metric']})")
+    scores = ", ".join(f"{label} {100 * s['item_accuracy']:.1f}%" for label, s in result["evals"].items())
+    return f"{result['task']} {result['arch']}: {scores}"
+
+
+def cmd_quick(args: argparse.Namespace) -> None:
+    from hope.eval.report import build_report  # after parsing: see hope.cli
+    from hope.tasks.runner import run_quick_suite
+
+    archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    tasks = _task_names(args.task)
+    results, skipped = run_quick_suite(archs, args.out, args.seed, args.data_dir, tasks)
+    for entry in skipped:
+        print(f"skipped {entry['task']} ({entry['arch']}): {entry['reason']}", file=sys.stderr)
+    if not results:
+        raise HopeError("no quick run finished")
+    build_report([args.out], f"{args.out}/results.md", command="hope tasks quick --out " + shlex.quote(args.out))
+    print(f"{len(results)} runs, {len(skipped)} skipped; report in {args.out}/results.md")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from hope.eval.report import build_report  # after parsing: see hope.cli
+
+    build_report(args.dirs, args.out, command="hope tasks report " + " ".join(map(shlex.quote, [*args.dirs, "--out", args.out])))
+    print(f"wrote {args.out}")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``tasks`` (with ``list``, ``run``, ``quick``, ``report``) to the ``hope`` subcommands."""
+    tasks = subparsers.add_parser("tasks", help="Benchmark tasks: list, run, quick suite, report.",
+                                  description="Long-context, reasoning, formal-language and continual-learning benchmarks.")
+    sub = tasks.add_subparsers(dest="tasks_command", required=True, parser_class=type(tasks))
+
+    listing = sub.add_parser("list", help="List every task.")
+    listing.set_defaults(func=cmd_list)
+
+    run = sub.add_parser("run", help="Train a model on a task and evaluate it.", formatter_class=HelpFormatter)
+    add_config_flags(run, TaskRunConfig, exclude=("seed",))
+    run.add_argument("--seed", type=int, nargs="+", default=[0], metavar="S",
+                     help="Seed of the model and of every generated batch; several seeds run into OUT/seed-S each "
+                          "(the report pools them).")
+    run.set_defaults(func=cmd_run)
+
+    quick = sub.add_parser("quick", help="Every task for very small models, in minutes.",
+                           formatter_class=HelpFormatter)
+    quick.add_argument("--archs", default="transformer,hope", help="Comma-separated architectures.")
+    quick.add_argument("--task", default="all", help="Task, family or 'all'.")
+    quick.add_argument("--seed", type=int, default=0, help="Seed.")
+    quick.add_argument("--data-dir", help="Folder with clinc150/ and banking77/ (default: ../shared/data).")
+    quick.add_argument("--out", required=True, help="Output directory.")
+    quick.set_defaults(func=cmd_quick)
+
+    report = sub.add_parser("report", help="Tables and plots of finished runs.")
+    report.add_argument("dirs", nargs="+", help="Run directories (searched for result.json).")
+    report.add_argument("--out", required=True, help="Markdown file to write (plots go beside it).")
+    report.set_defaults(func=cmd_report)

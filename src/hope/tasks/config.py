@@ -1,0 +1,86 @@
+"""The options of ``hope tasks run``, importable without torch (the CLI builds its flags from them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hope.errors import HopeError
+from hope.tasks.registry import get_task
+
+
+@dataclass
+class TaskRunConfig:
+    """Options of ``hope tasks run``."""
+
+    task: str = field(metadata={"positional": True})
+    """Task name (on the command line also a family: recall, mad, niah, babilong, formal, continual; or 'all')."""
+    out: str = field(metadata={"required": True})
+    """Run directory (several tasks: one subfolder each; several seeds: OUT/seed-S)."""
+    arch: str = "transformer"
+    """Architecture: transformer, hope, hope-attention, titans, gated-deltanet."""
+    size: str = "tiny"
+    """Size preset (tiny, small, ...)."""
+    lengths: tuple[int, ...] = field(default=(), metadata={"flag": "length", "metavar": "L"})
+    """Evaluation lengths replacing the task's defaults (formal languages: upper ends of length bins)."""
+    seed: int = 0
+    """Seed of the model and of every generated batch."""
+    steps: int = 1000
+    """Optimizer steps (continual tasks: per stage)."""
+    batch_size: int = 32
+    """Rows per step."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW; warmup, then cosine decay, or constant for continual streams)."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate of the cosine schedule, as a fraction of lr."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_steps: int = 50
+    """Linear warmup steps."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0: no clipping)."""
+    max_bad_steps: int = 1
+    """Abort after this many non-finite steps in a row (1: at the first)."""
+    eval_examples: int = 256
+    """Rows per evaluation setting (continual: test examples per stage)."""
+    eval_batch_size: int = 16
+    """Rows per evaluation batch."""
+    eval_chunk: int = 16384
+    """Rows longer than this are evaluated chunk by chunk, carrying the model state."""
+    seq_len: int = 256
+    """Window length of the corpus-era language modelling task."""
+    tokenizer: str = "bytes"
+    """Tokenizer of text tasks: 'bytes' or a tokenizer.json file."""
+    checkpoint: str | None = None
+    """Fine-tune this checkpoint directory instead of training from scratch."""
+    model: dict[str, Any] = field(default_factory=dict)
+    """Model config overrides, KEY=VALUE, e.g. cms_levels=2."""
+    options: dict[str, Any] = field(default_factory=dict, metadata={"flag": "option"})
+    """Task generator options, KEY=VALUE, e.g. num_kv_pairs=32."""
+    data_dir: str | None = None
+    """Folder with clinc150/ and banking77/ (default: ../shared/data)."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto."""
+    progress: bool = True
+    """Show a progress bar."""
+    compile: bool = False
+    """torch.compile Hope's per-chunk mixer functions (hope.compiling; speed-ups in docs/training.md)."""
+    cms_outer_periods: tuple[int, ...] | None = None
+    """One period per CMS level, in optimizer steps: level l steps only after every N-th step, with the mean
+    gradient (NL Eq. 71; docs/cms.md, outer-loop periods; hope.optim.cms_outer)."""
+
+    def __post_init__(self) -> None:
+        get_task(self.task)
+        for name in ("steps", "batch_size", "eval_examples", "eval_batch_size", "eval_chunk", "seq_len",
+                     "max_bad_steps"):
+            if getattr(self, name) < 1:
+                raise HopeError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise HopeError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise HopeError(f"min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+        self.lengths = tuple(int(n) for n in self.lengths)
+        if self.cms_outer_periods is not None:
+            self.cms_outer_periods = tuple(self.cms_outer_periods)
+        if any(n < 1 for n in self.lengths):
+            raise HopeError(f"lengths must be positive, got {self.lengths}")

@@ -1,0 +1,193 @@
+"""The language-model trainer (``hope train``), on one process or under ``torchrun`` (DDP), driving ``hope.train.loop``.
+
+- AdamW (or any optimizer of ``hope.optim``), linear warmup then cosine decay (``hope.train.loop.lr_schedule``),
+  gradient clipping, gradient accumulation, optional bf16 autocast.
+- Batches are a pure function of ``(seed, step)`` (``hope.data.batch_at``), so ``resume`` continues
+  with exactly the loss curve of the uninterrupted run.
+- A non-finite loss or gradient skips the step with a warning; ``max_bad_steps`` in a row abort.
+- Checkpoints (``OUT/checkpoint``) are written atomically; Ctrl-C writes one before stopping.
+- Metrics go to ``OUT/metrics.jsonl`` (one JSON object per logged step or evaluation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from hope.checkpoint import load_checkpoint, save_checkpoint
+from hope.compiling import compiling
+from hope.data import Dataset, encode_corpus, load_corpus, load_dataset
+from hope.data.dataset import batch_at
+from hope.errors import HopeError
+from hope.eval import evaluate_lm
+from hope.models import LanguageModel, build
+from hope.optim import build_optimizer
+from hope.optim.cms_outer import CMSOuterPeriods
+from hope.runtime import Distributed, resolve_device
+from hope.train.config import TrainConfig
+from hope.train.loop import StepResult, Trainer, lr_schedule
+
+
+@dataclass
+class TrainResult:
+    step: int
+    train_loss: float
+    validation: dict[str, float]
+    tokens_per_second: float
+    parameters: int
+    out: str
+
+
+def _prepare(config: TrainConfig, dist_: Distributed) -> tuple[LanguageModel, Dataset, dict[str, Any] | None]:
+    """Model, data and (when resuming) the trainer state; refuses to overwrite an existing run."""
+    checkpoint = Path(config.out) / "checkpoint"
+    if config.resume:
+        model, tokenizer, state = load_checkpoint(checkpoint, with_trainer_state=True)
+        saved = state["train_config"]
+        for key in ("arch", "size", "data", "tokenizer", "vocab_size", "seq_len", "batch_size", "seed", "model"):
+            if saved.get(key) != getattr(config, key):
+                raise HopeError(f"--resume: {key}={getattr(config, key)!r} differs from the checkpoint's {saved.get(key)!r}")
+        if dist_.main:
+            dataset = encode_corpus(load_corpus(config.data), tokenizer)
+        dist_.barrier()
+        if not dist_.main:
+            dataset = encode_corpus(load_corpus(config.data), tokenizer)
+        return model, dataset, state
+    if checkpoint.exists():
+        raise HopeError(f"{config.out} already holds a run; pass --resume to continue it or choose another --out")
+    if dist_.main:
+        dataset = load_dataset(config.data, config.tokenizer, config.vocab_size)
+    dist_.barrier()
+    if not dist_.main:
+        dataset = load_dataset(config.data, config.tokenizer, config.vocab_size)
+    torch.manual_seed(config.seed)
+    model = build(config.arch, config.size, vocab_size=dataset.tokenizer.vocab_size, **config.model)
+    return model, dataset, None
+
+
+def _metrics_file(path: Path, resume_step: int | None):
+    """Open metrics.jsonl for appending; on resume, drop lines from after the checkpoint first."""
+    if resume_step is not None and path.exists():
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+        path.write_text("".join(line + "\n" for line in kept))
+    return open(path, "a", buffering=1)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train (or resume) a model as ``config`` says; returns the final metrics."""
+    dist_ = Distributed(resolve_device(config.device))
+    if config.batch_size % (config.grad_accum * dist_.world):
+        raise HopeError(f"batch_size ({config.batch_size}) must be divisible by grad_accum x processes "
+                        f"({config.grad_accum} x {dist_.world})")
+    out = Path(config.out)
+    try:
+        model, dataset, state = _prepare(config, dist_)
+        model.to(dist_.device)
+        optimizer = build_optimizer(config.optimizer, model, lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_schedule(config.warmup_steps, config.max_steps, config.min_lr_ratio))
+        levels = CMSOuterPeriods(model, config.cms_outer_periods) if config.cms_outer_periods else None
+        step, bad_steps = 0, 0
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            step, bad_steps = state["step"], state["bad_steps"]
+            if (levels is None) != (state.get("cms_outer") is None):
+                raise HopeError(f"--resume: cms_outer_periods={config.cms_outer_periods!r} differs from the "
+                                f"checkpoint's {state['train_config'].get('cms_outer_periods')!r}")
+            if levels is not None:
+                levels.load_state_dict(state["cms_outer"])
+        if dist_.main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        trained = torch.nn.parallel.DistributedDataParallel(model) if dist_.world > 1 else model
+        trainer = Trainer(trained, optimizer, scheduler, grad_clip=config.grad_clip,
+                          max_bad_steps=config.max_bad_steps, outer_periods=levels, params=model.parameters(),
+                          distributed=dist_, step=step, bad_steps=bad_steps,
+                          diverged_hint=f"the last checkpoint in {out / 'checkpoint'} is untouched")
+        with compiling(config.compile):
+            return _run(config, dist_, model, dataset, trainer, resumed=state is not None)
+    finally:
+        dist_.close()
+
+
+def _save(config: TrainConfig, model: LanguageModel, dataset: Dataset, trainer: Trainer) -> None:
+    save_checkpoint(Path(config.out) / "checkpoint", model, dataset.tokenizer, {
+        "step": trainer.step, "bad_steps": trainer.bad_steps, "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(), "train_config": dataclasses.asdict(config),
+        "cms_outer": trainer.outer_periods.state_dict() if trainer.outer_periods is not None else None,
+    })
+
+
+def _run(config: TrainConfig, dist_: Distributed, model: LanguageModel, dataset: Dataset, trainer: Trainer,
+         resumed: bool) -> TrainResult:
+    """``trainer.fit`` on this rank's rows of the global batches, with metrics, validation and checkpoints."""
+    device, out = dist_.device, Path(config.out)
+    train_tokens = dataset["train"].tokens
+    micro = config.batch_size // config.grad_accum
+    per_rank = micro // dist_.world
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
+
+    def batches(step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        rows = [slice(m * micro + dist_.rank * per_rank, m * micro + (dist_.rank + 1) * per_rank)
+                for m in range(config.grad_accum)]
+        return [tuple(t.to(device) for t in batch_at(train_tokens, step, batch_size=config.batch_size,
+                                                     seq_len=config.seq_len, seed=config.seed, rows=r))
+                for r in rows]
+
+    def loss_fn(trained: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        with autocast:
+            return trained(batch[0], targets=batch[1]).loss
+
+    metrics = _metrics_file(out / "metrics.jsonl", trainer.step if resumed else None) if dist_.main else None
+    bar = tqdm(total=config.max_steps, initial=trainer.step, disable=not (config.progress and dist_.main),
+               desc=f"train {config.arch}/{config.size}", unit="step", dynamic_ncols=True)
+    last = {"loss": float("nan"), "validation": {}, "seconds": 0.0, "tokens": 0}
+
+    def log(result: StepResult) -> None:
+        last["loss"] = result.loss.item()
+        last["tokens"] += config.batch_size * config.seq_len
+        last["seconds"] += result.seconds
+        tokens_per_s = last["tokens"] / last["seconds"]
+        bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+        if metrics and (result.step % config.log_every == 0 or result.step == config.max_steps):
+            metrics.write(json.dumps({"step": result.step, "loss": last["loss"],
+                                      "lr": trainer.scheduler.get_last_lr()[0], "grad_norm": result.grad_norm.item(),
+                                      "tokens_per_s": tokens_per_s}) + "\n")
+
+    def validate(result: StepResult) -> None:
+        if result.step % config.eval_every == 0 or result.step == config.max_steps:
+            if dist_.main:
+                last["validation"] = evaluate_lm(model, dataset["validation"], seq_len=config.seq_len,
+                                                 max_windows=config.eval_windows, device=device).to_dict()
+                metrics.write(json.dumps({"step": result.step,
+                                          **{f"val_{k}": v for k, v in last["validation"].items()}}) + "\n")
+                bar.set_postfix(loss=f"{last['loss']:.3f}", val_bpb=f"{last['validation']['bits_per_byte']:.3f}")
+            dist_.barrier()
+
+    def save(result: StepResult) -> None:
+        if result.step % config.save_every == 0 or result.step == config.max_steps:
+            if dist_.main:
+                _save(config, model, dataset, trainer)
+            dist_.barrier()
+
+    try:
+        trainer.fit(batches, loss_fn, config.max_steps, callbacks=(log, validate, save), bar=bar)
+    except KeyboardInterrupt:
+        if dist_.main:
+            _save(config, model, dataset, trainer)
+            tqdm.write(f"interrupted: checkpoint of step {trainer.step} written to {out / 'checkpoint'}")
+        raise
+    finally:
+        bar.close()
+        if metrics:
+            metrics.close()
+    seconds = last["seconds"]
+    return TrainResult(trainer.step, last["loss"], last["validation"],
+                       last["tokens"] / seconds if seconds > 0 else 0.0, model.num_parameters(), str(out))
