@@ -116,9 +116,19 @@ def save_checkpoint(directory: str | Path, model: LanguageModel, tokenizer: Toke
     return directory
 
 
-def verify_checkpoint(directory: str | Path) -> dict[str, str]:
-    """Check that ``directory`` is a complete checkpoint whose files match their manifest."""
+def checkpoint_dir(directory: str | Path) -> Path:
+    """The checkpoint that ``directory`` names: itself, or the ``checkpoint/`` folder of a run directory
+    (``hope train --out RUN`` writes ``RUN/checkpoint``; users pass either)."""
     directory = Path(directory)
+    if not (directory / MANIFEST).exists() and (directory / "checkpoint" / MANIFEST).is_file():
+        return directory / "checkpoint"
+    return directory
+
+
+def verify_checkpoint(directory: str | Path) -> dict[str, str]:
+    """Check that ``directory`` (or the run directory holding it) is a complete checkpoint whose files match
+    their manifest."""
+    directory = checkpoint_dir(directory)
     if not directory.is_dir():
         raise HopeError(f"checkpoint {directory} does not exist (expected a directory written by `hope train`)")
     manifest_path = directory / MANIFEST
@@ -142,8 +152,8 @@ def verify_checkpoint(directory: str | Path) -> dict[str, str]:
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",
                     with_trainer_state: bool = False) -> tuple[LanguageModel, Tokenizer, dict[str, Any] | None]:
-    """Read and verify a checkpoint: ``(model, tokenizer, trainer_state or None)``."""
-    directory = Path(directory)
+    """Read and verify a checkpoint (or the one in a run directory): ``(model, tokenizer, trainer_state or None)``."""
+    directory = checkpoint_dir(directory)
     manifest = verify_checkpoint(directory)
     try:
         config = config_from_dict(json.loads((directory / "config.json").read_text()))
@@ -169,6 +179,11 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",
     if with_trainer_state:
         if "trainer.json" not in manifest:
             raise HopeError(f"checkpoint {directory} holds weights only; it has no trainer state to resume from")
-        skeleton = json.loads((directory / "trainer.json").read_text())
-        trainer_state = unflatten(skeleton, load_file(str(directory / "trainer.safetensors")))
+        try:
+            skeleton = json.loads((directory / "trainer.json").read_text())
+            trainer_state = unflatten(skeleton, load_file(str(directory / "trainer.safetensors")))
+        except (json.JSONDecodeError, SafetensorError, KeyError, TypeError, ValueError) as err:
+            raise HopeError(f"checkpoint {directory}: the trainer state is corrupt ({type(err).__name__}: {err})") from None
+        if not isinstance(trainer_state, dict) or not {"step", "train_config"} <= set(trainer_state):
+            raise HopeError(f"checkpoint {directory}: the trainer state is corrupt (no step or train_config)")
     return model, tokenizer, trainer_state

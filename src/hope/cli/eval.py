@@ -4,37 +4,109 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from hope.cli.flags import HelpFormatter
+from hope.cli.flags import HelpFormatter, add_config_flags, given_values
 from hope.errors import HopeError
+
+
+@dataclass
+class EvalOptions:
+    """Options of ``hope eval``."""
+
+    checkpoint: Path = field(metadata={"required": True, "metavar": "DIR"})
+    """Checkpoint directory, or the run directory that holds it."""
+    data: str | None = None
+    """Text file or folder of .txt files (default: the embedded corpus)."""
+    split: str = "test"
+    """Split to evaluate: train, validation or test."""
+    seq_len: int | None = None
+    """Window length (default: the training seq_len)."""
+    max_windows: int | None = None
+    """Evaluate at most this many windows (default: the whole split)."""
+    out: Path | None = None
+    """JSON file to write (default: RUN/eval_SPLIT.json beside the checkpoint)."""
+    device: str = "auto"
+    """cpu, cuda or auto."""
+    threads: int | None = None
+    """CPU threads (default: chosen by hope.threads; docs/threads_under_load.md)."""
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "validation", "test"):
+            raise HopeError(f"--split must be train, validation or test, got {self.split!r}")
+        for name in ("seq_len", "max_windows"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise HopeError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.out is not None and self.out.is_dir():
+            raise HopeError(f"--out {self.out} is a folder; name the JSON file to write")
+
+
+@dataclass
+class GenerateOptions:
+    """Options of ``hope generate``."""
+
+    checkpoint: Path = field(metadata={"required": True, "metavar": "DIR"})
+    """Checkpoint directory, or the run directory that holds it."""
+    prompt: str = ""
+    """Text to start from."""
+    prompt_file: Path | None = None
+    """Read the prompt from this UTF-8 text file instead."""
+    max_new_tokens: int = 100
+    """Tokens to generate."""
+    temperature: float = 0.8
+    """Sampling temperature (0: greedy)."""
+    top_k: int | None = None
+    """Sample among the k most likely tokens."""
+    top_p: float | None = None
+    """Nucleus sampling: the smallest set of tokens with this probability mass, in (0, 1]."""
+    seed: int = 0
+    """Sampling seed."""
+    state: Path | None = field(default=None, metadata={"metavar": "FILE"})
+    """Continue from the in-context state in FILE if it exists, and save the state there after."""
+    device: str = "auto"
+    """cpu, cuda or auto."""
+    threads: int | None = None
+    """CPU threads (default: chosen by hope.threads; docs/threads_under_load.md)."""
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 0:
+            raise HopeError(f"--max-new-tokens must be >= 0, got {self.max_new_tokens}")
+        if not self.temperature >= 0:
+            raise HopeError(f"--temperature must be >= 0 (0: greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise HopeError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise HopeError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.prompt_file is not None:
+            if not self.prompt_file.is_file():
+                raise HopeError(f"prompt file {self.prompt_file} does not exist")
+            try:
+                self.prompt = self.prompt_file.read_text(encoding="utf-8")
+            except UnicodeDecodeError as err:
+                raise HopeError(f"prompt file {self.prompt_file} is not UTF-8 text ({err.reason} at byte "
+                                f"{err.start})") from None
+        if self.state is not None:
+            folder = self.state.parent
+            if self.state.is_dir():
+                raise HopeError(f"--state {self.state} is a folder; name the state file in it (e.g. "
+                                f"{self.state / 'state.safetensors'})")
+            if not folder.is_dir():
+                raise HopeError(f"--state {self.state}: the folder {folder} does not exist")
+            if not os.access(folder, os.W_OK) or (self.state.exists() and not os.access(self.state, os.W_OK)):
+                raise HopeError(f"--state {self.state} is not writable")
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     ev = subparsers.add_parser("eval", help="Loss, perplexity and bits per byte of a checkpoint.",
                                formatter_class=HelpFormatter)
-    ev.add_argument("--checkpoint", required=True, type=Path, metavar="DIR", help="Checkpoint directory.")
-    ev.add_argument("--data", help="Text file or folder of .txt files (default: the embedded corpus).")
-    ev.add_argument("--split", default="test", choices=["train", "validation", "test"], help="Split to evaluate.")
-    ev.add_argument("--seq-len", type=int, help="Window length (default: the training seq_len).")
-    ev.add_argument("--max-windows", type=int, help="Evaluate at most this many windows (default: the whole split).")
-    ev.add_argument("--out", type=Path, help="JSON file to write (default: DIR/../eval_SPLIT.json).")
-    ev.add_argument("--device", default="auto", help="cpu, cuda or auto.")
+    add_config_flags(ev, EvalOptions)
     ev.set_defaults(func=run_eval)
-
     gen = subparsers.add_parser("generate", help="Sample text from a checkpoint.", formatter_class=HelpFormatter)
-    gen.add_argument("--checkpoint", required=True, type=Path, metavar="DIR", help="Checkpoint directory.")
-    gen.add_argument("--prompt", default="", help="Text to start from.")
-    gen.add_argument("--prompt-file", type=Path, help="Read the prompt from this text file instead.")
-    gen.add_argument("--max-new-tokens", type=int, default=100, help="Tokens to generate.")
-    gen.add_argument("--temperature", type=float, default=0.8, help="Sampling temperature (0: greedy).")
-    gen.add_argument("--top-k", type=int, default=None, help="Sample among the k most likely tokens.")
-    gen.add_argument("--top-p", type=float, default=None, help="Nucleus sampling: smallest set with this mass.")
-    gen.add_argument("--seed", type=int, default=0, help="Sampling seed.")
-    gen.add_argument("--state", type=Path, metavar="FILE",
-                     help="Continue from the in-context state in FILE if it exists, and save the state there after.")
-    gen.add_argument("--device", default="auto", help="cpu, cuda or auto.")
+    add_config_flags(gen, GenerateOptions)
     gen.set_defaults(func=run_generate)
 
 
@@ -46,23 +118,27 @@ def _training_seq_len(checkpoint: Path) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> dict[str, float]:
-    from hope.checkpoint import load_checkpoint  # after parsing: see hope.cli
+    options = EvalOptions(**given_values(EvalOptions, args))
+    from hope.checkpoint import checkpoint_dir, load_checkpoint  # after parsing: see hope.cli
     from hope.data import encode_corpus, load_corpus
     from hope.eval.perplexity import evaluate_lm
     from hope.runtime import resolve_device
 
-    device = resolve_device(args.device)
-    model, tokenizer, _ = load_checkpoint(args.checkpoint, device=device)
-    dataset = encode_corpus(load_corpus(args.data), tokenizer)
-    seq_len = args.seq_len or _training_seq_len(Path(args.checkpoint))
-    result = evaluate_lm(model, dataset[args.split], seq_len=seq_len, max_windows=args.max_windows, device=device)
-    report = {"checkpoint": str(args.checkpoint), "data": dataset.source, "split": args.split, "seq_len": seq_len,
+    device = resolve_device(options.device)
+    checkpoint = checkpoint_dir(options.checkpoint)
+    model, tokenizer, _ = load_checkpoint(checkpoint, device=device)
+    dataset = encode_corpus(load_corpus(options.data), tokenizer)
+    seq_len = options.seq_len or _training_seq_len(checkpoint)
+    result = evaluate_lm(model, dataset[options.split], seq_len=seq_len, max_windows=options.max_windows,
+                         device=device)
+    report = {"checkpoint": str(checkpoint), "data": dataset.source, "split": options.split, "seq_len": seq_len,
               **result.to_dict()}
-    out = args.out or Path(args.checkpoint).parent / f"eval_{args.split}.json"
+    out = options.out or checkpoint.parent / f"eval_{options.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"{'split':<12}{'tokens':>10}{'loss':>10}{'ppl':>12}{'bpb':>10}")
-    print(f"{args.split:<12}{result.tokens:>10}{result.loss:>10.4f}{result.perplexity:>12.2f}{result.bits_per_byte:>10.4f}")
+    print(f"{options.split:<12}{result.tokens:>10}{result.loss:>10.4f}{result.perplexity:>12.2f}"
+          f"{result.bits_per_byte:>10.4f}")
     print(f"written to {out}")
     return report
 
@@ -73,42 +149,38 @@ def _model_fingerprint(checkpoint: Path) -> str:
 
 
 def run_generate(args: argparse.Namespace) -> str:
+    options = GenerateOptions(**given_values(GenerateOptions, args))
     import torch  # after parsing: see hope.cli
 
-    from hope.checkpoint import load_checkpoint
+    from hope.checkpoint import checkpoint_dir, load_checkpoint
     from hope.generate import stream
     from hope.models import HopeState
     from hope.runtime import resolve_device
 
-    device = resolve_device(args.device)
-    model, tokenizer, _ = load_checkpoint(args.checkpoint, device=device)
-    fingerprint = _model_fingerprint(Path(args.checkpoint))
-    if args.max_new_tokens < 0:
-        raise HopeError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
-    prompt = args.prompt
-    if args.prompt_file is not None:
-        if not args.prompt_file.is_file():
-            raise HopeError(f"prompt file {args.prompt_file} does not exist")
-        prompt = args.prompt_file.read_text(encoding="utf-8")
+    device = resolve_device(options.device)
+    checkpoint = checkpoint_dir(options.checkpoint)
+    model, tokenizer, _ = load_checkpoint(checkpoint, device=device)
+    fingerprint = _model_fingerprint(checkpoint)
     state = None
-    if args.state is not None and args.state.exists():
-        state, meta = HopeState.load(args.state, device=device)
+    if options.state is not None and options.state.exists():
+        state, meta = HopeState.load(options.state, device=device)
         if meta.get("model") != fingerprint:
-            raise HopeError(f"state file {args.state} was written by another model than {args.checkpoint}")
+            raise HopeError(f"state file {options.state} was written by another model than {checkpoint}")
         if len(state.layers) != len(model.blocks):
-            raise HopeError(f"state file {args.state} has {len(state.layers)} layers, the model {len(model.blocks)}")
+            raise HopeError(f"state file {options.state} has {len(state.layers)} layers, the model {len(model.blocks)}")
+    prompt = options.prompt
     ids = tokenizer.encode(prompt) if prompt else []
     if not ids:
         ids = [tokenizer.eot_id] if state is None else []
     if not ids:
         raise HopeError("nothing to read: give --prompt (a saved state needs at least one new token to continue)")
-    generator = torch.Generator(device=device).manual_seed(args.seed)
+    generator = torch.Generator(device=device).manual_seed(options.seed)
     prompt_ids = torch.tensor([ids], device=device)
     sys.stdout.write(prompt)
     new_ids: list[int] = []
     last_state = state
-    for next_ids, last_state in stream(model, prompt_ids, args.max_new_tokens, state=state,
-                                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+    for next_ids, last_state in stream(model, prompt_ids, options.max_new_tokens, state=state,
+                                       temperature=options.temperature, top_k=options.top_k, top_p=options.top_p,
                                        generator=generator):
         new_ids.append(int(next_ids[0]))
         text = tokenizer.decode(new_ids)
@@ -116,12 +188,12 @@ def run_generate(args: argparse.Namespace) -> str:
         sys.stdout.write(text[len(previous):])
         sys.stdout.flush()
     sys.stdout.write("\n")
-    if args.state is not None:
+    if options.state is not None:
         with torch.no_grad():
             if new_ids:
                 last_state = model(torch.tensor([new_ids[-1:]], device=device), state=last_state).state
             elif last_state is None or last_state.position == (state.position if state else 0):
                 last_state = model(prompt_ids, state=state).state
-        last_state.save(args.state, metadata={"model": fingerprint})
-        print(f"state after {last_state.position} tokens saved to {args.state}", file=sys.stderr)
+        last_state.save(options.state, metadata={"model": fingerprint})
+        print(f"state after {last_state.position} tokens saved to {options.state}", file=sys.stderr)
     return tokenizer.decode(new_ids)

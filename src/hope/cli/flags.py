@@ -66,6 +66,12 @@ def _default_text(f: dataclasses.Field) -> str:
     return " (default: %s)" % (" ".join(map(str, value)) if isinstance(value, tuple) else value)
 
 
+def _value_type(kind: Any) -> Any:
+    """The converter of a flag's value: the field's type, or ``X`` for a field of type ``X | None``."""
+    parts = [part for part in typing.get_args(kind) if part is not type(None)]
+    return parts[0] if len(parts) == 1 else kind
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, exclude: tuple[str, ...] = ()) -> None:
     """One flag per field of the dataclass ``cls`` (but those in ``exclude``)."""
     docs, hints = field_docs(cls), typing.get_type_hints(cls)
@@ -86,7 +92,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, exclude: tuple[
         elif kind is bool:
             options.update(action=argparse.BooleanOptionalAction)
         else:
-            options.update(type=str if kind == (str | None) else kind, metavar=meta.get("metavar", f.name.upper()))
+            options.update(type=_value_type(kind), metavar=meta.get("metavar", f.name.upper()))
         parser.add_argument(flag, **options)
 
 

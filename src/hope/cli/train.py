@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -54,4 +55,5 @@ def run(args: argparse.Namespace) -> None:
     from hope.train.lm import train  # after parsing: see hope.cli
 
     result = train(config_from_args(args))
-    print(json.dumps(dataclasses.asdict(result), indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(dataclasses.asdict(result), indent=2))

@@ -29,6 +29,7 @@ from hope.errors import HopeError
 from hope.eval.report import plot_run, run_markdown
 from hope.models import LanguageModel, build
 from hope.optim.cms_outer import CMSOuterPeriods
+from hope.run_lock import RunLock
 from hope.runtime import resolve_device
 from hope.tasks.base import IGNORE_INDEX, TaskBatch, score_predictions
 from hope.tasks.config import TaskRunConfig
@@ -96,7 +97,18 @@ def eval_settings(spec: TaskSpec, lengths: tuple[int, ...]) -> dict[str, dict[st
 
 
 def run_task(config: TaskRunConfig) -> dict[str, Any]:
-    """Run one task; write ``result.json``, ``results.md`` and plots into ``config.out``; return the result."""
+    """Run one task; write ``result.json``, ``results.md`` and plots into ``config.out`` (a folder this process
+    holds, ``hope.run_lock``; one that already holds a result is refused); return the result."""
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise HopeError(f"--out {out} is not a folder (a file of that name exists)")
+    with RunLock(out):
+        if (out / "result.json").exists():
+            raise HopeError(f"{out} already holds a result (result.json); choose another --out")
+        return _run_and_write(config)
+
+
+def _run_and_write(config: TaskRunConfig) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     spec = get_task(config.task)
     started = time.time()
@@ -278,7 +290,6 @@ def _window_loss(model, tokens: np.ndarray, config: TaskRunConfig, device) -> fl
 
 def _write_run(config: TaskRunConfig, result: dict[str, Any]) -> None:
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     plots = plot_run(result, out)
     (out / "results.md").write_text(run_markdown(result, plots))

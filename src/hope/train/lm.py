@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from hope.eval import evaluate_lm
 from hope.models import LanguageModel, build
 from hope.optim import build_optimizer
 from hope.optim.cms_outer import CMSOuterPeriods
+from hope.run_lock import RunLock
 from hope.runtime import Distributed, resolve_device
 from hope.train.config import TrainConfig
 from hope.train.loop import StepResult, Trainer, lr_schedule
@@ -44,15 +46,30 @@ class TrainResult:
     out: str
 
 
+RESUME_MUST_MATCH = ("arch", "size", "data", "tokenizer", "vocab_size", "seq_len", "batch_size", "seed", "model",
+                     "optimizer", "cms_outer_periods")
+"""Options that a resumed run must share with its checkpoint (the others, e.g. ``max_steps``, may change)."""
+
+
+def _check_resume(config: TrainConfig, saved: dict[str, Any]) -> None:
+    """Refuse to resume with options that differ from the checkpoint's, before anything is written."""
+    for key in RESUME_MUST_MATCH:
+        value, before = getattr(config, key), saved.get(key)
+        if isinstance(before, list):
+            before = tuple(before)
+        if before != value:
+            raise HopeError(f"{config.out} holds a run with {key}={before!r}, not {value!r}: give the same "
+                            f"--{key.replace('_', '-')} to continue it, or choose another --out")
+
+
 def _prepare(config: TrainConfig, dist_: Distributed) -> tuple[LanguageModel, Dataset, dict[str, Any] | None]:
     """Model, data and (when resuming) the trainer state; refuses to overwrite an existing run."""
     checkpoint = Path(config.out) / "checkpoint"
     if config.resume:
+        if not checkpoint.exists():
+            raise HopeError(f"nothing to resume: {config.out} has no checkpoint (drop --resume to start a run there)")
         model, tokenizer, state = load_checkpoint(checkpoint, with_trainer_state=True)
-        saved = state["train_config"]
-        for key in ("arch", "size", "data", "tokenizer", "vocab_size", "seq_len", "batch_size", "seed", "model"):
-            if saved.get(key) != getattr(config, key):
-                raise HopeError(f"--resume: {key}={getattr(config, key)!r} differs from the checkpoint's {saved.get(key)!r}")
+        _check_resume(config, state["train_config"])
         if dist_.main:
             dataset = encode_corpus(load_corpus(config.data), tokenizer)
         dist_.barrier()
@@ -72,11 +89,18 @@ def _prepare(config: TrainConfig, dist_: Distributed) -> tuple[LanguageModel, Da
 
 
 def _metrics_file(path: Path, resume_step: int | None):
-    """Open metrics.jsonl for appending; on resume, drop lines from after the checkpoint first."""
+    """Open metrics.jsonl: on resume, for appending after dropping the lines from after the checkpoint; on a fresh
+    run, empty (the lines of an earlier attempt that never wrote a checkpoint are not this run's). Returns the
+    file and the last training loss it keeps (NaN if none)."""
+    kept = []
     if resume_step is not None and path.exists():
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
-        path.write_text("".join(line + "\n" for line in kept))
-    return open(path, "a", buffering=1)
+        kept = [json.loads(line) for line in path.read_text().splitlines() if line]
+        kept = [record for record in kept if record["step"] <= resume_step]
+    elif path.exists():
+        tqdm.write(f"{path}: replacing the metrics of an earlier attempt that wrote no checkpoint")
+    path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+    losses = [record["loss"] for record in kept if "loss" in record]
+    return open(path, "a", buffering=1), losses[-1] if losses else float("nan")
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -86,35 +110,44 @@ def train(config: TrainConfig) -> TrainResult:
         raise HopeError(f"batch_size ({config.batch_size}) must be divisible by grad_accum x processes "
                         f"({config.grad_accum} x {dist_.world})")
     out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise HopeError(f"--out {out} is not a folder (a file of that name exists)")
     try:
-        model, dataset, state = _prepare(config, dist_)
-        model.to(dist_.device)
-        optimizer = build_optimizer(config.optimizer, model, lr=config.lr, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_schedule(config.warmup_steps, config.max_steps, config.min_lr_ratio))
-        levels = CMSOuterPeriods(model, config.cms_outer_periods) if config.cms_outer_periods else None
-        step, bad_steps = 0, 0
-        if state is not None:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            step, bad_steps = state["step"], state["bad_steps"]
-            if (levels is None) != (state.get("cms_outer") is None):
-                raise HopeError(f"--resume: cms_outer_periods={config.cms_outer_periods!r} differs from the "
-                                f"checkpoint's {state['train_config'].get('cms_outer_periods')!r}")
-            if levels is not None:
-                levels.load_state_dict(state["cms_outer"])
-        if dist_.main:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-        trained = torch.nn.parallel.DistributedDataParallel(model) if dist_.world > 1 else model
-        trainer = Trainer(trained, optimizer, scheduler, grad_clip=config.grad_clip,
-                          max_bad_steps=config.max_bad_steps, outer_periods=levels, params=model.parameters(),
-                          distributed=dist_, step=step, bad_steps=bad_steps,
-                          diverged_hint=f"the last checkpoint in {out / 'checkpoint'} is untouched")
-        with compiling(config.compile):
-            return _run(config, dist_, model, dataset, trainer, resumed=state is not None)
+        with RunLock(out) if dist_.main else contextlib.nullcontext():
+            return _train(config, dist_, out)
     finally:
         dist_.close()
+
+
+def _train(config: TrainConfig, dist_: Distributed, out: Path) -> TrainResult:
+    """``train`` once the run folder is this process's: every option is checked against the checkpoint
+    (when resuming) before anything in the folder is written."""
+    model, dataset, state = _prepare(config, dist_)
+    model.to(dist_.device)
+    optimizer = build_optimizer(config.optimizer, model, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_schedule(config.warmup_steps, config.max_steps, config.min_lr_ratio))
+    levels = CMSOuterPeriods(model, config.cms_outer_periods) if config.cms_outer_periods else None
+    step, bad_steps = 0, 0
+    if state is not None:
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if levels is not None:
+                levels.load_state_dict(state["cms_outer"])
+            step, bad_steps = int(state["step"]), int(state["bad_steps"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            raise HopeError(f"checkpoint {out / 'checkpoint'}: the trainer state does not match this run "
+                            f"({type(err).__name__}: {err})") from None
+    if dist_.main:
+        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    trained = torch.nn.parallel.DistributedDataParallel(model) if dist_.world > 1 else model
+    trainer = Trainer(trained, optimizer, scheduler, grad_clip=config.grad_clip,
+                      max_bad_steps=config.max_bad_steps, outer_periods=levels, params=model.parameters(),
+                      distributed=dist_, step=step, bad_steps=bad_steps,
+                      diverged_hint=f"the last checkpoint in {out / 'checkpoint'} is untouched")
+    with compiling(config.compile):
+        return _run(config, dist_, model, dataset, trainer, resumed=state is not None)
 
 
 def _save(config: TrainConfig, model: LanguageModel, dataset: Dataset, trainer: Trainer) -> None:
@@ -145,10 +178,11 @@ def _run(config: TrainConfig, dist_: Distributed, model: LanguageModel, dataset:
         with autocast:
             return trained(batch[0], targets=batch[1]).loss
 
-    metrics = _metrics_file(out / "metrics.jsonl", trainer.step if resumed else None) if dist_.main else None
+    metrics, last_loss = _metrics_file(out / "metrics.jsonl", trainer.step if resumed else None) \
+        if dist_.main else (None, float("nan"))
     bar = tqdm(total=config.max_steps, initial=trainer.step, disable=not (config.progress and dist_.main),
                desc=f"train {config.arch}/{config.size}", unit="step", dynamic_ncols=True)
-    last = {"loss": float("nan"), "validation": {}, "seconds": 0.0, "tokens": 0}
+    last = {"loss": last_loss, "validation": {}, "seconds": 0.0, "tokens": 0}
 
     def log(result: StepResult) -> None:
         last["loss"] = result.loss.item()
