@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hope.layers.self_modifying_titans import SelfModifyingTitans
+from hope.models.hope.self_modifying_titans import SelfModifyingTitans
 
 D_MODEL, HEADS = 16, 2
 SILU_MAX_SLOPE = 1.0998393201285286

@@ -321,7 +321,7 @@ def test_cms_levels_keeps_the_first_levels_with_the_parameters_of_the_static_mlp
 
 
 def test_after_is_the_identity_for_x_and_gives_its_anchors_no_gradient():
-    from hope.models.in_context import _After
+    from hope.models.hope.in_context import _After
 
     x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     anchor = torch.randn(5, dtype=torch.float64, requires_grad=True)

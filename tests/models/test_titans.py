@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hope.layers.titans import Titans
+from hope.models.titans import Titans
 
 D_MODEL, HEADS = 16, 2
 

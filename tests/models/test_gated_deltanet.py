@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hope.layers.gated_deltanet import GatedDeltaNet
+from hope.models.gated_deltanet import GatedDeltaNet
 
 D_MODEL, HEADS = 16, 2
 
