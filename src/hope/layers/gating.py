@@ -25,7 +25,7 @@ class GatedOutput(nn.Module):
     """The output stage shared by the recurrent mixers (Titans Sec. 4.4): per-head RMSNorm of the memory reads,
     a SiLU gate computed from the layer input, then the output projection ``out``."""
 
-    def __init__(self, d_model: int, n_heads: int, eps: float = 1e-6) -> None:
+    def __init__(self, d_model: int, n_heads: int, eps: float) -> None:
         super().__init__()
         self.norm = nn.RMSNorm(d_model // n_heads, eps=eps)
         self.gate = nn.Linear(d_model, d_model, bias=False)

@@ -1,8 +1,8 @@
-"""CMS levels stepped by the outer optimizer at their own periods: reading (ii) of NL Eq. 71 (paper_spec A6).
+"""CMS levels stepped by the outer optimizer at their own periods: reading (ii) of NL Eq. 71 (docs/cms.md).
 
 Eq. 71 updates level ``l`` of the Continuum Memory System only every ``C^(l)``-th time, with the sum of the
 gradients since its last update. The main path of this package reads the time index as tokens inside a
-sequence (reading (i), ``hope.models.hope.cms``). Reading (ii), which DESIGN.md keeps as an option, reads it as
+sequence (reading (i), ``hope.models.hope.cms``). Reading (ii), the other reading of the equation, reads it as
 *training steps*: the parameters of level ``l`` are stepped by the outer optimizer only after every
 ``periods[l]``-th optimizer step, with the mean of the (clipped) gradients of those steps; in between they
 are frozen (no update, no weight decay, no optimizer state change). ``periods[l] = 1`` is ordinary training.

@@ -18,7 +18,8 @@ def tiny(**overrides):
 
 
 def level_swiglu(x, gate_up, down):
-    """One level on one position: ``x [B, D]``, weights ``[B, 2H, D]``/``[B, D, H]`` or shared ``[2H, D]``/``[D, H]``."""
+    """One level on one position: ``x [B, D]``, weights ``[B, 2H, D]``/``[B, D, H]`` or shared ``[2H, D]``/``[D, H]``
+    (written out, not ``hope.layers.mlp.swiglu``: the reference shares no code with the CMS)."""
     if gate_up.ndim == 2:
         gate_up, down = gate_up.expand(x.shape[0], -1, -1), down.expand(x.shape[0], -1, -1)
     gate, up = torch.einsum("bhd,bd->bh", gate_up, x).chunk(2, dim=-1)
