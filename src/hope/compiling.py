@@ -13,6 +13,8 @@ Off by default: the first call of each function compiles it (minutes on a 2-core
 once Inductor's cache under ``TORCHINDUCTOR_CACHE_DIR`` is warm), which a short run or a test does not repay.
 Turn it on with ``set_compiling(True)``, the ``with compiling():`` context, or ``--compile`` on the command
 line. Second-order CMS steps turn it off for their forward (AOTAutograd has no double backward).
+
+A leaf module like ``hope.errors`` (it imports nothing of ``hope``), so ops, layers and models may all use it.
 """
 
 from __future__ import annotations

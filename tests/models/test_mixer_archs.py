@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from hope.errors import HopeError
-from hope.layers.gated_deltanet import GatedDeltaNet
-from hope.layers.self_modifying_titans import SelfModifyingTitans
-from hope.layers.titans import Titans
+from hope.models.gated_deltanet import GatedDeltaNet
+from hope.models.hope.self_modifying_titans import SelfModifyingTitans
+from hope.models.titans import Titans
 from hope.models import LanguageModel, build, make_config
 
 MIXER_ARCHS = ("gated-deltanet", "titans", "hope")

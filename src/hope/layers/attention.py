@@ -23,19 +23,18 @@ def rotary(x: torch.Tensor, position: int, theta: float) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """Multi-head causal self-attention (``scaled_dot_product_attention``) with RoPE.
+    """Multi-head causal self-attention (``scaled_dot_product_attention``) with RoPE, shaped by a model config's
+    ``d_model``, ``n_heads`` and ``rope_theta`` (``hope.models.transformer.TransformerConfig``).
 
     ``state`` holds the cache ``{"k": [B, H, S, D], "v": [B, H, S, D]}`` of the ``S`` tokens seen so
     far; the new tokens sit at positions ``position .. position + T - 1``.
     """
 
-    def __init__(self, d_model: int, n_heads: int, rope_theta: float = 10000.0) -> None:
+    def __init__(self, config) -> None:
         super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        self.n_heads, self.head_dim, self.rope_theta = n_heads, d_model // n_heads, rope_theta
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out = nn.Linear(d_model, d_model, bias=False)
+        self.n_heads, self.head_dim, self.rope_theta = config.n_heads, config.head_dim, config.rope_theta
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
+        self.out = nn.Linear(config.d_model, config.d_model, bias=False)
 
     def forward(self, x: torch.Tensor, state: dict | None = None, position: int = 0) -> tuple[torch.Tensor, dict]:
         b, t, _ = x.shape

@@ -21,7 +21,7 @@ class ShortConv(nn.Module):
     Computed as ``W`` shifted multiply-adds, not ``F.conv1d``: for a depthwise filter of width 4 that is about
     twice as fast on CPU, forward and backward, at every length measured (16 to 8,192 tokens)."""
 
-    def __init__(self, channels: int, width: int = 4, activation: bool = True) -> None:
+    def __init__(self, channels: int, width: int, activation: bool = True) -> None:
         super().__init__()
         if channels < 1 or width < 1:
             raise ValueError(f"channels and width must be positive, got {channels} and {width}")

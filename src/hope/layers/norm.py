@@ -3,6 +3,6 @@
 from torch import nn
 
 
-def rms_norm(dim: int, eps: float = 1e-6) -> nn.RMSNorm:
+def rms_norm(dim: int, eps: float) -> nn.RMSNorm:
     """RMSNorm with a learnable gain (Transformer++ and every hope block use it)."""
     return nn.RMSNorm(dim, eps=eps)

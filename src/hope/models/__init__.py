@@ -1,12 +1,17 @@
-"""Models: one ``LanguageModel`` (blocks = mixer + channel memory), a config per architecture, ``build``."""
+"""Models: one ``LanguageModel`` (blocks = mixer + channel memory), a module per architecture with its config
+beside its mixer, ``build``. Importing this package imports every architecture, which registers it in ``ARCHS``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from hope.models.config import ARCHS, SIZES, ModelConfig, TransformerConfig, config_from_dict, make_config
+from hope.models.config import ARCHS, SIZES, ModelConfig, config_from_dict, make_config
+from hope.models.gated_deltanet import GatedDeltaNetConfig
+from hope.models.hope.config import CMSConfig, HopeAttentionConfig, HopeConfig
 from hope.models.lm import LanguageModel, LMOutput
 from hope.models.state import HopeState
+from hope.models.titans import TitansConfig
+from hope.models.transformer import TransformerConfig
 
 
 def build(arch: str = "transformer", size: str | None = "tiny", vocab_size: int = 4096, **overrides: Any) -> LanguageModel:
@@ -15,6 +20,6 @@ def build(arch: str = "transformer", size: str | None = "tiny", vocab_size: int 
 
 
 __all__ = [
-    "ARCHS", "SIZES", "HopeState", "LMOutput", "LanguageModel", "ModelConfig", "TransformerConfig",
-    "build", "config_from_dict", "make_config",
+    "ARCHS", "SIZES", "CMSConfig", "GatedDeltaNetConfig", "HopeAttentionConfig", "HopeConfig", "HopeState", "LMOutput",
+    "LanguageModel", "ModelConfig", "TitansConfig", "TransformerConfig", "build", "config_from_dict", "make_config",
 ]

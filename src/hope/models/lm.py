@@ -1,6 +1,6 @@
 """One language model for Hope and every baseline: embedding -> blocks (mixer + channel memory) -> head.
 
-Block layout (pre-norm residual, paper_spec Sec. 4.1)::
+Block layout (pre-norm residual, as in Transformer++)::
 
     h = x + Mixer(Norm(x))          # attention, Titans, Gated DeltaNet or self-modifying Titans
     y = h + Channel(Norm(h))        # static SwiGLU MLP or a Continuum Memory System
@@ -9,7 +9,7 @@ Mixers and channel memories share one calling convention:
 ``module(x, state: dict[str, Tensor] | None, position: int) -> (y, new_state)``.
 
 A model whose CMS levels learn in context runs segment by segment between their boundaries, with one
-inner gradient step per boundary (``hope.models.in_context``, docs/cms.md); every other model reads the
+inner gradient step per boundary (``hope.models.hope.in_context``, docs/cms.md); every other model reads the
 whole input in one pass.
 """
 
@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hope.layers.cms import CMS
 from hope.layers.norm import rms_norm
 from hope.models.config import ModelConfig
-from hope.models.in_context import forward_in_context
+from hope.models.hope.cms import CMS
+from hope.models.hope.in_context import forward_in_context
 from hope.models.state import HopeState
 
 

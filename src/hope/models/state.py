@@ -1,8 +1,8 @@
 """``HopeState``: everything a sequence has learned in context, in one object.
 
-Memory weights, CMS fast weights, convolution tails and attention KV caches of every layer live
-here (DESIGN.md Sec. 3, "State"), so that ``model(ids, state=s)`` continues a sequence exactly and a
-state can be written to a safetensors file and read back tomorrow.
+Memory weights, CMS fast weights, convolution tails and attention KV caches of every layer live here, so
+that ``model(ids, state=s)`` continues a sequence exactly and a state can be written to a safetensors file
+and read back tomorrow.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from hope.errors import HopeError
@@ -77,8 +77,6 @@ class HopeState:
         if not path.is_file():
             raise HopeError(f"state file {path} is missing")
         try:
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as f:
                 meta = dict(f.metadata() or {})
             flat = load_file(str(path), device=str(device))

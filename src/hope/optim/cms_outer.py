@@ -1,8 +1,8 @@
-"""CMS levels stepped by the outer optimizer at their own periods: reading (ii) of NL Eq. 71 (paper_spec A6).
+"""CMS levels stepped by the outer optimizer at their own periods: reading (ii) of NL Eq. 71 (docs/cms.md).
 
 Eq. 71 updates level ``l`` of the Continuum Memory System only every ``C^(l)``-th time, with the sum of the
 gradients since its last update. The main path of this package reads the time index as tokens inside a
-sequence (reading (i), ``hope.layers.cms``). Reading (ii), which DESIGN.md keeps as an option, reads it as
+sequence (reading (i), ``hope.models.hope.cms``). Reading (ii), the other reading of the equation, reads it as
 *training steps*: the parameters of level ``l`` are stepped by the outer optimizer only after every
 ``periods[l]``-th optimizer step, with the mean of the (clipped) gradients of those steps; in between they
 are frozen (no update, no weight decay, no optimizer state change). ``periods[l] = 1`` is ordinary training.
@@ -26,14 +26,13 @@ import torch
 from torch import nn
 
 from hope.errors import HopeError
+from hope.models.hope.cms import CMS
 
 
 class CMSOuterPeriods:
     """Hold back the gradients of CMS level ``l`` except after every ``periods[l]``-th step (A6 (ii))."""
 
     def __init__(self, model: nn.Module, periods: tuple[int, ...] | list[int]) -> None:
-        from hope.layers.cms import CMS
-
         periods = tuple(periods)
         if not periods or any(not isinstance(p, int) or isinstance(p, bool) or p < 1 for p in periods):
             raise HopeError(f"cms_outer_periods must be positive integers (training steps), got {list(periods)}")

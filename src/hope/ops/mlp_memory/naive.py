@@ -1,7 +1,7 @@
 """Per-token reference for the deep (MLP) DGD memory: the ground truth for the chunk and recurrent forms.
 
 Written from the formulas alone (it uses neither ``hope.ops.dgd`` nor the shared helpers of this
-package). Per batch element and head, for ``t = 0 .. T-1``, with ``c(t) = C * floor(t / C)``
+package, ``residual_mlp`` included: a reference shares no code with what it checks). Per batch element and head, for ``t = 0 .. T-1``, with ``c(t) = C * floor(t / C)``
 the start of the chunk that holds token ``t`` and ``W(c)`` the weights before that chunk:
 
     o_t = q_t + W1(c) silu(W2(c) q_t)                                   (read, NL Eq. 90)

@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 from hope.ops.dgd import dgd_step
-from hope.ops.mlp_memory.residual_mlp import curvature_gains, proximal_eta, read_and_errors
+from hope.ops.mlp_memory.residual_mlp import curvature_gains, proximal_eta, read_and_errors, residual_mlp
 
 
 class MLPMemoryState(NamedTuple):
@@ -65,7 +64,7 @@ def step(
     _, w1 = dgd_step(w1, h, h, -g, alpha, eta1, rule)
     _, w2 = dgd_step(w2, k, k, -delta2, alpha, eta2, rule)
     if read == "running":
-        o = (q + (w1 @ F.silu(w2 @ q.unsqueeze(-1))).squeeze(-1)).unsqueeze(-2)
+        o = residual_mlp(q.unsqueeze(-2), w1, w2)
     return o.squeeze(-2), MLPMemoryState((w1, w2), chunk_start, (position + 1) % chunk_size)
 
 

@@ -21,6 +21,13 @@ import torch.nn.functional as F
 OBJECTIVES = ("dot", "l2")
 
 
+def residual_mlp(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """The read ``M(x) = x + W1 silu(W2 x)`` (NL Eq. 89) of row vectors ``x: [..., N, D]`` with
+    ``w1: [..., D, E]``, ``w2: [..., E, D]`` (leading axes broadcast). Every memory built on this MLP reads
+    through it; the per-token references (``naive``) write it out on purpose."""
+    return x + F.silu(x @ w2.mT) @ w1.mT
+
+
 def read_and_errors(
     w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor, n_reads: int, v_hat: torch.Tensor, objective: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from hope.ops.dgd.chunk import decay_products
 from hope.ops.mlp_memory.chunk import from_chunks, to_chunks
-from hope.ops.mlp_memory.residual_mlp import read_and_errors
+from hope.ops.mlp_memory.residual_mlp import read_and_errors, residual_mlp
 
 Tensor = torch.Tensor
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -142,8 +142,7 @@ def titans_step(
     s2 = b_t * s2 - th_t * (delta2.mT @ k.unsqueeze(-2))
     weights = (keep_t * w1 + s1, keep_t * w2 + s2)
     if read == "running":
-        x = q.unsqueeze(-2)
-        o = x + F.silu(x @ weights[1].mT) @ weights[0].mT
+        o = residual_mlp(q.unsqueeze(-2), *weights)
     return o.squeeze(-2), TitansMemoryState(weights, (s1, s2), chunk_start, (position + 1) % chunk_size)
 
 

@@ -4,9 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hope.layers.gated_deltanet import GatedDeltaNet
+from hope.errors import HopeError
+from hope.models import make_config
+from hope.models.gated_deltanet import GatedDeltaNet
 
 D_MODEL, HEADS = 16, 2
+
+
+def gated_deltanet(n_heads: int = HEADS, **fields) -> GatedDeltaNet:
+    return GatedDeltaNet(make_config("gated-deltanet", None, d_model=D_MODEL, n_heads=n_heads, **fields))
 
 
 def reference(layer: GatedDeltaNet, x: torch.Tensor) -> torch.Tensor:
@@ -32,7 +38,7 @@ def reference(layer: GatedDeltaNet, x: torch.Tensor) -> torch.Tensor:
 
 def make(**kwargs):
     torch.manual_seed(2)
-    layer = GatedDeltaNet(D_MODEL, HEADS, **kwargs).double()
+    layer = gated_deltanet(**kwargs).double()
     for p in layer.parameters():  # random everything (LM-style init is tested through the model)
         torch.nn.init.normal_(p, std=0.3)
     return layer
@@ -78,7 +84,7 @@ def test_causal_and_batch_isolated():
 
 
 def test_initial_gates():
-    layer = GatedDeltaNet(D_MODEL, 4, retention_init=(0.9, 0.99))
+    layer = gated_deltanet(4, retention_init=(0.9, 0.99))
     layer.init_weights()
     retention = torch.sigmoid(layer.gates.bias[:4])
     torch.testing.assert_close(retention, torch.linspace(0.9, 0.99, 4))
@@ -86,7 +92,7 @@ def test_initial_gates():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="divisible"):
-        GatedDeltaNet(15, 2)
+    with pytest.raises(HopeError, match="divisible"):
+        make_config("gated-deltanet", None, d_model=15, n_heads=2)
     with pytest.raises(ValueError, match=r"x must be \[batch, time, d_model\]"):
-        GatedDeltaNet(16, 2)(torch.randn(3, 16))
+        gated_deltanet()(torch.randn(3, 16))

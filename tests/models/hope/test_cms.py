@@ -18,7 +18,8 @@ def tiny(**overrides):
 
 
 def level_swiglu(x, gate_up, down):
-    """One level on one position: ``x [B, D]``, weights ``[B, 2H, D]``/``[B, D, H]`` or shared ``[2H, D]``/``[D, H]``."""
+    """One level on one position: ``x [B, D]``, weights ``[B, 2H, D]``/``[B, D, H]`` or shared ``[2H, D]``/``[D, H]``
+    (written out, not ``hope.layers.mlp.swiglu``: the reference shares no code with the CMS)."""
     if gate_up.ndim == 2:
         gate_up, down = gate_up.expand(x.shape[0], -1, -1), down.expand(x.shape[0], -1, -1)
     gate, up = torch.einsum("bhd,bd->bh", gate_up, x).chunk(2, dim=-1)
@@ -321,7 +322,7 @@ def test_cms_levels_keeps_the_first_levels_with_the_parameters_of_the_static_mlp
 
 
 def test_after_is_the_identity_for_x_and_gives_its_anchors_no_gradient():
-    from hope.models.in_context import _After
+    from hope.models.hope.in_context import _After
 
     x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     anchor = torch.randn(5, dtype=torch.float64, requires_grad=True)

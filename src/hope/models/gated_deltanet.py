@@ -1,6 +1,6 @@
 """Gated DeltaNet mixer (Yang, Kautz & Hatamizadeh 2025; NL Eq. 65 with retention): the linear DGD memory.
 
-Per head, with unit-norm keys and queries (paper_spec Sec. 1.9; DESIGN.md Sec. 3, "Linear DGD op")::
+Per head, with unit-norm keys and queries (the linear DGD op, ``hope.ops.dgd``)::
 
     S_t = S_{t-1} (alpha_t I - eta_t k_t k_t^T) + eta_t v_t k_t^T,        o_t = S_t q_t
 
@@ -12,41 +12,45 @@ The sequence runs chunk-parallel through :func:`hope.ops.dgd.dgd` (exact, not an
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hope.layers.conv import ShortConv
+from hope.layers.gating import GatedOutput, l2_normalize, spread_logits
+from hope.layers.mlp import SwiGLU
+from hope.models.config import ModelConfig, check_memory_fields, register
 from hope.ops.dgd import dgd
 
 
-def l2_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """``x / ||x||`` over the last axis (``eps`` guards a zero vector)."""
-    return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + eps)
+@register("gated-deltanet")
+@dataclass
+class GatedDeltaNetConfig(ModelConfig):
+    """Gated DeltaNet: the linear DGD memory (gated delta rule) as mixer, a static SwiGLU as channel memory."""
 
+    SIZE_OVERRIDES: ClassVar[dict[str, dict[str, int]]] = {
+        "tiny": {"mlp_hidden": 335}, "small": {"mlp_hidden": 888},
+        "760m": {"mlp_hidden": 3580}, "1.3b": {"mlp_hidden": 4813},
+    }
+    """Narrower SwiGLUs that pay for the mixer's extra gate projection: parameters within 1% of Transformer++."""
+    conv_width: int = 4
+    """Width of the causal depthwise convolution after the q, k, v projections."""
+    chunk_size: int = 64
+    """Tokens per chunk of the chunk-parallel DGD op (speed only: the result does not depend on it)."""
+    retention_init: tuple[float, float] = (0.9, 0.999)
+    """Range over the heads of the initial retention ``alpha`` (sigmoid of the gate bias)."""
 
-def spread_logits(n_heads: int, low: float, high: float) -> torch.Tensor:
-    """Per-head gate biases whose sigmoids are spread evenly from ``low`` to ``high`` (one value per head)."""
-    values = torch.linspace(low, high, n_heads) if n_heads > 1 else torch.tensor([math.sqrt(low * high)])
-    return torch.logit(values)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_memory_fields(self, ("conv_width", "chunk_size"), ())
 
+    def build_mixer(self, layer: int) -> nn.Module:
+        return GatedDeltaNet(self)
 
-class GatedOutput(nn.Module):
-    """The output stage shared by the recurrent mixers (Titans Sec. 4.4): per-head RMSNorm of the memory reads,
-    a SiLU gate computed from the layer input, then the output projection ``out``."""
-
-    def __init__(self, d_model: int, n_heads: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.norm = nn.RMSNorm(d_model // n_heads, eps=eps)
-        self.gate = nn.Linear(d_model, d_model, bias=False)
-        self.out = nn.Linear(d_model, d_model, bias=False)
-
-    def forward(self, reads: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``reads: [B, T, H, D]`` (memory outputs), ``x: [B, T, H * D]`` (layer input) -> ``[B, T, H * D]``."""
-        y = self.norm(reads.to(x.dtype)).flatten(2)
-        return self.out(y * F.silu(self.gate(x)))
+    def build_channel(self, layer: int) -> nn.Module:
+        return SwiGLU(self.d_model, self.mlp_hidden)
 
 
 class GatedDeltaNet(nn.Module):
@@ -56,17 +60,15 @@ class GatedDeltaNet(nn.Module):
     of the ``q, k, v`` projections. A missing state is a fresh sequence (zero memory, zero tail).
     """
 
-    def __init__(self, d_model: int, n_heads: int, *, conv_width: int = 4, chunk_size: int = 64,
-                 retention_init: tuple[float, float] = (0.9, 0.999), norm_eps: float = 1e-6) -> None:
+    def __init__(self, config: GatedDeltaNetConfig) -> None:
         super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        self.n_heads, self.head_dim, self.chunk_size = n_heads, d_model // n_heads, chunk_size
-        self.retention_init = retention_init
+        d_model = config.d_model
+        self.n_heads, self.head_dim, self.chunk_size = config.n_heads, config.head_dim, config.chunk_size
+        self.retention_init = config.retention_init
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.conv = ShortConv(3 * d_model, conv_width)
-        self.gates = nn.Linear(d_model, 2 * n_heads)
-        self.output = GatedOutput(d_model, n_heads, norm_eps)
+        self.conv = ShortConv(3 * d_model, config.conv_width)
+        self.gates = nn.Linear(d_model, 2 * self.n_heads)
+        self.output = GatedOutput(d_model, self.n_heads, config.norm_eps)
 
     def init_weights(self) -> None:
         """Retention biases spread over ``retention_init`` across heads (short and long memories); step bias 0

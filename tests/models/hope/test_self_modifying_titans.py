@@ -4,9 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hope.layers.self_modifying_titans import SelfModifyingTitans
+from hope.errors import HopeError
+from hope.models import make_config
+from hope.models.hope.self_modifying_titans import SelfModifyingTitans
 
 D_MODEL, HEADS = 16, 2
+BASE = dict(objective="dot", curvature=False, memory_read="start")
+"""The layer these tests were written for (each case overrides what it checks): the dot objective, no curvature
+in the proximal step, reads of M_mem at the chunk start."""
 SILU_MAX_SLOPE = 1.0998393201285286
 
 
@@ -41,7 +46,8 @@ class Reference:
         self.history = []
 
     def read(self, weights, x):
-        """Memory reads for stacked heads: ``x: [B, N, D]``."""
+        """Memory reads for stacked heads: ``x: [B, N, D]`` (written out, not ``residual_mlp``: the reference
+        shares no code with the layer)."""
         if self.kind == "linear":
             return (weights["w"] @ x[..., None])[..., 0]
         return x + (weights["w1"] @ F.silu(weights["w2"] @ x[..., None]))[..., 0]
@@ -119,9 +125,13 @@ class Reference:
         self.start[group] = dict(self.state[group])
 
 
+def self_modifying_titans(**fields) -> SelfModifyingTitans:
+    return SelfModifyingTitans(make_config("hope", None, d_model=D_MODEL, n_heads=HEADS, **{**BASE, **fields}))
+
+
 def make(**kwargs):
     torch.manual_seed(1)
-    layer = SelfModifyingTitans(D_MODEL, HEADS, **kwargs).double()
+    layer = self_modifying_titans(**kwargs).double()
     with torch.no_grad():  # livelier gates than the defaults, so every term matters
         layer.readout.normal_(std=0.5)
     return layer
@@ -135,10 +145,10 @@ CONFIGS = [
     dict(memory="linear", chunk_size=2, memory_chunk_size=3, dgd=False, momentum=False, retention=False),
     dict(memory="linear", chunk_size=3, memory_chunk_size=2, adaptive_q=True, adaptive_k=False, adaptive_v=False),
     dict(memory="deep", chunk_size=1, memory_chunk_size=1),
-    dict(memory="deep", chunk_size=3, memory_chunk_size=5, expansion=2),
+    dict(memory="deep", chunk_size=3, memory_chunk_size=5, memory_expansion=2),
     dict(memory="deep", chunk_size=4, memory_chunk_size=2, objective="l2", dgd=False),
     dict(memory="deep", chunk_size=3, memory_chunk_size=2, objective="l2", curvature=True),
-    dict(memory="deep", chunk_size=1, memory_chunk_size=1, objective="l2", curvature=True, expansion=2),
+    dict(memory="deep", chunk_size=1, memory_chunk_size=1, objective="l2", curvature=True, memory_expansion=2),
     dict(memory="deep", chunk_size=3, memory_chunk_size=4, objective="l2", curvature=True, memory_read="running"),
     dict(memory="deep", chunk_size=2, memory_chunk_size=5, memory_read="running", momentum=False),
     dict(memory="linear", chunk_size=3, memory_chunk_size=4, objective="l2", memory_read="running"),
@@ -301,9 +311,9 @@ def test_test_time_learning_false_freezes_every_memory():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="memory"):
-        SelfModifyingTitans(16, 2, memory="matrix")
-    with pytest.raises(ValueError, match="divisible"):
-        SelfModifyingTitans(15, 2)
+    with pytest.raises(HopeError, match="memory"):
+        self_modifying_titans(memory="matrix")
+    with pytest.raises(HopeError, match="divisible"):
+        make_config("hope", None, d_model=15, n_heads=2)
     with pytest.raises(ValueError, match=r"x must be \[batch, time, 16\]"):
-        SelfModifyingTitans(16, 2)(torch.randn(2, 3, 8))
+        self_modifying_titans()(torch.randn(2, 3, 8))

@@ -4,9 +4,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hope.layers.titans import Titans
+from hope.errors import HopeError
+from hope.models import make_config
+from hope.models.titans import Titans
 
 D_MODEL, HEADS = 16, 2
+BASE = dict(step_init=0.02, max_grad_norm=None, memory_read="start")
+"""The layer these tests were written for: the rule as printed (no clipping), reads at the chunk start."""
+
+
+def titans(**fields) -> Titans:
+    return Titans(make_config("titans", None, d_model=D_MODEL, n_heads=HEADS, **{**BASE, **fields}))
 
 
 def reference(layer: Titans, x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +56,7 @@ def reference(layer: Titans, x: torch.Tensor) -> torch.Tensor:
 
 def make(**kwargs):
     torch.manual_seed(3)
-    layer = Titans(D_MODEL, HEADS, **kwargs).double()
+    layer = titans(**kwargs).double()
     layer.init_weights()
     for module in (layer.qkv, layer.output.gate, layer.output.out):
         torch.nn.init.normal_(module.weight, std=0.3)
@@ -113,12 +121,12 @@ def test_gradients_reach_the_memory_initial_state():
 
 
 def test_bad_arguments():
-    layer = Titans(D_MODEL, HEADS, chunk_size=4)
+    layer = titans(chunk_size=4)
     with pytest.raises(ValueError, match="multiple of chunk_size=4"):
         layer(torch.randn(1, 3, D_MODEL), None, 6)
     with pytest.raises(ValueError, match=r"x must be \[batch, time, 16\]"):
         layer(torch.randn(1, 3, 8))
-    with pytest.raises(ValueError, match="divisible"):
-        Titans(15, 2)
-    with pytest.raises(ValueError, match="memory_read must be one of"):
-        Titans(D_MODEL, HEADS, memory_read="end")
+    with pytest.raises(HopeError, match="divisible"):
+        make_config("titans", None, d_model=15, n_heads=2)
+    with pytest.raises(HopeError, match="memory_read must be"):
+        titans(memory_read="end")

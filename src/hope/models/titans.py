@@ -1,5 +1,5 @@
-"""Titans (LMM) mixer: a deep neural memory trained in context by the Titans rule (Behrouz et al. 2025, Sec. 3;
-paper_spec Sec. 1.9), the baseline that Hope's self-modifying Titans grows out of.
+"""Titans (LMM): a deep neural memory trained in context by the Titans rule (Behrouz et al. 2025, Sec. 3), the
+baseline that Hope's self-modifying Titans grows out of.
 
 Per head, the memory ``M(x) = x + W1 silu(W2 x)`` (its initial state meta-learned) reads ``o_t = M(q_t)`` (after
 token ``t``'s update with ``memory_read="running"``, at the chunk-start weights with ``"start"``) and learns
@@ -16,15 +16,66 @@ memory layer (see :mod:`hope.ops.mlp_memory.titans`). Output: per-head norm, gat
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from hope.errors import HopeError
 from hope.layers.conv import ShortConv
-from hope.layers.gated_deltanet import GatedOutput, l2_normalize, spread_logits
-from hope.ops.mlp_memory import READS, TitansMemoryState, titans_memory, titans_memory_prefill
+from hope.layers.gating import GatedOutput, l2_normalize, spread_logits
+from hope.layers.mlp import SwiGLU
+from hope.models.config import ModelConfig, check_memory_fields, check_memory_read, register
+from hope.ops.mlp_memory import TitansMemoryState, titans_memory, titans_memory_prefill
 
 WEIGHTS = ("w1", "w2")
+
+
+@register("titans")
+@dataclass
+class TitansConfig(ModelConfig):
+    """Titans (LMM): a deep neural memory trained in context by GD with momentum and decay (Titans Sec. 3) as
+    mixer, a static SwiGLU as channel memory."""
+
+    SIZE_OVERRIDES: ClassVar[dict[str, dict[str, int]]] = {
+        "tiny": {"mlp_hidden": 291}, "small": {"mlp_hidden": 801},
+        "760m": {"mlp_hidden": 3397}, "1.3b": {"mlp_hidden": 4631},
+    }
+    """Narrower SwiGLUs that pay for the memory and the gate projection: parameters within 1% of Transformer++."""
+    memory_expansion: int = 2
+    """Hidden width of the memory MLP per head, in multiples of the head dimension."""
+    chunk_size: int = 16
+    """Tokens per chunk: inside a chunk every gradient uses the chunk-start memory (part of the model)."""
+    conv_width: int = 4
+    """Width of the causal depthwise convolution after the q, k, v projections."""
+    step_init: float = 0.01
+    """Initial inner learning rate ``theta`` (sigmoid of its gate bias); with momentum 0.9 the effective step is
+    ten times larger. Why 0.01: docs/results.md, "Why the defaults"."""
+    momentum_init: float = 0.9
+    """Initial momentum gate ``beta``."""
+    retention_init: tuple[float, float] = (0.9, 0.999)
+    """Range over the heads of the initial ``1 - forget``."""
+    max_grad_norm: float | None = 1.0
+    """Clip each token's gradient of each memory layer to this Frobenius norm (``None``: the rule as printed).
+    Why clip: docs/results.md, "Why the defaults"."""
+    memory_read: str = "running"
+    """How a token reads the memory inside its chunk: ``running``, after its own update (the Titans paper's
+    ``y_t = M*_t(q_t)``; ``hope.ops.mlp_memory.titans_memory``'s ``read``); ``start``, at the chunk-start weights,
+    so the memory does not see the earlier tokens of its own chunk."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_memory_fields(self, ("memory_expansion", "chunk_size", "conv_width"), ("step_init", "momentum_init"))
+        check_memory_read(self)
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise HopeError(f"max_grad_norm must be None or positive, got {self.max_grad_norm}")
+
+    def build_mixer(self, layer: int) -> nn.Module:
+        return Titans(self)
+
+    def build_channel(self, layer: int) -> nn.Module:
+        return SwiGLU(self.d_model, self.mlp_hidden)
 
 
 class Titans(nn.Module):
@@ -36,25 +87,20 @@ class Titans(nn.Module):
     before ``x``) says where in its chunk the sequence stands.
     """
 
-    def __init__(self, d_model: int, n_heads: int, *, expansion: int = 2, chunk_size: int = 16,
-                 conv_width: int = 4, step_init: float = 0.02, momentum_init: float = 0.9,
-                 retention_init: tuple[float, float] = (0.9, 0.999), max_grad_norm: float | None = None,
-                 memory_read: str = "start", norm_eps: float = 1e-6) -> None:
+    def __init__(self, config: TitansConfig) -> None:
         super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        self.n_heads, self.head_dim, self.chunk_size = n_heads, d_model // n_heads, chunk_size
-        self.step_init, self.momentum_init, self.retention_init = step_init, momentum_init, retention_init
-        if memory_read not in READS:
-            raise ValueError(f"memory_read must be one of {READS}, got {memory_read!r}")
-        self.max_grad_norm, self.memory_read = max_grad_norm, memory_read
-        hidden = expansion * self.head_dim
+        d_model, n_heads = config.d_model, config.n_heads
+        self.n_heads, self.head_dim, self.chunk_size = n_heads, config.head_dim, config.chunk_size
+        self.step_init, self.momentum_init = config.step_init, config.momentum_init
+        self.retention_init = config.retention_init
+        self.max_grad_norm, self.memory_read = config.max_grad_norm, config.memory_read
+        hidden = config.memory_expansion * self.head_dim
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.conv = ShortConv(3 * d_model, conv_width)
+        self.conv = ShortConv(3 * d_model, config.conv_width)
         self.gates = nn.Linear(d_model, 3 * n_heads)
         self.w1 = nn.Parameter(torch.empty(n_heads, self.head_dim, hidden))
         self.w2 = nn.Parameter(torch.empty(n_heads, hidden, self.head_dim))
-        self.output = GatedOutput(d_model, n_heads, norm_eps)
+        self.output = GatedOutput(d_model, n_heads, config.norm_eps)
 
     def init_weights(self) -> None:
         """Memory: ``W2 ~ N(0, 1/Dh)``, ``W1 ~ N(0, 0.02^2)`` (close to the identity of its residual path). Gate

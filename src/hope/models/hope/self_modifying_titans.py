@@ -1,4 +1,4 @@
-"""Self-modifying Titans, the mixer of Hope (NL Sec. 8.1-8.2, Eqs. 83-97; DESIGN.md Sec. 3; paper_spec Sec. 2).
+"""Self-modifying Titans, the mixer of Hope (NL Sec. 8.1-8.2, Eqs. 83-97).
 
 Every projection but the query is a memory that keeps learning in context (NL Eqs. 83-85)::
 
@@ -9,22 +9,22 @@ Every projection but the query is a memory that keeps learning in context (NL Eq
 
 for ``box`` in ``{k, v, eta, alpha, mem}``. Each memory is per head: a 2-layer residual MLP
 ``M(x) = x + W1 silu(W2 x)`` (NL Eq. 89) or, with ``memory="linear"``, a matrix ``M(x) = W x``; its initial
-state is an ordinary parameter, meta-learned through the unrolled in-context updates (paper_spec A15: full
-backpropagation, as in Titans and TTT). ``k``, ``q`` and ``v`` are L2-normalised (``v`` too, unlike the paper:
+state is an ordinary parameter, meta-learned through the unrolled in-context updates (full backpropagation,
+as in Titans and TTT). ``k``, ``q`` and ``v`` are L2-normalised (``v`` too, unlike the paper:
 the targets ``v_hat = M(v)`` feed a memory's own output back into its update, so a value norm above one
 multiplies the memory's gain at every chunk; measured at initialisation, unnormalised values drove the weights
 to overflow within 200-400 tokens of random text); ``k, v, q`` pass through a causal
 depthwise convolution of width 4 and SiLU (Titans Sec. 4.4, after the reads); ``eta, alpha`` are per-head
-scalars read out of ``M_eta`` / ``M_alpha`` by a learned vector and a sigmoid (paper_spec A3). The output is
+scalars read out of ``M_eta`` / ``M_alpha`` by a learned vector and a sigmoid. The output is
 normalised per head, gated and projected.
 
-Chunks (NL Eqs. 90-91, paper_spec A10). ``M_mem`` updates in chunks of ``memory_chunk_size`` tokens, the other
+Chunks (NL Eqs. 90-91). ``M_mem`` updates in chunks of ``memory_chunk_size`` tokens, the other
 memories in chunks of ``chunk_size``. Inside a chunk every read, target and gradient is computed with the
 memory's state at the end of the *previous* chunk, then the chunk is folded into the state by DGD token after
 token (:func:`hope.ops.mlp_memory.mlp_memory`, or :func:`hope.ops.dgd.dgd` for linear memories). The keys of a
 chunk are produced by ``M_k`` itself, so the chunks are visited in order (a loop over chunks, not tokens).
 
-Momentum (paper_spec A2, whose form the paper leaves open): each chunk's update ``Delta_c = M_fold - M_start``
+Momentum (dropped by the "w/o momentum" ablation of NL Table 6; the paper leaves its form open): each chunk's update ``Delta_c = M_fold - M_start``
 enters a Titans-style momentum ``S_c = beta_c S_{c-1} + Delta_c``, ``M_c = M_{c-1} + S_c``, with ``beta_c`` the
 mean over the chunk of a gate read out of ``M_eta``. With ``beta = 0`` this is plain DGD; with one-token chunks
 it is per-token momentum.
@@ -36,105 +36,22 @@ gives the outputs of one full forward at any cut, and decoding keeps at most one
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hope.compiling import compilable
 from hope.layers.conv import ShortConv
-from hope.layers.gated_deltanet import GatedOutput, l2_normalize, spread_logits
-from hope.ops.dgd import dgd as linear_dgd
-from hope.ops.mlp_memory import READS, mlp_memory
+from hope.layers.gating import GatedOutput, l2_normalize, spread_logits
+from hope.models.hope.memory_bank import MemoryBank
 
-MEMORY_KINDS = ("deep", "linear")
-OBJECTIVES = ("dot", "l2")
+if TYPE_CHECKING:
+    from hope.models.hope.config import HopeConfig
+
 BUFFERED = ("k", "v", "alpha", "eta", "beta")
 """Per-token quantities a partial chunk keeps until it is folded (``v`` regenerates the targets; ``beta`` only
 with momentum)."""
-
-
-def deep_read(w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``M(x) = x + W1 silu(W2 x)`` per head (NL Eq. 89). ``x: [B, T, H, D]``; ``w2: [(B,) H, E, D]``,
-    ``w1: [(B,) H, D, E]`` (shared or per sequence)."""
-    batch = "b" if w2.ndim == 4 else ""
-    hidden = F.silu(torch.einsum(f"bthd,{batch}hed->bthe", x, w2))
-    return x + torch.einsum(f"bthe,{batch}hde->bthd", hidden, w1)
-
-
-def linear_read(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``M(x) = W x`` per head; ``w: [(B,) H, D, D]`` in the ``[Dv, Dk]`` layout of :mod:`hope.ops.dgd`."""
-    batch = "b" if w.ndim == 4 else ""
-    return torch.einsum(f"bthk,{batch}hvk->bthv", x, w)
-
-
-class MemoryBank(nn.Module):
-    """``n`` per-head memories, stacked on the head axis (``[.., n * H, ..]``), with meta-learned initial
-    states (NL Sec. 8.1) and one DGD fold for all of them (NL Eq. 88)."""
-
-    def __init__(self, names: tuple[str, ...], n_heads: int, head_dim: int, *, kind: str, expansion: int,
-                 objective: str, proximal: bool, dgd: bool, curvature: bool = False, read: str = "start") -> None:
-        super().__init__()
-        self.names, self.kind, self.head_dim = names, kind, head_dim
-        self.objective, self.proximal, self.dgd, self.curvature, self.read_mode = objective, proximal, dgd, curvature, read
-        heads, hidden = len(names) * n_heads, expansion * head_dim
-        if kind == "deep":
-            self.w1 = nn.Parameter(torch.empty(heads, head_dim, hidden))
-            self.w2 = nn.Parameter(torch.empty(heads, hidden, head_dim))
-        else:
-            self.w = nn.Parameter(torch.empty(heads, head_dim, head_dim))
-        self.init_weights()
-
-    @property
-    def keys(self) -> tuple[str, ...]:
-        return ("w1", "w2") if self.kind == "deep" else ("w",)
-
-    def init_weights(self) -> None:
-        """Deep: ``W2 ~ N(0, 1/D)`` (hidden pre-activations of order one), ``W1 ~ N(0, 0.02^2)`` (so the memory
-        starts close to the identity of its residual path). Linear: the identity."""
-        with torch.no_grad():
-            if self.kind == "deep":
-                self.w2.normal_(std=self.head_dim ** -0.5)
-                self.w1.normal_(std=0.02)
-            else:
-                self.w.copy_(torch.eye(self.head_dim).expand_as(self.w))
-
-    def initial(self, batch: int) -> dict[str, torch.Tensor]:
-        """The initial states, one view per sequence: ``{name: [B, n * H, ...]}``."""
-        return {key: getattr(self, key).expand(batch, *getattr(self, key).shape) for key in self.keys}
-
-    def shared(self) -> dict[str, torch.Tensor]:
-        """The initial states without a batch axis (for reads that never learn)."""
-        return {key: getattr(self, key) for key in self.keys}
-
-    def read(self, weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Every memory of the bank at ``x: [B, T, n * H, D]``."""
-        if self.kind == "deep":
-            return deep_read(weights["w1"], weights["w2"], x)
-        return linear_read(weights["w"], x)
-
-    def fold(self, weights: dict[str, torch.Tensor], keys: torch.Tensor, targets: torch.Tensor,
-             alpha: torch.Tensor, eta: torch.Tensor,
-             queries: torch.Tensor | None = None) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
-        """Fold one chunk into the memories by DGD with retention, every gradient at ``weights`` (NL Eq. 91).
-
-        ``keys, targets: [B, C, n * H, D]``, ``alpha, eta: [B, C, n * H]``. Returns the reads of ``queries``
-        (at ``weights``, or with ``read="running"`` at the weights after each token's update) when the op
-        computes them on the way (else ``None``) and the new weights."""
-        chunk = keys.shape[1]
-        if self.kind == "deep":
-            reads, (w1, w2) = mlp_memory(keys if queries is None else queries, keys, targets, alpha, eta,
-                                         weights["w1"], weights["w2"], objective=self.objective,
-                                         proximal=self.proximal, dgd=self.dgd, chunk_size=chunk, mode="chunk",
-                                         curvature=self.curvature, read=self.read_mode)
-            return (None if queries is None else reads), {"w1": w1, "w2": w2}
-        values = targets if self.objective == "dot" else targets - linear_read(weights["w"], keys)
-        if self.proximal:
-            gain = 1.0 if self.curvature and self.objective == "l2" else 0.0
-            eta = eta / (1 + eta * (1 + gain) * keys.square().sum(-1))
-        reads, w = linear_dgd(keys if queries is None else queries, keys, values, alpha, eta,
-                              rule="dgd" if self.dgd else "gd", initial_state=weights["w"], output_final_state=True,
-                              chunk_size=chunk)
-        return (reads if queries is not None and self.read_mode == "running" else None), {"w": w}
 
 
 class SelfModifyingTitans(nn.Module):
@@ -148,40 +65,29 @@ class SelfModifyingTitans(nn.Module):
     ``position`` is not needed.
     """
 
-    def __init__(self, d_model: int, n_heads: int, *, memory: str = "deep", expansion: int = 1,
-                 chunk_size: int = 64, memory_chunk_size: int = 16, objective: str = "dot", proximal: bool = True,
-                 curvature: bool = False, memory_read: str = "start", dgd: bool = True, momentum: bool = True,
-                 retention: bool = True, adaptive_k: bool = True,
-                 adaptive_v: bool = True, adaptive_q: bool = False, test_time_learning: bool = True,
-                 conv_width: int = 4, retention_init: tuple[float, float] = (0.9, 0.999), step_init: float = 0.5,
-                 momentum_init: float = 0.5, norm_eps: float = 1e-6) -> None:
+    def __init__(self, config: HopeConfig) -> None:
         super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        if memory_read not in READS:
-            raise ValueError(f"memory_read must be one of {READS}, got {memory_read!r}")
-        if memory not in MEMORY_KINDS or objective not in OBJECTIVES:
-            raise ValueError(f"memory must be in {MEMORY_KINDS} and objective in {OBJECTIVES}, "
-                             f"got {memory!r}, {objective!r}")
-        self.n_heads, self.head_dim = n_heads, d_model // n_heads
-        self.chunk_sizes = {"proj": chunk_size, "mem": memory_chunk_size}
-        self.momentum, self.retention, self.test_time_learning = momentum, retention, test_time_learning
-        self.retention_init, self.step_init, self.momentum_init = retention_init, step_init, momentum_init
-        adaptive = {"k": adaptive_k, "v": adaptive_v, "q": adaptive_q, "eta": True, "alpha": retention}
+        d_model, n_heads = config.d_model, config.n_heads
+        self.n_heads, self.head_dim = n_heads, config.head_dim
+        self.chunk_sizes = {"proj": config.chunk_size, "mem": config.memory_chunk_size}
+        self.momentum, self.retention = config.momentum, config.retention
+        self.test_time_learning = config.test_time_learning
+        self.retention_init, self.step_init = config.retention_init, config.step_init
+        self.momentum_init = config.momentum_init
+        adaptive = {"k": config.adaptive_k, "v": config.adaptive_v, "q": config.adaptive_q, "eta": True,
+                    "alpha": config.retention}
         self.static_names = tuple(name for name in ("q", "k", "v") if not adaptive[name])
         self.static = nn.Linear(d_model, len(self.static_names) * d_model, bias=False) if self.static_names else None
-        bank = dict(kind=memory, expansion=expansion, objective=objective, proximal=proximal, dgd=dgd,
-                    curvature=curvature)
         self.banks = nn.ModuleDict({
-            "proj": MemoryBank(tuple(name for name, on in adaptive.items() if on), n_heads, self.head_dim, **bank),
-            "mem": MemoryBank(("mem",), n_heads, self.head_dim, read=memory_read, **bank),
+            "proj": MemoryBank(config, tuple(name for name, on in adaptive.items() if on), read="start"),
+            "mem": MemoryBank(config, ("mem",), read=config.memory_read),
         })
-        self.gate_names = ("eta",) + ("alpha",) * retention + ("beta",) * momentum
-        self.buffered = BUFFERED if momentum else BUFFERED[:-1]
+        self.gate_names = ("eta",) + ("alpha",) * self.retention + ("beta",) * self.momentum
+        self.buffered = BUFFERED if self.momentum else BUFFERED[:-1]
         self.readout = nn.Parameter(torch.empty(len(self.gate_names), n_heads, self.head_dim))
         self.readout_bias = nn.Parameter(torch.empty(len(self.gate_names), n_heads))
-        self.conv = ShortConv(3 * d_model, conv_width)
-        self.output = GatedOutput(d_model, n_heads, norm_eps)
+        self.conv = ShortConv(3 * d_model, config.conv_width)
+        self.output = GatedOutput(d_model, n_heads, config.norm_eps)
         self.init_weights()
 
     def init_weights(self) -> None:

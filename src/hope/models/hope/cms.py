@@ -1,12 +1,12 @@
 """Continuum Memory System (NL Eqs. 70-74): SwiGLU levels that keep learning in context, each at its own period.
 
-A level is a SwiGLU ``f(x; W) = W_down (silu(W_gate x) * W_up x)`` used residually. Levels with a period
+A level is a SwiGLU ``f(x; W) = W_down (silu(W_gate x) * W_up x)`` (``hope.layers.mlp``) used residually. Levels with a period
 ``C`` (tokens) have **fast weights**: per sequence (``[B, ...]``), started from the level's parameters (the
 meta-learned initial state) and changed only at multiples of ``C``, by one gradient step on the model's own
 next-token loss (NL Eq. 71). Levels with period ``None`` are static (update frequency 0).
 
 This module computes outputs with the weights it is given and applies steps from gradients it is given;
-``hope.models.in_context`` runs the model segment by segment, computes the next-token loss at each
+``hope.models.hope.in_context`` runs the model segment by segment, computes the next-token loss at each
 boundary and differentiates it (docs/cms.md). Variants:
 
 - ``sequential`` (NL Eq. 70, 73): ``z_l = z_{l-1} + f(z_{l-1}; W_l)``, output ``z_L - x``.
@@ -20,35 +20,24 @@ With one static level the output is exactly the SwiGLU of Transformer++.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from hope.layers.mlp import SwiGLU, swiglu
+
+if TYPE_CHECKING:
+    from hope.models.hope.config import CMSConfig
 
 WEIGHTS = ("gate_up", "down")
 
 
-def swiglu(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
-    """``down(silu(gate) * up)`` for ``x: [B, T, D]`` with shared ``[2H, D], [D, H]`` or per-sequence
-    ``[B, 2H, D], [B, D, H]`` weights."""
-    if gate_up.ndim == 2:
-        gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
-        return F.linear(F.silu(gate) * up, down)
-    gate, up = torch.bmm(x, gate_up.transpose(1, 2)).chunk(2, dim=-1)
-    return torch.bmm(F.silu(gate) * up, down.transpose(1, 2))
-
-
-class CMSLevel(nn.Module):
-    """The parameters of one level: its initial state (NL Eq. 73) or, for a static level, its weights."""
-
-    def __init__(self, d_model: int, hidden: int) -> None:
-        super().__init__()
-        self.gate_up = nn.Linear(d_model, 2 * hidden, bias=False)
-        self.down = nn.Linear(hidden, d_model, bias=False)
-
-
 class CMS(nn.Module):
-    """Channel memory ``module(x [B, T, D], state, position) -> (y, state)`` (DESIGN.md Sec. 3, "CMS").
+    """Channel memory ``module(x [B, T, D], state, position) -> (y, state)`` (NL Eqs. 70-74; docs/cms.md).
+
+    Each level's parameters (a :class:`SwiGLU`) are its meta-learned initial state (NL Eq. 73) or, for a static
+    level, its weights.
 
     ``sequential``/``nested`` return ``z_L - x``, accumulated as ``delta_l = delta_{l-1} + f(x + delta_{l-1})``.
 
@@ -57,30 +46,25 @@ class CMS(nn.Module):
     state of level ``l`` learned by its next slower level. A missing state starts from the parameters.
     """
 
-    def __init__(self, d_model: int, hidden: int, periods: tuple[int | None, ...], *, variant: str = "sequential",
-                 lr: float = 0.1, learnable_lr: bool = True, second_order: bool = False,
-                 test_time_learning: bool = True) -> None:
+    def __init__(self, config: CMSConfig) -> None:
         super().__init__()
-        if variant not in ("sequential", "nested", "independent"):
-            raise ValueError(f"variant must be sequential, nested or independent, got {variant!r}")
-        if not periods or any(p is not None and p < 1 for p in periods):
-            raise ValueError(f"periods must be a non-empty tuple of positive ints or None, got {periods!r}")
-        self.periods = tuple(periods)
-        self.variant, self.second_order, self.test_time_learning = variant, second_order, test_time_learning
-        self.initial_lr = lr
-        self.levels = nn.ModuleList(CMSLevel(d_model, hidden) for _ in self.periods)
-        log_lr = torch.full((len(self.periods),), math.log(lr))
-        if learnable_lr:
+        self.periods = config.level_periods
+        self.variant, self.second_order = config.cms_variant, config.cms_second_order
+        self.test_time_learning = config.test_time_learning
+        self.initial_lr = config.cms_lr
+        self.levels = nn.ModuleList(SwiGLU(config.d_model, config.level_hidden) for _ in self.periods)
+        log_lr = torch.full((len(self.periods),), math.log(self.initial_lr))
+        if config.cms_learnable_lr:
             self.log_lr = nn.Parameter(log_lr)
         else:
             self.register_buffer("log_lr", log_lr)
-        self.mix = nn.Parameter(torch.ones(len(self.periods))) if variant == "independent" else None
-        self.learning = tuple(i for i, p in enumerate(self.periods) if p is not None and test_time_learning)
+        self.mix = nn.Parameter(torch.ones(len(self.periods))) if self.variant == "independent" else None
+        self.learning = tuple(i for i, p in enumerate(self.periods) if p is not None and self.test_time_learning)
         self.active_periods = tuple(sorted({self.periods[i] for i in self.learning}))
-        self.teacher = self._teachers() if variant == "nested" else {}
+        self.teacher = self._teachers() if self.variant == "nested" else {}
 
     def init_weights(self) -> None:
-        """Learning rates to ``lr`` and, for ``independent``, every mixing weight to 1."""
+        """Learning rates to ``cms_lr`` and, for ``independent``, every mixing weight to 1."""
         with torch.no_grad():
             self.log_lr.fill_(math.log(self.initial_lr))
             if self.mix is not None:

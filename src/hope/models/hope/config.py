@@ -1,0 +1,169 @@
+"""The configs of Hope (NL Sec. 8) and Hope-Attention (NL Sec. 8.3): a Continuum Memory System as channel
+memory, under self-modifying Titans or softmax attention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from hope.errors import HopeError
+from hope.models.config import ModelConfig, check_memory_fields, check_memory_read, register
+from hope.models.hope.cms import CMS
+from hope.models.hope.self_modifying_titans import SelfModifyingTitans
+from hope.models.transformer import TransformerConfig
+
+CMS_VARIANTS = ("sequential", "nested", "independent")
+
+
+@dataclass
+class CMSConfig(ModelConfig):
+    """Mixin: the channel memory is a Continuum Memory System (NL Eqs. 70-74; docs/cms.md).
+
+    Subclassed by ``HopeConfig`` (self-modifying Titans + CMS) and ``HopeAttentionConfig`` (attention + CMS).
+    """
+
+    cms_periods: tuple[int | None, ...] = (32, 64, 128)
+    """Update period of each level in tokens (the chunk size C of NL Eq. 71; labels such as "512" and "2K" in
+    the paper are periods), in chain order (NL Eq. 70: the first level reads the input first).
+    ``None`` is a static level (update frequency 0, a plain MLP). The periods that are not ``None`` must divide
+    one another (e.g. 16, 64, 256). A level only meta-learns its learning rate if it steps inside the training
+    sequences: the default suits the default ``seq_len`` of 256 (the slowest level steps at 128)."""
+    cms_levels: int = 0
+    """How many levels to use: the first ``cms_levels`` entries of ``cms_periods``; 0 means all of them.
+    ``cms_levels=1`` is the one-level ablation; ``cms_periods=(None,)`` is the paper's "w/o CMS" (a static MLP)."""
+    cms_hidden: int = 0
+    """Hidden width of each level's SwiGLU; 0 splits ``mlp_hidden`` evenly over the levels (rounded up to a
+    multiple of 8), so that the CMS has the parameter count of the static MLP it replaces."""
+    cms_variant: str = "sequential"
+    """``sequential`` (NL Eq. 70 + 73: levels chained, every initial state meta-learned by the outer loop),
+    ``nested`` (NL Eq. 72: at each boundary of a level the next faster level is re-initialised, and its initial
+    state is learned in context by that slower level) or ``independent`` (NL Eq. 74: levels read the same input
+    in parallel and their outputs are summed with learnable weights)."""
+    cms_lr: float = 0.1
+    """Initial inner learning rate eta_l of every level (the step on the mean next-token loss of its period)."""
+    cms_learnable_lr: bool = True
+    """Meta-learn each level's learning rate (stored as its logarithm); False keeps ``cms_lr`` fixed."""
+    cms_second_order: bool = False
+    """Differentiate through the inner gradient (create_graph=True: full second-order meta-gradient). The
+    default is first order: the inner gradient is a constant for the outer loss, which still reaches the
+    initial states and the learning rates through the fast weights."""
+    test_time_learning: bool = True
+    """False freezes every in-context update (CMS fast weights and self-modifying Titans memories): the model
+    then runs with its meta-learned initial states as static weights."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.cms_periods = tuple(self.cms_periods)
+        if not self.cms_periods:
+            raise HopeError("cms_periods must name at least one level (a period in tokens, or None for static)")
+        for period in self.cms_periods:
+            if period is not None and (isinstance(period, bool) or not isinstance(period, int) or period < 1):
+                raise HopeError(f"cms_periods entries must be positive integers or None, got {period!r}")
+        if not 0 <= self.cms_levels <= len(self.cms_periods):
+            raise HopeError(f"cms_levels must be in 0..{len(self.cms_periods)} (len(cms_periods)), got {self.cms_levels}")
+        active = sorted(p for p in self.level_periods if p is not None)
+        if any(slow % fast for fast, slow in zip(active, active[1:])):
+            raise HopeError(f"cms_periods must divide one another (e.g. 16, 64, 256), got {self.cms_periods}")
+        if self.cms_variant not in CMS_VARIANTS:
+            raise HopeError(f"cms_variant must be one of {', '.join(CMS_VARIANTS)}, got {self.cms_variant!r}")
+        if self.cms_hidden < 0:
+            raise HopeError(f"cms_hidden must be >= 0, got {self.cms_hidden}")
+        if not self.cms_lr > 0:
+            raise HopeError(f"cms_lr must be > 0, got {self.cms_lr}")
+
+    @property
+    def level_periods(self) -> tuple[int | None, ...]:
+        """The periods of the levels in use (the first ``cms_levels`` of ``cms_periods``)."""
+        return self.cms_periods[: self.cms_levels or len(self.cms_periods)]
+
+    @property
+    def level_hidden(self) -> int:
+        levels = len(self.level_periods)
+        return self.cms_hidden or -(-self.mlp_hidden // levels // 8) * 8
+
+    def build_channel(self, layer: int) -> nn.Module:
+        return CMS(self)
+
+
+@register("hope-attention")
+@dataclass
+class HopeAttentionConfig(CMSConfig, TransformerConfig):
+    """Hope-Attention (NL Sec. 8.3): softmax attention as the mixer, a Continuum Memory System as channel memory."""
+
+
+@register("hope")
+@dataclass
+class HopeConfig(CMSConfig):
+    """Hope (NL Sec. 8): self-modifying Titans as mixer (NL Eqs. 83-97), a Continuum Memory System as channel memory.
+
+    The ablations of NL Table 6 are overrides: ``dgd=False``, ``momentum=False``, ``retention=False``,
+    ``cms_levels=1``, ``adaptive_q=True``, ``adaptive_k=False`` / ``adaptive_v=False`` (static k / v), and
+    ``test_time_learning=False`` freezes every in-context update."""
+
+    SIZE_OVERRIDES: ClassVar[dict[str, dict[str, int]]] = {
+        "tiny": {"mlp_hidden": 299}, "small": {"mlp_hidden": 913},
+        "760m": {"mlp_hidden": 4157}, "1.3b": {"mlp_hidden": 5760},
+    }
+    """SwiGLU widths (split over the CMS levels) that put Hope's parameters within 1% of Transformer++."""
+    memory: str = "deep"
+    """``deep``: every memory is a 2-layer residual MLP per head (NL Eq. 89); ``linear``: a matrix per head (the
+    fast path on ``hope.ops.dgd``)."""
+    memory_expansion: int = 1
+    """Hidden width of each deep memory per head, in multiples of the head dimension."""
+    chunk_size: int = 64
+    """Chunk of the memories M_k, M_v, M_eta, M_alpha (and M_q): inside a chunk every read, target and gradient
+    uses the chunk-start state (NL Eqs. 90-91); part of the model. These memories only shape the keys, values
+    and gates, so a long chunk (cheaper: fewer, larger steps) costs the outputs little."""
+    memory_chunk_size: int = 16
+    """Chunk of the output memory M_mem (NL Sec. 8.2: it has its own)."""
+    memory_read: str = "running"
+    """How a token reads M_mem inside its chunk: ``running``, after the updates of the chunk's tokens up to itself
+    (the dual form of Titans and TTT; ``hope.ops.mlp_memory``'s ``read``); ``start``, at the chunk-start state, so
+    the mixer sees the tokens of its own chunk only through the convolution. Why ``running``: docs/results.md,
+    "Why the defaults"."""
+    objective: str = "l2"
+    """Inner objective of every memory: ``l2`` (``0.5 ||M(k) - v_hat||^2``, NL Eq. 93 as printed) or ``dot``
+    (``-<M(k), v_hat>``; a linear memory is then exactly the gated delta rule). ``dot`` is linear in a deep
+    memory's output, so its two layers push each other's weights up without bound, while ``l2`` stops where
+    ``M(k)`` meets the target (docs/results.md, "Why the defaults")."""
+    proximal: bool = True
+    """Step ``eta / (1 + eta ||u||^2)`` per layer (the exact solution of NL Eq. 56): every update contracts."""
+    curvature: bool = True
+    """With ``proximal`` and ``l2``: the proximal step also counts the objective's curvature along each layer's
+    output (``hope.ops.mlp_memory``'s ``curvature``), so a deep memory's W2 steps do not overshoot once its W1
+    grows (docs/results.md, "Why the defaults")."""
+    dgd: bool = True
+    """Delta gradient descent (NL Eq. 88); False drops the ``-eta u u^T`` term (the "w/o DGD" ablation)."""
+    momentum: bool = True
+    """Titans-style momentum over each chunk's update, gated by a read-out of M_eta ("w/o momentum" in NL Table 6)."""
+    retention: bool = True
+    """The retention gate alpha from M_alpha; False fixes alpha = 1 and drops M_alpha ("w/o weight decay")."""
+    adaptive_k: bool = True
+    """Keys from the memory M_k; False: a static projection learned only in pre-training ("static k")."""
+    adaptive_v: bool = True
+    """Values from the memory M_v; False: a static projection ("static v")."""
+    adaptive_q: bool = False
+    """Queries from a memory M_q; the default is the paper's static ``q = x W_q`` (NL Eq. 83)."""
+    conv_width: int = 4
+    """Width of the causal depthwise convolution after the k, v, q reads (NL Sec. 8.3)."""
+    step_init: float = 0.5
+    """Initial inner step ``eta`` (sigmoid of its read-out bias)."""
+    momentum_init: float = 0.5
+    """Initial momentum gate ``beta``."""
+    retention_init: tuple[float, float] = (0.9, 0.999)
+    """Range over the heads of the initial retention ``alpha``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.memory not in ("deep", "linear"):
+            raise HopeError(f"memory must be 'deep' or 'linear', got {self.memory!r}")
+        if self.objective not in ("dot", "l2"):
+            raise HopeError(f"objective must be 'dot' or 'l2', got {self.objective!r}")
+        check_memory_read(self)
+        check_memory_fields(self, ("memory_expansion", "chunk_size", "memory_chunk_size", "conv_width"),
+                             ("step_init", "momentum_init"))
+
+    def build_mixer(self, layer: int) -> nn.Module:
+        return SelfModifyingTitans(self)
