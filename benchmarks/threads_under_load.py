@@ -21,6 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from hope.models import SIZES
+from hope.threads import plan_threads
+
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 SETTINGS = {
     "1": (1, {}),
@@ -117,6 +120,7 @@ def main() -> None:
     if args.worker:
         worker(args.worker, args.threads, args.batch, args.seq_len, args.warmup, args.steps)
         return
+    load_before = os.getloadavg()
     rows = []
     for arch in args.archs.split(","):
         for label in args.settings.split(","):
@@ -127,16 +131,22 @@ def main() -> None:
                       f"({r['timed_steps']} timed steps)", flush=True)
     text = table(rows)
     print(text)
+    pick = plan_threads(None, d_model=SIZES["tiny"]["d_model"], environ={})
     meta = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
             "batch": args.batch, "seq_len": args.seq_len, "warmup": args.warmup, "steps": args.steps,
-            "max_seconds": args.max_seconds}
+            "max_seconds": args.max_seconds, "load_average_before": load_before, "cli_threads": pick.threads,
+            "cli_reason": pick.reason}
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     out.with_suffix(".md").write_text(
         f"# Training throughput under load\n\n`python benchmarks/threads_under_load.py` on {meta['cpus']} CPUs "
         f"({meta['platform']}), tiny presets, batch {args.batch} x {args.seq_len}, {args.warmup} warm-up + "
         f"{args.steps} timed steps per setting, each in its own process; \"loaded\": one process spinning "
-        f"`{SPIN}` beside it. `<`: stopped after {args.max_seconds:.0f} s, an upper bound.\n\n{text}\n")
+        f"`{SPIN}` beside it. `<`: stopped after {args.max_seconds:.0f} s, an upper bound. Load average before the "
+        f"first run: {' / '.join(f'{x:.2f}' for x in load_before)} (1 / 5 / 15 min).\n\n{text}\n\n"
+        f"What `hope train`, `hope tasks run`, `hope eval` and `hope generate` pick for these models when neither "
+        f"`--threads` nor `OMP_NUM_THREADS` is given (`hope.threads.plan_threads`): **{pick.threads}** "
+        f"({pick.reason}).\n")
 
 
 if __name__ == "__main__":

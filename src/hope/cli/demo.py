@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from hope.cli.flags import HelpFormatter
@@ -28,6 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--batch-size", type=int, default=8, help="Sequences per step.")
     demo.add_argument("--eval-windows", type=int, default=32,
                       help="Windows of seq-len tokens for each final validation / test evaluation.")
+    demo.add_argument("--threads", type=int, help="CPU threads (default: chosen by hope.threads from the model's "
+                                                  "width; docs/threads_under_load.md).")
     demo.set_defaults(func=run_demo)
 
 
@@ -86,8 +89,9 @@ def run_demo(args: argparse.Namespace) -> dict[str, dict]:
         config = TrainConfig(arch=arch, size=args.size, out=str(run_dir), max_steps=args.max_steps,
                              seq_len=args.seq_len, batch_size=args.batch_size,
                              eval_every=max(1, args.max_steps // 4), eval_windows=max(1, args.eval_windows // 2),
-                             save_every=args.max_steps,
+                             save_every=args.max_steps, threads=args.threads,
                              resume=(run_dir / "checkpoint").exists())
+        load_average = os.getloadavg()[0]
         train(config)
         model, tokenizer, _ = load_checkpoint(run_dir / "checkpoint")
         dataset = encode_corpus(load_corpus(None), tokenizer)
@@ -99,6 +103,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, dict]:
         sample = tokenizer.decode(generate(model, prompt, 60, temperature=0.8, top_k=50,
                                            generator=torch.Generator().manual_seed(0))[0].tolist())
         results[arch] = {"parameters": model.num_parameters(), "tokens_per_s": speed[-1],
+                         "threads": torch.get_num_threads(), "load_average_at_start": load_average,
                          "val_bpb": val_result.bits_per_byte, "test_bpb": test_result.bits_per_byte,
                          "sample": sample}
         runs[arch] = run_dir
@@ -107,6 +112,10 @@ def run_demo(args: argparse.Namespace) -> dict[str, dict]:
     print(f"\n{'arch':<16}{'params':>10}{'train tok/s':>14}{'val bpb':>10}{'test bpb':>10}")
     for arch, r in results.items():
         print(f"{arch:<16}{r['parameters']:>10,}{r['tokens_per_s']:>14,.0f}{r['val_bpb']:>10.4f}{r['test_bpb']:>10.4f}")
+    print("train tok/s: training tokens per second of each run (its last logged step), with "
+          + ", ".join(f"{arch} {r['threads']} thread(s) at load average {r['load_average_at_start']:.1f}"
+                      for arch, r in results.items())
+          + ": other busy processes on the machine slow a run down.")
     for arch, r in results.items():
         print(f"\n[{arch}] {r['sample']}")
     print(f"\nloss curves: {out / 'loss_curves.png'}   results: {out / 'results.json'}")

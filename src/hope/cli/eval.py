@@ -123,10 +123,12 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
     from hope.data import encode_corpus, load_corpus
     from hope.eval.perplexity import evaluate_lm
     from hope.runtime import resolve_device
+    from hope.threads import apply_threads, plan_threads
 
     device = resolve_device(options.device)
     checkpoint = checkpoint_dir(options.checkpoint)
     model, tokenizer, _ = load_checkpoint(checkpoint, device=device)
+    apply_threads(plan_threads(options.threads, d_model=model.config.d_model, device=device.type))
     dataset = encode_corpus(load_corpus(options.data), tokenizer)
     seq_len = options.seq_len or _training_seq_len(checkpoint)
     result = evaluate_lm(model, dataset[options.split], seq_len=seq_len, max_windows=options.max_windows,
@@ -156,10 +158,12 @@ def run_generate(args: argparse.Namespace) -> str:
     from hope.generate import stream
     from hope.models import HopeState
     from hope.runtime import resolve_device
+    from hope.threads import apply_threads, plan_threads
 
     device = resolve_device(options.device)
     checkpoint = checkpoint_dir(options.checkpoint)
     model, tokenizer, _ = load_checkpoint(checkpoint, device=device)
+    apply_threads(plan_threads(options.threads, d_model=model.config.d_model, device=device.type))
     fingerprint = _model_fingerprint(checkpoint)
     state = None
     if options.state is not None and options.state.exists():

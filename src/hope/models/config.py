@@ -9,6 +9,8 @@ norms, head) is shared.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -117,11 +119,40 @@ def make_config(arch: str, size: str | None = None, **overrides: Any) -> ModelCo
         if size not in SIZES:
             raise HopeError(f"unknown size {size!r}; expected one of {', '.join(SIZES)}")
         values.update(size_preset(cls, size))
+    hints = typing.get_type_hints(cls)
+    for name, value in overrides.items():
+        if not _matches(value, hints[name]):
+            raise HopeError(f"{name} must be {_describe(hints[name])}, got {value!r}")
     values.update(overrides)
     try:
         return cls(**values)
     except TypeError as err:
         raise HopeError(f"bad config for arch {arch!r}: {err}") from None
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits the field type ``hint`` (a float field takes an integer; a tuple field a list)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_matches(value, part) for part in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, (tuple, list))
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return not isinstance(hint, type) or isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    """``int | None`` -> ``"an integer or null"``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(part) for part in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return "a list"
+    return _KINDS.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def size_preset(cls: type[ModelConfig], size: str) -> dict[str, Any]:

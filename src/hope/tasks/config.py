@@ -63,6 +63,8 @@ class TaskRunConfig:
     """cpu, cuda, cuda:N or auto."""
     progress: bool = True
     """Show a progress bar."""
+    threads: int | None = None
+    """CPU threads (default: chosen by hope.threads from the model's width; docs/threads_under_load.md)."""
     compile: bool = False
     """torch.compile Hope's per-chunk mixer functions (hope.compiling; speed-ups in docs/training.md)."""
     cms_outer_periods: tuple[int, ...] | None = None

@@ -27,10 +27,11 @@ from hope.compiling import compiling
 from hope.data.tokenizer import BytesTokenizer, load_tokenizer
 from hope.errors import HopeError
 from hope.eval.report import plot_run, run_markdown
-from hope.models import LanguageModel, build
+from hope.models import LanguageModel, build, make_config
 from hope.optim.cms_outer import CMSOuterPeriods
 from hope.run_lock import RunLock
 from hope.runtime import resolve_device
+from hope.threads import apply_threads, plan_threads
 from hope.tasks.base import IGNORE_INDEX, TaskBatch, score_predictions
 from hope.tasks.config import TaskRunConfig
 from hope.tasks.continual import continual_metrics, seen_class_accuracy
@@ -102,6 +103,8 @@ def run_task(config: TaskRunConfig) -> dict[str, Any]:
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise HopeError(f"--out {out} is not a folder (a file of that name exists)")
+    width = make_config(config.arch, config.size, **config.model).d_model
+    apply_threads(plan_threads(config.threads, d_model=width, device=resolve_device(config.device).type))
     with RunLock(out):
         if (out / "result.json").exists():
             raise HopeError(f"{out} already holds a result (result.json); choose another --out")

@@ -65,6 +65,8 @@ class TrainConfig:
     """cpu, cuda, cuda:N or auto."""
     progress: bool = True
     """Show a progress bar."""
+    threads: int | None = None
+    """CPU threads (default: chosen by hope.threads from the model's width; docs/threads_under_load.md)."""
     compile: bool = False
     """torch.compile Hope's per-chunk mixer functions (hope.compiling), after a first step that compiles them
     (minutes the first time, seconds with a warm Inductor cache). Measured on CPU, 1 thread: 1.4-2.2x faster at

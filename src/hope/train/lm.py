@@ -27,11 +27,12 @@ from hope.data import Dataset, encode_corpus, load_corpus, load_dataset
 from hope.data.dataset import batch_at
 from hope.errors import HopeError
 from hope.eval import evaluate_lm
-from hope.models import LanguageModel, build
+from hope.models import LanguageModel, build, make_config
 from hope.optim import build_optimizer
 from hope.optim.cms_outer import CMSOuterPeriods
 from hope.run_lock import RunLock
 from hope.runtime import Distributed, resolve_device
+from hope.threads import apply_threads, plan_threads
 from hope.train.config import TrainConfig
 from hope.train.loop import StepResult, Trainer, lr_schedule
 
@@ -109,6 +110,9 @@ def train(config: TrainConfig) -> TrainResult:
     if config.batch_size % (config.grad_accum * dist_.world):
         raise HopeError(f"batch_size ({config.batch_size}) must be divisible by grad_accum x processes "
                         f"({config.grad_accum} x {dist_.world})")
+    plan = plan_threads(config.threads, d_model=make_config(config.arch, config.size, **config.model).d_model,
+                        device=dist_.device.type)
+    apply_threads(plan)
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise HopeError(f"--out {out} is not a folder (a file of that name exists)")
