@@ -259,7 +259,7 @@ CONTEXTS = (4, 8, 16, 32, 64, 128, 256, 512)
 
 
 def needle_retrieval(levels: int, slowest_period: int, retention: float = 0.95, dim: int = 16, n_filler: int = 8,
-                     trials: int = 64, contexts: tuple[int, ...] = CONTEXTS, seed: int = 0) -> dict:
+                     trials: int = 32, contexts: tuple[int, ...] = CONTEXTS, seed: int = 0) -> dict:
     """Retrieval accuracy of a needle against context length, for CMS-like levels of linear memories.
 
     A needle pair ``(k*, v*)`` comes first, then a haystack drawn from ``n_filler`` filler pairs. Level ``l`` has
