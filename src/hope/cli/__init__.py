@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from hope.cli import demo, eval, tasks, train
+from hope.cli import demo, eval, explore, tasks, train
 from hope.cli.flags import Parser
 from hope.errors import HopeError
 
@@ -28,6 +28,7 @@ def build_parser() -> Parser:
     eval.add_parsers(sub)
     demo.add_parser(sub)
     tasks.add_parser(sub)
+    explore.add_parser(sub)
     return parser
 
 
