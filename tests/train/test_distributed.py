@@ -1,11 +1,11 @@
 """Two CPU processes under torchrun (gloo) train exactly like one process on the same global batch."""
 
-import pytest
 import json
 import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -17,6 +17,7 @@ COMMON = ["--data", None, "--tokenizer", "bytes", "--seq-len", "32", "--batch-si
 def _run(cmd, env):
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 @pytest.mark.slow
@@ -24,8 +25,9 @@ def test_ddp_two_processes_match_one(tmp_path, text_folder):
     common = [str(text_folder) if a is None else a for a in COMMON]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     _run([sys.executable, "-m", "hope", "train", "--out", str(tmp_path / "single"), *common], env)
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-          "-m", "hope", "train", "--out", str(tmp_path / "ddp"), *common], env)
+    printed = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                    "-m", "hope", "train", "--out", str(tmp_path / "ddp"), *common], env)
+    assert printed.count('"step"') == 1  # the result, printed by rank 0 only
 
     def records(name):
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
