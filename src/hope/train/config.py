@@ -69,8 +69,7 @@ class TrainConfig:
     """CPU threads (default: chosen by hope.threads from the model's width; docs/threads_under_load.md)."""
     compile: bool = False
     """torch.compile Hope's per-chunk mixer functions (hope.compiling), after a first step that compiles them
-    (minutes the first time, seconds with a warm Inductor cache). Measured on CPU, 1 thread: 1.4-2.2x faster at
-    batch 1 (512-8,192 tokens), 1.19x at batch 16 x 256 (1.59x with 2 threads); see docs/training.md."""
+    (minutes the first time, seconds with a warm Inductor cache); speed-ups measured in docs/training.md."""
     model: dict[str, Any] = field(default_factory=dict)
     """Model config overrides, KEY=VALUE (a mapping in YAML), e.g. d_model=256 or cms_levels=1."""
     cms_outer_periods: tuple[int, ...] | None = None
