@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,plot,explore]'
+	$(BIN)/python -m pip install -q -e '.[dev,plot,explore,loggers]'
 	touch $(STAMP)
 
 demo: $(STAMP)

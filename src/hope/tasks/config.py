@@ -58,7 +58,7 @@ class TaskRunConfig:
     options: dict[str, Any] = field(default_factory=dict, metadata={"flag": "option"})
     """Task generator options, KEY=VALUE, e.g. num_kv_pairs=32."""
     data_dir: str | None = None
-    """Folder with clinc150/ and banking77/ (default: ../shared/data)."""
+    """Folder with clinc150/ and banking77/ (default: $HOPE_DATA_DIR, else the copy shipped with hope; docs/data.md)."""
     device: str = "auto"
     """cpu, cuda, cuda:N or auto."""
     progress: bool = True
