@@ -75,7 +75,7 @@ def test_cli_list_run_and_errors(tmp_path, capsys):
     assert main(["tasks", "run", "mqar", "--out", str(out), "--model", "colour=3"]) == 2
     assert "colour" in capsys.readouterr().err
     assert main(["tasks", "report", str(tmp_path / "empty"), "--out", str(tmp_path / "x.md")]) == 2
-    assert main(["tasks", "run", "continual_clinc150", "--out", str(out), "--data-dir", str(tmp_path)]) == 2
+    assert main(["tasks", "run", "continual_clinc150", "--out", str(tmp_path / "c"), "--data-dir", str(tmp_path)]) == 2
     assert "--data-dir" in capsys.readouterr().err
 
 
