@@ -1,7 +1,11 @@
-"""Long training on recall data (MQAR, 32-128 tokens) keeps every arch's loss finite and its memories bounded.
+"""Training on recall data (MQAR, 32-128 tokens) keeps every arch's loss and gradients finite and its memories
+bounded.
 
-The recipe that overflowed Titans tiny (AdamW 3e-3, one-cycle, clip 1.0), shrunk to run in a test: the outer
-optimiser raises Titans' inner step ``theta`` until the memory weights reach hundreds within one sequence.
+The recipe that took Titans tiny to a NaN (AdamW, one-cycle, clip 1.0) at ten times its learning rate, so that the
+outer optimiser saturates Titans' gates (``theta -> 1``, ``beta -> 1``, ``forget -> 1``) within a few dozen steps
+instead of a few hundred. Before the fix of ``hope.ops.mlp_memory.titans.clip_factor``, the saturated memory's
+per-token gradients fell below ~5e-20 and the clip's derivative overflowed: Titans' gradients were NaN at step 70
+(docs/results.md, "Titans on recall data: where the memory overflowed").
 """
 
 import math
@@ -14,7 +18,10 @@ from hope.models import build
 from hope.tasks.mqar import MQARTask
 
 ARCHS = ["transformer", "hope", "hope-attention", "titans", "gated-deltanet"]
-STEPS = 120
+STEPS = 80
+SCHEDULE = 200
+"""The first ``STEPS`` steps of a ``SCHEDULE``-step one-cycle schedule (the peak learning rate at step 60)."""
+LR = 3e-2
 BOUND = 1e3
 """Largest absolute value allowed in any state tensor (memory weights, momenta, caches) after a sequence."""
 
@@ -29,8 +36,8 @@ def test_recall_training_stays_finite_and_bounded(arch):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     model = build(arch, "tiny", vocab_size=146, d_model=64, n_layers=2, n_heads=2)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=STEPS)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, total_steps=SCHEDULE)
     for step in range(STEPS):
         length = int(rng.choice([32, 64, 128]))
         batch = MQARTask(length=length, num_kv_pairs=length // 8, vocab_size=146).batch(rng, 16)
