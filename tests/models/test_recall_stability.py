@@ -18,16 +18,17 @@ from hope.models import build
 from hope.tasks.mqar import MQARTask
 
 ARCHS = ["transformer", "hope", "hope-attention", "titans", "gated-deltanet"]
-STEPS = 80
-SCHEDULE = 200
-"""The first ``STEPS`` steps of a ``SCHEDULE``-step one-cycle schedule (the peak learning rate at step 60)."""
+STEPS = {"hope": 24}
+"""Training steps per arch, 80 unless listed (Hope's step costs about three times Titans'): the first 40% of a
+one-cycle schedule, up to past its peak learning rate (at 30%)."""
 LR = 3e-2
 BOUND = 1e3
 """Largest absolute value allowed in any state tensor (memory weights, momenta, caches) after a sequence."""
 
 
 def state_max(state) -> float:
-    return max((t.detach().abs().max().item() for t in state.tensors().values() if t.is_floating_point()), default=0.0)
+    return max((t.detach().abs().max().item() for t in state.tensors().values()
+                if t.is_floating_point() and t.numel()), default=0.0)
 
 
 @pytest.mark.slow
@@ -37,8 +38,9 @@ def test_recall_training_stays_finite_and_bounded(arch):
     rng = np.random.default_rng(0)
     model = build(arch, "tiny", vocab_size=146, d_model=64, n_layers=2, n_heads=2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, total_steps=SCHEDULE)
-    for step in range(STEPS):
+    steps = STEPS.get(arch, 80)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, total_steps=steps * 5 // 2)
+    for step in range(steps):
         length = int(rng.choice([32, 64, 128]))
         batch = MQARTask(length=length, num_kv_pairs=length // 8, vocab_size=146).batch(rng, 16)
         out = model(torch.from_numpy(batch.input_ids), targets=torch.from_numpy(batch.targets))
