@@ -1,8 +1,10 @@
-"""Where a run computes: the device by name, and the process group of a ``torchrun`` launch."""
+"""Where a run computes: the device by name, the process group of a ``torchrun`` launch, and its peak memory."""
 
 from __future__ import annotations
 
 import os
+import resource
+import sys
 
 import torch
 import torch.distributed as dist
@@ -50,3 +52,12 @@ class Distributed:
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def peak_memory_mb(device: torch.device | str) -> float:
+    """Peak memory of this process in MiB: CUDA's maximum allocated on a CUDA ``device``, else the peak resident
+    set size (``getrusage``)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux

@@ -31,14 +31,14 @@ from hope.eval.report import plot_run, run_markdown
 from hope.models import LanguageModel, build, make_config
 from hope.optim.cms_outer import CMSOuterPeriods
 from hope.run_lock import RunLock
-from hope.runtime import resolve_device
+from hope.runtime import peak_memory_mb, resolve_device
 from hope.threads import apply_threads, plan_threads
 from hope.tasks.base import IGNORE_INDEX, TaskBatch, score_predictions
 from hope.tasks.config import TaskRunConfig
 from hope.tasks.continual import continual_metrics, seen_class_accuracy
 from hope.tasks.heads import Predictor, ReconstructionDecoder
 from hope.tasks.registry import TASKS, TaskSpec, get_task
-from hope.train.loggers import Loggers, peak_memory_mb, require_packages
+from hope.train.loggers import Loggers, require_packages
 from hope.train.loop import StepResult, Trainer, lr_schedule
 
 QUICK_MODEL = {"d_model": 32, "n_layers": 2, "n_heads": 2}

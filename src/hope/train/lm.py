@@ -32,10 +32,10 @@ from hope.models import LanguageModel, build, make_config
 from hope.optim import build_optimizer
 from hope.optim.cms_outer import CMSOuterPeriods
 from hope.run_lock import RunLock
-from hope.runtime import Distributed, resolve_device
+from hope.runtime import Distributed, peak_memory_mb, resolve_device
 from hope.threads import apply_threads, plan_threads
 from hope.train.config import TrainConfig
-from hope.train.loggers import Loggers, peak_memory_mb, require_packages
+from hope.train.loggers import Loggers, require_packages
 from hope.train.loop import StepResult, Trainer, lr_schedule
 
 

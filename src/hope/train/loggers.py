@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,19 +50,6 @@ def require_packages(names: tuple[str, ...]) -> None:
         package = LOGGERS[name]
         if package is not None and importlib.util.find_spec(package) is None:
             raise HopeError(f"--logger {name} needs the {package} package: pip install 'hope[loggers]'")
-
-
-def peak_memory_mb(device: Any) -> float:
-    """Peak memory of this process in MiB: CUDA's maximum allocated on a CUDA ``device``, else the peak resident
-    set size (``getrusage``)."""
-    import torch
-
-    if torch.device(device).type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
 
 class Logger(Protocol):
