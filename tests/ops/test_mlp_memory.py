@@ -1,8 +1,9 @@
 """hope.ops.mlp_memory (deep DGD memory): chunk and recurrent forms against the per-token reference
 (float64; outputs, final weights and gradients w.r.t. every input), C = 1 against DGD written from the
 formula with autograd gradients, every chunk's fold against hope.ops.dgd, the linear-memory case,
-prefill + decoding, batch isolation, dtypes and bad input; ``curvature=True`` (proximal steps that count
-the l2 objective's curvature) against the same references and over 100k tokens of random inputs."""
+prefill + decoding, batch isolation, dtypes and bad input; the three read modes (``start``, ``previous``,
+``running``); ``curvature=True`` (proximal steps that count the l2 objective's curvature) against the same
+references and over 100k tokens of random inputs."""
 
 from __future__ import annotations
 
@@ -196,6 +197,7 @@ def test_linear_memory_folds_equal_hope_ops_dgd(rule: str, chunk: int) -> None:
 @pytest.mark.parametrize("extra", [
     dict(objective="dot"), dict(objective="l2"), dict(objective="l2", curvature=True),
     dict(objective="l2", curvature=True, read="running"), dict(objective="dot", read="running"),
+    dict(objective="l2", curvature=True, read="previous"), dict(objective="dot", read="previous"),
 ], ids=lambda e: ",".join(f"{k}={v}" for k, v in e.items()))
 def test_prefill_then_decode_equals_one_pass(extra: dict) -> None:
     length, chunk = 70, 8
@@ -434,3 +436,64 @@ def test_running_reads_see_earlier_tokens_of_the_chunk() -> None:
 def test_bad_read_raises_value_error() -> None:
     with pytest.raises(ValueError, match="read must be one of"):
         mlp_memory(*make_inputs(5).values(), read="end")
+
+
+# read="previous": token t reads M_{t-1}(q_t), the weights after the chunk's tokens before it (NL Eq. 94)
+
+
+@pytest.mark.parametrize("objective", ["dot", "l2"])
+@pytest.mark.parametrize("length", [1, 63, 64, 65, 130])
+def test_previous_reads_chunk_and_recurrent_match_naive(objective: str, length: int) -> None:
+    x = make_inputs(length)
+    for chunk_size in (1, 8, 64):
+        for curvature in (False, True):
+            options = dict(objective=objective, chunk_size=chunk_size, curvature=curvature, read="previous")
+            want = run_with_grads(x, mode="naive", **options)
+            assert_all_close(run_with_grads(x, mode="chunk", **options), want)
+            if length in (1, 65):
+                assert_all_close(run_with_grads(x, mode="recurrent", **options), want)
+
+
+@pytest.mark.parametrize(("proximal", "use_dgd"), [(False, True), (True, False)])
+def test_previous_reads_ablations_match_naive(proximal: bool, use_dgd: bool) -> None:
+    x = make_inputs(40)
+    options = dict(objective="l2", proximal=proximal, dgd=use_dgd, chunk_size=8, read="previous")
+    assert_all_close(run_with_grads(x, mode="chunk", **options), run_with_grads(x, mode="naive", **options))
+
+
+def test_previous_reads_are_reads_before_each_tokens_update_and_keep_the_weights() -> None:
+    """Each previous read is ``M(q_t)`` at the weights a run over tokens ``0..t-1`` ends with (the initial
+    weights for ``t = 0``); with one-token chunks it is the chunk-start read; the final weights do not depend
+    on ``read``."""
+    x = make_inputs(20)
+    options = dict(objective="l2", chunk_size=8, curvature=True)
+    _, weights_start = mlp_memory(*x.values(), **options)
+    o, weights = mlp_memory(*x.values(), read="previous", **options)
+    torch.testing.assert_close(weights, weights_start, rtol=1e-12, atol=1e-12)
+    sequence = [x[n] for n in INPUTS[:5]]
+    for t in (0, 1, 5, 7, 8, 9, 13, 19):
+        w1, w2 = x["W1"], x["W2"]
+        if t:
+            _, (w1, w2) = mlp_memory(*(s[:, :t] for s in sequence), x["W1"], x["W2"], **options)
+        q = x["q"][:, t, :, :, None]
+        torch.testing.assert_close(o[:, t], (q + w1 @ F.silu(w2 @ q)).squeeze(-1), rtol=1e-10, atol=1e-10)
+    one = dict(options, chunk_size=1)
+    torch.testing.assert_close(mlp_memory(*x.values(), read="previous", **one)[0],
+                               mlp_memory(*x.values(), read="start", **one)[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("changed", ["k", "v_hat", "alpha", "eta"])
+def test_previous_read_does_not_see_its_own_tokens_update(changed: str) -> None:
+    """Changing token t's key, target or gates leaves ``o_t`` (and every earlier read) unchanged with
+    ``read="previous"`` and changes ``o_{t+1}``; with ``read="running"`` it already changes ``o_t``."""
+    x, t = make_inputs(16), 5
+    other = {name: value.clone() for name, value in x.items()}
+    other[changed][:, t] = other[changed][:, t] * 0.5 + (0.1 if changed in ("alpha", "eta") else 1.0)
+    for mode in ("chunk", "recurrent", "naive"):
+        o, _ = mlp_memory(*x.values(), objective="l2", chunk_size=16, read="previous", mode=mode)
+        o_other, _ = mlp_memory(*other.values(), objective="l2", chunk_size=16, read="previous", mode=mode)
+        torch.testing.assert_close(o_other[:, : t + 1], o[:, : t + 1], rtol=1e-14, atol=1e-14)
+        assert not torch.allclose(o_other[:, t + 1], o[:, t + 1]), mode
+    o, _ = mlp_memory(*x.values(), objective="l2", chunk_size=16, read="running")
+    o_other, _ = mlp_memory(*other.values(), objective="l2", chunk_size=16, read="running")
+    assert not torch.allclose(o_other[:, t], o[:, t])

@@ -14,7 +14,7 @@ from typing import Callable, TypeVar
 import torch
 
 from hope.ops.mlp_memory._checks import (
-    check_max_grad_norm, check_options, check_read, check_sequence, check_weights, state_dtype,
+    READS, TITANS_READS, check_max_grad_norm, check_options, check_read, check_sequence, check_weights, state_dtype,
 )
 from hope.ops.mlp_memory.chunk import mlp_memory_chunk
 from hope.ops.mlp_memory.naive import mlp_memory_naive
@@ -61,21 +61,22 @@ def mlp_memory(
             with ``c = max silu' = 1.0998``. Plain ``proximal`` bounds only the DGD term, so once
             ``||W1||`` grows past about 2 the W2 steps overshoot and the weights grow without bound;
             with ``curvature`` every step of the linearised layer objective is contractive.
-        read: ``"start"`` (the default): every read of a chunk uses the chunk-start weights, so a token sees
-            the other tokens of its chunk only through what came before the chunk; ``"running"``: token ``t``
-            reads the weights after the updates of the chunk's tokens up to ``t`` (the dual form of Titans and
-            TTT; the gradients still come from the chunk start). ``C = 1`` makes the two differ only by
-            reading before or after the token's own update.
+        read: which weights token ``t`` of a chunk reads (the gradients always come from the chunk start):
+            ``"start"`` (the default), the chunk-start weights (NL Eq. 90), so a token sees the other tokens of
+            its chunk only through what came before the chunk; ``"previous"``, the weights after the updates of
+            the chunk's tokens before ``t``, ``o_t = M_{t-1}(q_t)`` (NL Eq. 94); ``"running"``, the weights after
+            the updates up to and including ``t`` (the dual form of Titans and TTT). ``C = 1`` makes ``"start"``
+            and ``"previous"`` the same. docs/ops_mlp_memory.md compares the three.
 
     Returns:
-        ``o: [B, T, H, D]`` (``o_t = M(q_t)`` at the chunk-start weights) in the dtype of ``q``, and
+        ``o: [B, T, H, D]`` (``o_t = M(q_t)`` at the weights ``read`` names) in the dtype of ``q``, and
         the weights after the last token ``(W1, W2)`` in the state dtype (float64 if any input is,
         else float32). Gradients flow to every tensor argument.
     """
     b, _, h, d = check_sequence(q, ("k", "v_hat", "alpha", "eta"), (k, v_hat, alpha, eta))
     w1, w2 = check_weights(W1, W2, b, h, d, q.device)
     check_options(chunk_size, mode, objective, proximal=proximal, dgd=dgd, curvature=curvature)
-    check_read(read)
+    check_read(read, READS)
     dtype = state_dtype(q, alpha, eta, w1, w2)
     args = [x.to(dtype) for x in (q, k, v_hat, alpha, eta, w1, w2)]
     options = (objective, proximal, dgd, chunk_size, curvature, read)
@@ -111,7 +112,7 @@ def mlp_memory_prefill(
     """
     b, _, h, d = check_sequence(q, ("k", "v_hat", "alpha", "eta"), (k, v_hat, alpha, eta))
     check_options(chunk_size, mode, objective, proximal=proximal, dgd=dgd, curvature=curvature)
-    check_read(read)
+    check_read(read, READS)
     state = _checked_state(state, b, h, d, q.device, chunk_size)
     dtype = state_dtype(q, alpha, eta, *state.weights)
     inputs = [x.to(dtype) for x in (q, k, v_hat, alpha, eta)]
@@ -192,7 +193,7 @@ def titans_memory(
     w1, w2 = check_weights(W1, W2, b, h, d, q.device)
     check_options(chunk_size, mode)
     check_max_grad_norm(max_grad_norm)
-    check_read(read)
+    check_read(read, TITANS_READS)
     momentum = None
     if initial_momentum is not None:
         if not isinstance(initial_momentum, tuple) or len(initial_momentum) != 2:
@@ -228,7 +229,7 @@ def titans_memory_prefill(
     b, _, h, d = check_sequence(q, ("k", "v", "theta", "beta", "forget"), (k, v, theta, beta, forget))
     check_options(chunk_size, mode)
     check_max_grad_norm(max_grad_norm)
-    check_read(read)
+    check_read(read, TITANS_READS)
     state = _checked_state(state, b, h, d, q.device, chunk_size)
     dtype = state_dtype(q, theta, beta, forget, *state.weights)
     inputs = [x.to(dtype) for x in (q, k, v, theta, beta, forget)]
