@@ -497,3 +497,41 @@ def test_previous_read_does_not_see_its_own_tokens_update(changed: str) -> None:
     o, _ = mlp_memory(*x.values(), objective="l2", chunk_size=16, read="running")
     o_other, _ = mlp_memory(*other.values(), objective="l2", chunk_size=16, read="running")
     assert not torch.allclose(o_other[:, t], o[:, t])
+
+
+# The sign of NL Eq. 92: the "dot" objective's step is gradient descent on -<M k, v_hat>
+
+
+@pytest.mark.parametrize("rule", ["gd", "dgd"])
+def test_linear_dot_step_is_descent_on_minus_inner_product(rule: str) -> None:
+    """A linear memory ``M k`` under the "dot" objective, one token: the step (``hope.ops.dgd`` with values
+    ``v_hat``, as the docs derive) is ``M - eta grad`` with ``grad`` of ``-<M k, v_hat>`` by autograd, i.e.
+    ``M + eta v_hat k^T`` (Eq. 92 prints ``-``); with DGD's term, ``M (I - eta k k^T) - eta grad`` (NL Eq. 88)."""
+    x = make_inputs(1)
+    m = torch.randn(B, H, D, D, dtype=torch.float64, requires_grad=True)
+    k, v_hat, eta = x["k"][:, 0], x["v_hat"][:, 0], x["eta"][:, 0, :, None, None]
+    (grad,) = torch.autograd.grad(-(torch.einsum("bhvk,bhk->bhv", m, k) * v_hat).sum(), m)
+    m = m.detach()
+    want = m - eta * grad
+    if rule == "dgd":
+        want = want - eta * (m @ k[..., None]) * k[..., None, :]
+    torch.testing.assert_close(-grad, v_hat[..., None] * k[..., None, :], rtol=0, atol=1e-15)
+    for mode in ("naive", "chunk", "recurrent"):
+        _, got = dgd(x["q"], x["k"], x["v_hat"], torch.ones_like(x["alpha"]), x["eta"], rule=rule,
+                     initial_state=m, output_final_state=True, mode=mode)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_deep_dot_step_is_descent_on_minus_inner_product() -> None:
+    """The deep op's "dot" step, one token, without retention, DGD term or proximal step: each layer moves by
+    ``-eta`` times the autograd gradient of ``-<M(k), v_hat>`` w.r.t. its weights."""
+    x = make_inputs(1)
+    w1, w2 = (x[name].clone().requires_grad_() for name in ("W1", "W2"))
+    k, v_hat = x["k"][:, 0, :, :, None], x["v_hat"][:, 0, :, :, None]
+    grads = torch.autograd.grad(-((k + w1 @ F.silu(w2 @ k)) * v_hat).sum(), (w1, w2))
+    eta = x["eta"][:, 0, :, None, None]
+    for mode in ("naive", "chunk", "recurrent"):
+        _, got = mlp_memory(x["q"], x["k"], x["v_hat"], torch.ones_like(x["alpha"]), x["eta"], x["W1"], x["W2"],
+                            objective="dot", proximal=False, dgd=False, chunk_size=1, mode=mode)
+        for w_end, w, grad in zip(got, (x["W1"], x["W2"]), grads):
+            torch.testing.assert_close(w_end, w - eta * grad, rtol=1e-12, atol=1e-12)

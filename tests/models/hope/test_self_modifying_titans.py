@@ -339,6 +339,22 @@ def test_test_time_learning_false_freezes_every_memory():
     assert not torch.allclose(y_frozen, learning(x)[0])
 
 
+def test_linear_dot_memory_steps_down_the_gradient_of_minus_inner_product():
+    """Hope's linear memories under ``objective="dot"`` (one token, no retention, DGD term or proximal step):
+    ``M <- M - eta grad`` with ``grad`` of ``-<M k, v_hat>`` by autograd, i.e. ``M + eta v_hat k^T``: the sign that
+    Eq. 92 prints as ``-`` (docs/paper_notes.md A4)."""
+    bank = self_modifying_titans(memory="linear", objective="dot", proximal=False, dgd=False, retention=False,
+                                 chunk_size=1, memory_chunk_size=1).double().banks["mem"]
+    d = D_MODEL // HEADS
+    w = (bank.initial(2)["w"] + 0.3 * torch.randn(2, HEADS, d, d, dtype=torch.float64)).requires_grad_()
+    keys = F.normalize(torch.randn(2, 1, HEADS, d, dtype=torch.float64), dim=-1)
+    targets = torch.randn(2, 1, HEADS, d, dtype=torch.float64)
+    eta = torch.rand(2, 1, HEADS, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(-(torch.einsum("bhvk,bhk->bhv", w, keys[:, 0]) * targets[:, 0]).sum(), w)
+    _, new = bank.fold({"w": w.detach()}, keys, targets, torch.ones_like(eta), eta)
+    torch.testing.assert_close(new["w"], w.detach() - eta[:, 0, :, None, None] * grad, rtol=1e-12, atol=1e-12)
+
+
 def test_bad_arguments():
     with pytest.raises(HopeError, match="memory"):
         self_modifying_titans(memory="matrix")
