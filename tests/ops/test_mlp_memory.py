@@ -13,10 +13,25 @@ import torch.nn.functional as F
 
 from hope.ops.dgd import dgd
 from hope.ops.dgd.chunk import decay_products
-from hope.ops.mlp_memory import MLPMemoryState, mlp_memory, mlp_memory_prefill, mlp_memory_step
+from hope.ops import mlp_memory as op
+from hope.ops.mlp_memory import MLPMemoryState
 from hope.ops.mlp_memory.chunk import chunk_transfer, fold_chunk_end, to_chunks
 
 B, H, D, E = 2, 2, 4, 8
+PLAIN = dict(objective="dot", chunk_size=64, curvature=False, read="start")
+"""The options the op requires (no defaults: hope.ops.mlp_memory.api), at the values a test does not set."""
+
+
+def mlp_memory(*args, **options):
+    return op.mlp_memory(*args, **{**PLAIN, **options})
+
+
+def mlp_memory_prefill(*args, **options):
+    return op.mlp_memory_prefill(*args, **{**PLAIN, **options})
+
+
+def mlp_memory_step(*args, **options):
+    return op.mlp_memory_step(*args, **{**PLAIN, **options})
 INPUTS = ("q", "k", "v_hat", "alpha", "eta", "W1", "W2")
 
 
@@ -535,3 +550,13 @@ def test_deep_dot_step_is_descent_on_minus_inner_product() -> None:
                             objective="dot", proximal=False, dgd=False, chunk_size=1, mode=mode)
         for w_end, w, grad in zip(got, (x["W1"], x["W2"]), grads):
             torch.testing.assert_close(w_end, w - eta * grad, rtol=1e-12, atol=1e-12)
+
+
+
+def test_options_that_choose_the_memory_are_required() -> None:
+    """objective, chunk_size, curvature and read differ between the op's plain form and the models, so the op
+    has no default for them (docs/ops_mlp_memory.md, "Defaults")."""
+    x = make_inputs(3)
+    for missing in PLAIN:
+        with pytest.raises(TypeError, match=missing):
+            op.mlp_memory(*x.values(), **{k: v for k, v in PLAIN.items() if k != missing})

@@ -1,8 +1,8 @@
 """Deep (MLP) memories trained in context (NL Eqs. 88-93; Titans section 3).
 
     from hope.ops.mlp_memory import mlp_memory
-    o, (W1, W2) = mlp_memory(q, k, v_hat, alpha, eta, W1, W2, *, objective="dot", proximal=True,
-                             dgd=True, chunk_size=64, mode="chunk", curvature=False, read="start")
+    o, (W1, W2) = mlp_memory(q, k, v_hat, alpha, eta, W1, W2, *, objective, chunk_size, curvature, read,
+                             proximal=True, dgd=True, mode="chunk")
 
 Per batch element and head the memory is ``M(x) = x + W1 silu(W2 x)`` (NL Eq. 89) with
 ``W2: [E, D]``, ``W1: [D, E]``. Inside a chunk of ``C`` tokens, every layer input ``u_t`` and every
