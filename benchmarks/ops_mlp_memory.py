@@ -53,9 +53,10 @@ def runner(rule: str, objective: str, chunk: int, mode: str) -> Callable[[list[t
 
     def run(inputs: list[torch.Tensor]) -> torch.Tensor:
         if rule == "titans":
-            o, final = titans_memory(*inputs, chunk_size=chunk, mode=mode)
+            o, final = titans_memory(*inputs, chunk_size=chunk, max_grad_norm=None, read="start", mode=mode)
         else:
-            o, final = mlp_memory(*inputs, objective=objective, chunk_size=chunk, mode=mode)
+            o, final = mlp_memory(*inputs, objective=objective, chunk_size=chunk, curvature=False, read="start",
+                                  mode=mode)
         return o.square().mean() + sum(w.square().mean() for w in final)
 
     return run
@@ -110,7 +111,8 @@ def largest_weight(
     with torch.no_grad():
         for start in range(0, length, segment):
             pieces = [x[:, start : start + segment] for x in stream]
-            _, (w1, w2) = mlp_memory(*pieces, w1, w2, objective=objective, proximal=proximal, chunk_size=chunk)
+            _, (w1, w2) = mlp_memory(*pieces, w1, w2, objective=objective, proximal=proximal, chunk_size=chunk,
+                                     curvature=False, read="start")
             now = max(w1.abs().max().item(), w2.abs().max().item())
             if not now < float("inf"):
                 return None

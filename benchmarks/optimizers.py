@@ -35,8 +35,8 @@ from hope.train.loop import lr_schedule
 RUNS: dict[str, tuple[str, float, dict]] = {
     "adamw": ("adamw", 3e-3, {}),
     "muon": ("muon", 0.012, {}),
-    "m3": ("m3", 0.012, {}),
-    "m3-sum": ("m3", 0.012, {"accumulate": "sum"}),
+    "m3": ("m3-ema", 0.012, {}),
+    "m3-sum": ("m3-ema", 0.012, {"accumulate": "sum"}),
     "dgd": ("dgd", 0.5, {}),
     "dgd-unit": ("dgd", 2.0, {"unit_inputs": True}),
     "sgd": ("dgd", 2.0, {"decay_scale": 0.0}),
@@ -45,8 +45,9 @@ RUNS: dict[str, tuple[str, float, dict]] = {
     "deep_momentum": ("deep_momentum", 1.2, {}),
 }
 """name -> (optimizer, peak lr, options): each lr is the best of a 100-step sweep (``--sweep``,
-lr x 4 apart; docs/optimizers.md). Muon and M3 use build_optimizer's AdamW-matched update scales,
-and the lr applies to their AdamW groups too. ``sgd`` is DGD without its decay term."""
+lr x 4 apart; docs/optimizers.md). Muon and M3 use build_optimizer's AdamW-matched update scales (M3 as
+``m3-ema``; the run names ``m3`` and ``m3-sum`` are those of the recorded table, from before ``m3`` meant NL
+Algorithm 1 as printed), and the lr applies to their AdamW groups too. ``sgd`` is DGD without its decay term."""
 
 DOC_START, DOC_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 

@@ -1,8 +1,9 @@
 """hope.ops.mlp_memory (deep DGD memory): chunk and recurrent forms against the per-token reference
 (float64; outputs, final weights and gradients w.r.t. every input), C = 1 against DGD written from the
 formula with autograd gradients, every chunk's fold against hope.ops.dgd, the linear-memory case,
-prefill + decoding, batch isolation, dtypes and bad input; ``curvature=True`` (proximal steps that count
-the l2 objective's curvature) against the same references and over 100k tokens of random inputs."""
+prefill + decoding, batch isolation, dtypes and bad input; the three read modes (``start``, ``previous``,
+``running``); ``curvature=True`` (proximal steps that count the l2 objective's curvature) against the same
+references and over 100k tokens of random inputs."""
 
 from __future__ import annotations
 
@@ -12,10 +13,25 @@ import torch.nn.functional as F
 
 from hope.ops.dgd import dgd
 from hope.ops.dgd.chunk import decay_products
-from hope.ops.mlp_memory import MLPMemoryState, mlp_memory, mlp_memory_prefill, mlp_memory_step
+from hope.ops import mlp_memory as op
+from hope.ops.mlp_memory import MLPMemoryState
 from hope.ops.mlp_memory.chunk import chunk_transfer, fold_chunk_end, to_chunks
 
 B, H, D, E = 2, 2, 4, 8
+PLAIN = dict(objective="dot", chunk_size=64, curvature=False, read="start")
+"""The options the op requires (no defaults: hope.ops.mlp_memory.api), at the values a test does not set."""
+
+
+def mlp_memory(*args, **options):
+    return op.mlp_memory(*args, **{**PLAIN, **options})
+
+
+def mlp_memory_prefill(*args, **options):
+    return op.mlp_memory_prefill(*args, **{**PLAIN, **options})
+
+
+def mlp_memory_step(*args, **options):
+    return op.mlp_memory_step(*args, **{**PLAIN, **options})
 INPUTS = ("q", "k", "v_hat", "alpha", "eta", "W1", "W2")
 
 
@@ -196,6 +212,7 @@ def test_linear_memory_folds_equal_hope_ops_dgd(rule: str, chunk: int) -> None:
 @pytest.mark.parametrize("extra", [
     dict(objective="dot"), dict(objective="l2"), dict(objective="l2", curvature=True),
     dict(objective="l2", curvature=True, read="running"), dict(objective="dot", read="running"),
+    dict(objective="l2", curvature=True, read="previous"), dict(objective="dot", read="previous"),
 ], ids=lambda e: ",".join(f"{k}={v}" for k, v in e.items()))
 def test_prefill_then_decode_equals_one_pass(extra: dict) -> None:
     length, chunk = 70, 8
@@ -434,3 +451,112 @@ def test_running_reads_see_earlier_tokens_of_the_chunk() -> None:
 def test_bad_read_raises_value_error() -> None:
     with pytest.raises(ValueError, match="read must be one of"):
         mlp_memory(*make_inputs(5).values(), read="end")
+
+
+# read="previous": token t reads M_{t-1}(q_t), the weights after the chunk's tokens before it (NL Eq. 94)
+
+
+@pytest.mark.parametrize("objective", ["dot", "l2"])
+@pytest.mark.parametrize("length", [1, 63, 64, 65, 130])
+def test_previous_reads_chunk_and_recurrent_match_naive(objective: str, length: int) -> None:
+    x = make_inputs(length)
+    for chunk_size in (1, 8, 64):
+        for curvature in (False, True):
+            options = dict(objective=objective, chunk_size=chunk_size, curvature=curvature, read="previous")
+            want = run_with_grads(x, mode="naive", **options)
+            assert_all_close(run_with_grads(x, mode="chunk", **options), want)
+            if length in (1, 65):
+                assert_all_close(run_with_grads(x, mode="recurrent", **options), want)
+
+
+@pytest.mark.parametrize(("proximal", "use_dgd"), [(False, True), (True, False)])
+def test_previous_reads_ablations_match_naive(proximal: bool, use_dgd: bool) -> None:
+    x = make_inputs(40)
+    options = dict(objective="l2", proximal=proximal, dgd=use_dgd, chunk_size=8, read="previous")
+    assert_all_close(run_with_grads(x, mode="chunk", **options), run_with_grads(x, mode="naive", **options))
+
+
+def test_previous_reads_are_reads_before_each_tokens_update_and_keep_the_weights() -> None:
+    """Each previous read is ``M(q_t)`` at the weights a run over tokens ``0..t-1`` ends with (the initial
+    weights for ``t = 0``); with one-token chunks it is the chunk-start read; the final weights do not depend
+    on ``read``."""
+    x = make_inputs(20)
+    options = dict(objective="l2", chunk_size=8, curvature=True)
+    _, weights_start = mlp_memory(*x.values(), **options)
+    o, weights = mlp_memory(*x.values(), read="previous", **options)
+    torch.testing.assert_close(weights, weights_start, rtol=1e-12, atol=1e-12)
+    sequence = [x[n] for n in INPUTS[:5]]
+    for t in (0, 1, 5, 7, 8, 9, 13, 19):
+        w1, w2 = x["W1"], x["W2"]
+        if t:
+            _, (w1, w2) = mlp_memory(*(s[:, :t] for s in sequence), x["W1"], x["W2"], **options)
+        q = x["q"][:, t, :, :, None]
+        torch.testing.assert_close(o[:, t], (q + w1 @ F.silu(w2 @ q)).squeeze(-1), rtol=1e-10, atol=1e-10)
+    one = dict(options, chunk_size=1)
+    torch.testing.assert_close(mlp_memory(*x.values(), read="previous", **one)[0],
+                               mlp_memory(*x.values(), read="start", **one)[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("changed", ["k", "v_hat", "alpha", "eta"])
+def test_previous_read_does_not_see_its_own_tokens_update(changed: str) -> None:
+    """Changing token t's key, target or gates leaves ``o_t`` (and every earlier read) unchanged with
+    ``read="previous"`` and changes ``o_{t+1}``; with ``read="running"`` it already changes ``o_t``."""
+    x, t = make_inputs(16), 5
+    other = {name: value.clone() for name, value in x.items()}
+    other[changed][:, t] = other[changed][:, t] * 0.5 + (0.1 if changed in ("alpha", "eta") else 1.0)
+    for mode in ("chunk", "recurrent", "naive"):
+        o, _ = mlp_memory(*x.values(), objective="l2", chunk_size=16, read="previous", mode=mode)
+        o_other, _ = mlp_memory(*other.values(), objective="l2", chunk_size=16, read="previous", mode=mode)
+        torch.testing.assert_close(o_other[:, : t + 1], o[:, : t + 1], rtol=1e-14, atol=1e-14)
+        assert not torch.allclose(o_other[:, t + 1], o[:, t + 1]), mode
+    o, _ = mlp_memory(*x.values(), objective="l2", chunk_size=16, read="running")
+    o_other, _ = mlp_memory(*other.values(), objective="l2", chunk_size=16, read="running")
+    assert not torch.allclose(o_other[:, t], o[:, t])
+
+
+# The sign of NL Eq. 92: the "dot" objective's step is gradient descent on -<M k, v_hat>
+
+
+@pytest.mark.parametrize("rule", ["gd", "dgd"])
+def test_linear_dot_step_is_descent_on_minus_inner_product(rule: str) -> None:
+    """A linear memory ``M k`` under the "dot" objective, one token: the step (``hope.ops.dgd`` with values
+    ``v_hat``, as the docs derive) is ``M - eta grad`` with ``grad`` of ``-<M k, v_hat>`` by autograd, i.e.
+    ``M + eta v_hat k^T`` (Eq. 92 prints ``-``); with DGD's term, ``M (I - eta k k^T) - eta grad`` (NL Eq. 88)."""
+    x = make_inputs(1)
+    m = torch.randn(B, H, D, D, dtype=torch.float64, requires_grad=True)
+    k, v_hat, eta = x["k"][:, 0], x["v_hat"][:, 0], x["eta"][:, 0, :, None, None]
+    (grad,) = torch.autograd.grad(-(torch.einsum("bhvk,bhk->bhv", m, k) * v_hat).sum(), m)
+    m = m.detach()
+    want = m - eta * grad
+    if rule == "dgd":
+        want = want - eta * (m @ k[..., None]) * k[..., None, :]
+    torch.testing.assert_close(-grad, v_hat[..., None] * k[..., None, :], rtol=0, atol=1e-15)
+    for mode in ("naive", "chunk", "recurrent"):
+        _, got = dgd(x["q"], x["k"], x["v_hat"], torch.ones_like(x["alpha"]), x["eta"], rule=rule,
+                     initial_state=m, output_final_state=True, mode=mode)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_deep_dot_step_is_descent_on_minus_inner_product() -> None:
+    """The deep op's "dot" step, one token, without retention, DGD term or proximal step: each layer moves by
+    ``-eta`` times the autograd gradient of ``-<M(k), v_hat>`` w.r.t. its weights."""
+    x = make_inputs(1)
+    w1, w2 = (x[name].clone().requires_grad_() for name in ("W1", "W2"))
+    k, v_hat = x["k"][:, 0, :, :, None], x["v_hat"][:, 0, :, :, None]
+    grads = torch.autograd.grad(-((k + w1 @ F.silu(w2 @ k)) * v_hat).sum(), (w1, w2))
+    eta = x["eta"][:, 0, :, None, None]
+    for mode in ("naive", "chunk", "recurrent"):
+        _, got = mlp_memory(x["q"], x["k"], x["v_hat"], torch.ones_like(x["alpha"]), x["eta"], x["W1"], x["W2"],
+                            objective="dot", proximal=False, dgd=False, chunk_size=1, mode=mode)
+        for w_end, w, grad in zip(got, (x["W1"], x["W2"]), grads):
+            torch.testing.assert_close(w_end, w - eta * grad, rtol=1e-12, atol=1e-12)
+
+
+
+def test_options_that_choose_the_memory_are_required() -> None:
+    """objective, chunk_size, curvature and read differ between the op's plain form and the models, so the op
+    has no default for them (docs/ops_mlp_memory.md, "Defaults")."""
+    x = make_inputs(3)
+    for missing in PLAIN:
+        with pytest.raises(TypeError, match=missing):
+            op.mlp_memory(*x.values(), **{k: v for k, v in PLAIN.items() if k != missing})

@@ -37,7 +37,8 @@ def largest_weights(objective: str, proximal: bool, length: int) -> list[float]:
     with torch.no_grad():
         for start in range(0, length, SEGMENT):
             segment = [x[:, start : start + SEGMENT] for x in stream]
-            _, (w1, w2) = mlp_memory(*segment, w1, w2, objective=objective, proximal=proximal, chunk_size=CHUNK)
+            _, (w1, w2) = mlp_memory(*segment, w1, w2, objective=objective, proximal=proximal, chunk_size=CHUNK,
+                                     curvature=False, read="start")
             largest.append(max(w1.abs().max().item(), w2.abs().max().item()))
     return largest
 

@@ -10,9 +10,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hope.ops.mlp_memory import TitansMemoryState, titans_memory, titans_memory_prefill, titans_memory_step
+from hope.ops import mlp_memory as op
+from hope.ops.mlp_memory import TitansMemoryState
 
 B, H, D, E = 2, 2, 4, 8
+PLAIN = dict(chunk_size=64, max_grad_norm=None, read="start")
+"""The options the op requires (no defaults: hope.ops.mlp_memory.api), at the values a test does not set."""
+
+
+def titans_memory(*args, **options):
+    return op.titans_memory(*args, **{**PLAIN, **options})
+
+
+def titans_memory_prefill(*args, **options):
+    return op.titans_memory_prefill(*args, **{**PLAIN, **options})
+
+
+def titans_memory_step(*args, **options):
+    return op.titans_memory_step(*args, **{**PLAIN, **options})
 SEQUENCE = ("q", "k", "v", "theta", "beta", "forget")
 
 

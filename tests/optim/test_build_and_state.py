@@ -14,7 +14,7 @@ from hope.models import ARCHS, build
 from hope.optim import OPTIMIZERS, build_optimizer
 
 VOCAB = 64
-EXTRA = {"m3": {"slow_period": 2}, "dgd": {}, "muon": {}}
+EXTRA = {"m3": {"slow_period": 2}, "m3-ema": {"slow_period": 2}, "dgd": {}, "muon": {}}
 
 
 def _model(seed=0, **overrides):
@@ -88,7 +88,7 @@ def test_param_groups():
         n for n, p in model.named_parameters() if p.ndim == 1 or n == "embed.weight"}
     assert groups["no_decay"]["weight_decay"] == 0.0 and groups["matrices"]["weight_decay"] == 0.1
     assert "head.weight" in _names(model, groups["matrices"]["params"])
-    for name in ("muon", "m3"):
+    for name in ("muon", "m3", "m3-ema"):
         opt = build_optimizer(name, model, lr=1e-3)
         groups = {g["name"]: g for g in opt.param_groups}
         assert _names(model, groups["hidden_matrices"]["params"]) == {
@@ -106,7 +106,7 @@ def test_tied_head_is_an_embedding():
     assert [g["name"] for g in opt.param_groups] == ["hidden_matrices", "adamw_no_decay"]
 
 
-@pytest.mark.parametrize("name", ["muon", "m3"])
+@pytest.mark.parametrize("name", ["muon", "m3", "m3-ema"])
 def test_scheduler_scales_every_group(name):
     model = _model()
     opt = build_optimizer(name, model, lr=1e-3, weight_decay=0.0)
@@ -121,7 +121,7 @@ def test_scheduler_scales_every_group(name):
         deltas.append((model.blocks[0].mixer.qkv.weight.detach() - before).pow(2).mean().sqrt())
         scheduler.step()
     assert all(g["lr"] == pytest.approx(0.25e-3) for g in opt.param_groups)
-    if name == "m3":  # update_rms fixes each matrix update's RMS at 0.2 * lr
+    if name == "m3-ema":  # update_rms fixes each matrix update's RMS at 0.2 * lr
         torch.testing.assert_close(deltas[1] / deltas[0], torch.tensor(0.5), rtol=1e-5, atol=0)
 
 

@@ -1,11 +1,15 @@
 """M3 (NL Algorithm 1): hand-computed steps in both accumulation modes, the slow refresh every
-slow_period steps, update_rms, and the AdamW half."""
+slow_period steps, update_rms, the AdamW half, and ``hope train --optimizer m3`` (through build_optimizer)
+against Algorithm 1 step by step."""
 
 import pytest
 import torch
 
-from hope.ops.newton_schulz import CUBIC
-from hope.optim import M3
+from hope.cli import build_parser
+from hope.cli.train import config_from_args as train_config_from_args
+from hope.models import build
+from hope.ops.newton_schulz import CUBIC, QUINTIC, newton_schulz
+from hope.optim import M3, build_optimizer
 
 DT = torch.float64
 
@@ -136,3 +140,58 @@ def test_bad_arguments():
                           ({"betas": (0.9, 0.9)}, "betas"), ({"update_rms": -1.0}, "update_rms")]:
         with pytest.raises(ValueError, match=match):
             M3([p], **kwargs)
+
+
+def test_cli_m3_is_algorithm_1_step_by_step():
+    """``hope train --optimizer m3 --weight-decay 0``: the optimizer ``build_optimizer`` makes from the CLI's options
+    steps every hidden matrix as NL Algorithm 1 prints it, here re-implemented with its defaults (betas 0.9, 0.999,
+    0.9; alpha 1; eps 1e-8; slow chunk 100 steps; Newton-Schulz: 5 quintic steps in bfloat16), over 205 steps
+    (two slow refreshes):
+
+        M1 += beta1 g;  V += beta2 g^2;  W -= lr (NS(M1) + alpha O2) / (sqrt(V) + eps)
+        every 100 steps:  M2 += beta3 (sum of the chunk's g);  O2 = NS(M2)
+    """
+    args = build_parser().parse_args(["train", "--optimizer", "m3", "--lr", "0.003", "--weight-decay", "0"])
+    config = train_config_from_args(args)
+    torch.manual_seed(0)
+    model = build("transformer", None, vocab_size=11, d_model=16, n_layers=1, n_heads=2).double()
+    optimizer = build_optimizer(config.optimizer, model, lr=config.lr, weight_decay=config.weight_decay)
+    (group,) = [g for g in optimizer.param_groups if g["orthogonal"]]
+    matrices = group["params"]
+    assert len(matrices) >= 3 and all(p.ndim == 2 for p in matrices)
+
+    def ns(m):
+        return newton_schulz(m, steps=5, coefficients=QUINTIC, dtype=torch.bfloat16)
+
+    lr, (b1, b2, b3), alpha, eps, period = 0.003, (0.9, 0.999, 0.9), 1.0, 1e-8, 100
+    w = [p.detach().clone() for p in matrices]
+    m1, v, m2, chunk, o2 = ([torch.zeros_like(p) for p in matrices] for _ in range(5))
+    gen = torch.Generator().manual_seed(0)
+    for t in range(1, 206):
+        for p in model.parameters():
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        grads = [p.grad.clone() for p in matrices]
+        optimizer.step()
+        for i, g in enumerate(grads):
+            m1[i] = m1[i] + b1 * g
+            v[i] = v[i] + b2 * g * g
+            chunk[i] = chunk[i] + g
+            w[i] = w[i] - lr * (ns(m1[i]) + alpha * o2[i]) / (v[i].sqrt() + eps)
+            if t % period == 0:
+                m2[i] = m2[i] + b3 * chunk[i]
+                o2[i], chunk[i] = ns(m2[i]), torch.zeros_like(g)
+            torch.testing.assert_close(matrices[i].detach(), w[i], rtol=1e-6, atol=1e-9, msg=f"step {t}, matrix {i}")
+    assert all(o.abs().sum() > 0 for o in o2)
+
+
+def test_old_m3_checkpoints_resume_as_they_were_trained():
+    """A checkpoint from before ``m3`` meant Algorithm 1 holds the tuned options in its param groups; resumed with
+    ``--optimizer m3`` (same name, so ``hope train --resume`` accepts it), torch's ``load_state_dict`` restores them,
+    so the run continues with the variant it was trained with (docs/optimizers.md)."""
+    torch.manual_seed(0)
+    model = build("transformer", None, vocab_size=11, d_model=16, n_layers=1, n_heads=2)
+    saved = build_optimizer("m3-ema", model, lr=1e-3).state_dict()
+    resumed = build_optimizer("m3", model, lr=1e-3)
+    assert {g["accumulate"] for g in resumed.param_groups} == {"sum"}
+    resumed.load_state_dict(saved)
+    assert {(g["accumulate"], g["update_rms"]) for g in resumed.param_groups} == {("ema", 0.2)}

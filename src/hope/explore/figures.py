@@ -237,7 +237,8 @@ def deep_recall(keys: torch.Tensor, values: torch.Tensor, lr: float, seed: int =
     errors = []
     for t in range(n):
         k, v = keys[t].view(1, 1, dim), values[t].view(1, 1, dim)
-        _, state = mlp_memory_step(state, k, k, v, gate, gate * lr, objective="l2", chunk_size=1, curvature=True)
+        _, state = mlp_memory_step(state, k, k, v, gate, gate * lr, objective="l2", chunk_size=1, curvature=True,
+                                   read="start")
         w1, w2 = (w[0, 0] for w in state.weights)
         seen = keys[: t + 1]
         errors.append(recall_error(seen + torch.nn.functional.silu(seen @ w2.T) @ w1.T, values[: t + 1]))

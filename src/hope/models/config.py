@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 from torch import nn
 
 from hope.errors import HopeError
-from hope.ops.mlp_memory import READS
 
 ARCHS: dict[str, type["ModelConfig"]] = {}
 
@@ -84,10 +83,11 @@ class ModelConfig:
         return {"arch": self.arch, **dataclasses.asdict(self)}
 
 
-def check_memory_read(config: ModelConfig) -> None:
-    """``memory_read`` of the deep-memory mixers: one of ``hope.ops.mlp_memory.READS``."""
-    if config.memory_read not in READS:
-        raise HopeError(f"memory_read must be {' or '.join(map(repr, READS))}, got {config.memory_read!r}")
+def check_memory_read(config: ModelConfig, reads: tuple[str, ...]) -> None:
+    """``memory_read`` of the deep-memory mixers: one of ``reads`` (``hope.ops.mlp_memory.READS`` or
+    ``TITANS_READS``, the modes of the op the mixer runs on)."""
+    if config.memory_read not in reads:
+        raise HopeError(f"memory_read must be {' or '.join(map(repr, reads))}, got {config.memory_read!r}")
 
 
 def check_memory_fields(config: ModelConfig, positive: tuple[str, ...], gates: tuple[str, ...]) -> None:

@@ -27,7 +27,7 @@ from hope.layers.conv import ShortConv
 from hope.layers.gating import GatedOutput, l2_normalize, spread_logits
 from hope.layers.mlp import SwiGLU
 from hope.models.config import ModelConfig, check_memory_fields, check_memory_read, register
-from hope.ops.mlp_memory import TitansMemoryState, titans_memory, titans_memory_prefill
+from hope.ops.mlp_memory import TITANS_READS, TitansMemoryState, titans_memory, titans_memory_prefill
 
 WEIGHTS = ("w1", "w2")
 
@@ -67,7 +67,7 @@ class TitansConfig(ModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_memory_fields(self, ("memory_expansion", "chunk_size", "conv_width"), ("step_init", "momentum_init"))
-        check_memory_read(self)
+        check_memory_read(self, TITANS_READS)
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise HopeError(f"max_grad_norm must be None or positive, got {self.max_grad_norm}")
 

@@ -5,8 +5,10 @@ rank), never to embeddings, norm gains, biases or other vectors. Muon and M3 ort
 2-D hidden weights; embeddings, the output head and non-matrix tensors get AdamW inside the same
 optimizer. Every group has its own ``lr``, so ``torch.optim.lr_scheduler`` scales each from its own base.
 
-One ``lr`` serves every group: Muon and M3 use update scales matched to AdamW's (Muon's
-``adjust_lr="match_rms_adamw"``, M3's ``update_rms=0.2``), so AdamW's learning rate carries over.
+``m3`` is NL Algorithm 1 as printed (the :class:`M3` defaults: summed accumulators, no rescaling); ``m3-ema`` is
+the tuned variant (EMA accumulators, each matrix update rescaled to RMS 0.2). Muon and ``m3-ema`` use update scales
+matched to AdamW's (Muon's ``adjust_lr="match_rms_adamw"``, ``update_rms=0.2``), so AdamW's learning rate carries
+over; ``m3``'s update is an orthogonal matrix divided by gradient magnitudes, whose scale no fixed lr matches.
 DGD, delta momentum and deep momentum are SGD-like: their ``lr`` is not AdamW's (docs/optimizers.md).
 """
 
@@ -26,7 +28,10 @@ from hope.optim.m3 import M3
 from hope.optim.muon import Muon
 from hope.optim.params import classify_parameters
 
-OPTIMIZERS = ("adamw", "muon", "m3", "dgd", "delta_momentum", "deep_momentum")
+OPTIMIZERS = ("adamw", "muon", "m3", "m3-ema", "dgd", "delta_momentum", "deep_momentum")
+
+M3_VARIANTS: dict[str, dict[str, Any]] = {"m3": {}, "m3-ema": {"accumulate": "ema", "update_rms": 0.2}}
+"""Options each M3 name gives :class:`M3` on top of its defaults: none for Algorithm 1 as printed."""
 
 
 def _groups(specs: list[tuple[str, list[nn.Parameter], dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -46,13 +51,13 @@ def build_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: flo
     kinds = classify_parameters(model)
     no_decay = kinds.embeddings + kinds.vectors
     decay = {"weight_decay": weight_decay}
-    if name in ("muon", "m3"):
+    if name == "muon" or name in M3_VARIANTS:
         groups = _groups([
             ("hidden_matrices", kinds.hidden_matrices, {**decay, "orthogonal": True}),
             ("adamw_matrices", kinds.heads + kinds.other_tensors, {**decay, "orthogonal": False}),
             ("adamw_no_decay", no_decay, {"weight_decay": 0.0, "orthogonal": False}),
         ])
-        options = ({"adjust_lr": "match_rms_adamw"} if name == "muon" else {"update_rms": 0.2, "accumulate": "ema"})
+        options = dict({"adjust_lr": "match_rms_adamw"} if name == "muon" else M3_VARIANTS[name])
         options.update(adamw_betas=tuple(betas), **kwargs)
         cls = Muon if name == "muon" else M3
     else:

@@ -35,7 +35,8 @@ class TrainConfig:
     max_steps: int = 1000
     """Optimizer steps in all."""
     optimizer: str = "adamw"
-    """adamw, muon, m3, dgd (see hope.optim)."""
+    """adamw, muon, m3 (NL Algorithm 1 as printed), m3-ema (M3 tuned: EMA, AdamW-matched update RMS), dgd,
+    delta_momentum, deep_momentum (see hope.optim, docs/optimizers.md)."""
     lr: float = 3e-3
     """Peak learning rate."""
     min_lr_ratio: float = 0.1

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from hope.errors import HopeError
-from hope.models import make_config
+from hope.models import build, make_config
 from hope.models.hope.self_modifying_titans import SelfModifyingTitans
 
 D_MODEL, HEADS = 16, 2
@@ -96,9 +96,11 @@ class Reference:
                 read = source["alpha" if name == "alpha" else "eta"]
                 gate[name] = torch.sigmoid((read * layer.readout[g]).sum(-1) + layer.readout_bias[g])
             alpha = gate.get("alpha", torch.ones_like(gate["eta"]))
-            running = layer.test_time_learning and layer.banks["mem"].read_mode == "running"
-            if not running:
+            mode = layer.banks["mem"].read_mode if layer.test_time_learning else "start"
+            if mode == "start":
                 outputs.append(self.read(self.start["mem"], q))
+            elif mode == "previous":  # M_{mem,t-1}(q_t): before this token's update (NL Eq. 94)
+                outputs.append(self.read(self.state["mem"], q))
             if not layer.test_time_learning:
                 continue
             for group, bank in layer.banks.items():
@@ -106,7 +108,7 @@ class Reference:
                 target = self.read(self.start[group], v.repeat(1, n, 1))
                 self.state[group] = self.update(self.start[group], self.state[group], k.repeat(1, n, 1), target,
                                                 alpha.repeat(1, n), gate["eta"].repeat(1, n))
-                if group == "mem" and running:  # read after this token's update, before the chunk's momentum
+                if group == "mem" and mode == "running":  # read after this token's update, before the chunk's momentum
                     outputs.append(self.read(self.state["mem"], q))
                 if layer.momentum:
                     self.betas[group].append(gate["beta"].repeat(1, n))
@@ -152,6 +154,10 @@ CONFIGS = [
     dict(memory="deep", chunk_size=3, memory_chunk_size=4, objective="l2", curvature=True, memory_read="running"),
     dict(memory="deep", chunk_size=2, memory_chunk_size=5, memory_read="running", momentum=False),
     dict(memory="linear", chunk_size=3, memory_chunk_size=4, objective="l2", memory_read="running"),
+    dict(memory="deep", chunk_size=3, memory_chunk_size=4, objective="l2", curvature=True, memory_read="previous"),
+    dict(memory="deep", chunk_size=2, memory_chunk_size=5, memory_read="previous", momentum=False),
+    dict(memory="deep", chunk_size=1, memory_chunk_size=1, objective="l2", memory_read="previous"),
+    dict(memory="linear", chunk_size=3, memory_chunk_size=4, objective="l2", memory_read="previous"),
     dict(memory="deep", chunk_size=2, memory_chunk_size=3, proximal=False, momentum=False, retention=False,
          adaptive_q=True, adaptive_v=False),
     dict(memory="deep", chunk_size=3, memory_chunk_size=3, test_time_learning=False),
@@ -176,7 +182,8 @@ def test_matches_per_token_reference_outputs_and_gradients(config):
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[6], CONFIGS[8]], ids=["linear", "deep", "ablations"])
+@pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[6], CONFIGS[8], CONFIGS[11], CONFIGS[14], CONFIGS[17]],
+                         ids=["linear", "deep", "ablations", "deep-running", "deep-previous", "linear-previous"])
 def test_prefill_then_decode_equals_one_forward_at_any_cut(config):
     layer = make(**config)
     x = torch.randn(2, 17, D_MODEL, dtype=torch.float64)
@@ -190,6 +197,28 @@ def test_prefill_then_decode_equals_one_forward_at_any_cut(config):
             pieces.append(y)
             start = end
         torch.testing.assert_close(torch.cat(pieces, 1), full, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("memory", ["deep", "linear"])
+@pytest.mark.parametrize("memory_read", ["previous", "running", "start"])
+def test_hope_prefill_then_decode_equals_one_forward_for_every_read(memory, memory_read):
+    """The contract of ``hope.models`` for the whole model: prompt prefill, then token-by-token decoding, gives
+    the logits of one forward, for each ``memory_read``."""
+    torch.manual_seed(0)
+    model = build("hope", None, vocab_size=23, d_model=D_MODEL, n_layers=2, n_heads=HEADS, memory=memory,
+                  chunk_size=3, memory_chunk_size=4, cms_periods=(None, 3, 6), cms_lr=0.5,
+                  memory_read=memory_read).double()
+    ids = torch.randint(0, 23, (2, 15))
+    with torch.no_grad():
+        full = model(ids).logits
+        for cut in (1, 6, 9):
+            out = model(ids[:, :cut])
+            pieces, state = [out.logits], out.state
+            for t in range(cut, ids.shape[1]):
+                out = model(ids[:, t : t + 1], state=state)
+                pieces.append(out.logits)
+                state = out.state
+            torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-9, atol=1e-10)
 
 
 def test_decode_state_stays_bounded():
@@ -308,6 +337,22 @@ def test_test_time_learning_false_freezes_every_memory():
     assert set(state) == {"conv"}
     torch.testing.assert_close(y_frozen, never_folds(x)[0], rtol=1e-12, atol=1e-12)
     assert not torch.allclose(y_frozen, learning(x)[0])
+
+
+def test_linear_dot_memory_steps_down_the_gradient_of_minus_inner_product():
+    """Hope's linear memories under ``objective="dot"`` (one token, no retention, DGD term or proximal step):
+    ``M <- M - eta grad`` with ``grad`` of ``-<M k, v_hat>`` by autograd, i.e. ``M + eta v_hat k^T``: the sign that
+    Eq. 92 prints as ``-`` (docs/paper_notes.md A4)."""
+    bank = self_modifying_titans(memory="linear", objective="dot", proximal=False, dgd=False, retention=False,
+                                 chunk_size=1, memory_chunk_size=1).double().banks["mem"]
+    d = D_MODEL // HEADS
+    w = (bank.initial(2)["w"] + 0.3 * torch.randn(2, HEADS, d, d, dtype=torch.float64)).requires_grad_()
+    keys = F.normalize(torch.randn(2, 1, HEADS, d, dtype=torch.float64), dim=-1)
+    targets = torch.randn(2, 1, HEADS, d, dtype=torch.float64)
+    eta = torch.rand(2, 1, HEADS, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(-(torch.einsum("bhvk,bhk->bhv", w, keys[:, 0]) * targets[:, 0]).sum(), w)
+    _, new = bank.fold({"w": w.detach()}, keys, targets, torch.ones_like(eta), eta)
+    torch.testing.assert_close(new["w"], w.detach() - eta[:, 0, :, None, None] * grad, rtol=1e-12, atol=1e-12)
 
 
 def test_bad_arguments():

@@ -13,6 +13,7 @@ from hope.models.config import ModelConfig, check_memory_fields, check_memory_re
 from hope.models.hope.cms import CMS
 from hope.models.hope.self_modifying_titans import SelfModifyingTitans
 from hope.models.transformer import TransformerConfig
+from hope.ops.mlp_memory import READS
 
 CMS_VARIANTS = ("sequential", "nested", "independent")
 
@@ -119,9 +120,11 @@ class HopeConfig(CMSConfig):
     memory_chunk_size: int = 16
     """Chunk of the output memory M_mem (NL Sec. 8.2: it has its own)."""
     memory_read: str = "running"
-    """How a token reads M_mem inside its chunk: ``running``, after the updates of the chunk's tokens up to itself
-    (the dual form of Titans and TTT; ``hope.ops.mlp_memory``'s ``read``); ``start``, at the chunk-start state, so
-    the mixer sees the tokens of its own chunk only through the convolution. Why ``running``: docs/results.md,
+    """How a token reads M_mem inside its chunk (``hope.ops.mlp_memory``'s ``read``; docs/ops_mlp_memory.md):
+    ``running``, after the updates of the chunk's tokens up to itself (the dual form of Titans and TTT);
+    ``previous``, after those of the tokens before it, ``o_t = M_{mem,t-1}(q_t)`` as NL Eq. 94 writes it;
+    ``start``, at the chunk-start state (NL Eq. 90), so the mixer sees the tokens of its own chunk only through
+    the convolution. Why ``running``: docs/results.md,
     "Why the defaults"."""
     objective: str = "l2"
     """Inner objective of every memory: ``l2`` (``0.5 ||M(k) - v_hat||^2``, NL Eq. 93 as printed) or ``dot``
@@ -161,7 +164,7 @@ class HopeConfig(CMSConfig):
             raise HopeError(f"memory must be 'deep' or 'linear', got {self.memory!r}")
         if self.objective not in ("dot", "l2"):
             raise HopeError(f"objective must be 'dot' or 'l2', got {self.objective!r}")
-        check_memory_read(self)
+        check_memory_read(self, READS)
         check_memory_fields(self, ("memory_expansion", "chunk_size", "memory_chunk_size", "conv_width"),
                              ("step_init", "momentum_init"))
 

@@ -81,8 +81,8 @@ class MemoryBank(nn.Module):
         """Fold one chunk into the memories by DGD with retention, every gradient at ``weights`` (NL Eq. 91).
 
         ``keys, targets: [B, C, n * H, D]``, ``alpha, eta: [B, C, n * H]``. Returns the reads of ``queries``
-        (at ``weights``, or with ``read="running"`` at the weights after each token's update) when the op
-        computes them on the way (else ``None``) and the new weights."""
+        (at ``weights``, or at the weights before (``read="previous"``) or after (``"running"``) each token's
+        update) when the op computes them on the way (else ``None``) and the new weights."""
         chunk = keys.shape[1]
         if self.kind == "deep":
             reads, (w1, w2) = mlp_memory(keys if queries is None else queries, keys, targets, alpha, eta,
@@ -94,7 +94,13 @@ class MemoryBank(nn.Module):
         if self.proximal:
             gain = 1.0 if self.curvature and self.objective == "l2" else 0.0
             eta = eta / (1 + eta * (1 + gain) * keys.square().sum(-1))
+        previous = queries is not None and self.read_mode == "previous"
+        if previous:  # the op reads S_t q at position t: move each query one token earlier to read S_{t-1} q_t
+            first = linear_read(weights["w"], queries[:, :1])
+            queries = torch.cat([queries[:, 1:], torch.zeros_like(queries[:, :1])], dim=1)
         reads, w = linear_dgd(keys if queries is None else queries, keys, values, alpha, eta,
                               rule="dgd" if self.dgd else "gd", initial_state=weights["w"], output_final_state=True,
                               chunk_size=chunk)
+        if previous:
+            return torch.cat([first, reads[:, :-1]], dim=1), {"w": w}
         return (reads if queries is not None and self.read_mode == "running" else None), {"w": w}

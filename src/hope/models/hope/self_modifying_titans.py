@@ -23,6 +23,9 @@ memories in chunks of ``chunk_size``. Inside a chunk every read, target and grad
 memory's state at the end of the *previous* chunk, then the chunk is folded into the state by DGD token after
 token (:func:`hope.ops.mlp_memory.mlp_memory`, or :func:`hope.ops.dgd.dgd` for linear memories). The keys of a
 chunk are produced by ``M_k`` itself, so the chunks are visited in order (a loop over chunks, not tokens).
+``memory_read`` says which state of ``M_mem`` token ``t`` reads: the chunk start (``start``, NL Eq. 90), the state
+after the chunk's tokens before ``t`` (``previous``: ``o_t = M_{mem,t-1}(q_t)``, NL Eq. 94) or after ``t``'s own
+update too (``running``); the targets and gradients always come from the chunk start.
 
 Momentum (dropped by the "w/o momentum" ablation of NL Table 6; the paper leaves its form open): each chunk's update ``Delta_c = M_fold - M_start``
 enters a Titans-style momentum ``S_c = beta_c S_{c-1} + Delta_c``, ``M_c = M_{c-1} + S_c``, with ``beta_c`` the
@@ -133,7 +136,7 @@ class SelfModifyingTitans(nn.Module):
         sizes = self._segments(t, filled)
         pieces = [None] * len(sizes) if static is None else static.split(sizes, dim=1)
         tail, reads = state["conv"], []
-        running = self.banks["mem"].read_mode == "running"
+        running = self.banks["mem"].read_mode != "start"  # reads made by a fold over the chunk so far
         for size, segment, static_segment in zip(sizes, heads.split(sizes, dim=1), pieces):
             features, tail = self._features(segment, static_segment, weights["proj"], tail)
             whole = self.banks["mem"].kind == "deep" and size == self.chunk_sizes["mem"]
@@ -173,8 +176,8 @@ class SelfModifyingTitans(nn.Module):
                 and features["q"].shape[1] == self.chunk_sizes["mem"])
     def _running_reads(self, weights: dict[str, torch.Tensor], velocity: dict[str, torch.Tensor], pending: list,
                        features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple[dict, dict]]:
-        """``memory_read="running"``: the reads of a segment from ``M_mem`` after the updates of its chunk's
-        tokens up to each of them (the pending ones and the segment's own), by a fold over the chunk so far
+        """``memory_read="running"`` / ``"previous"``: the reads of a segment from ``M_mem`` after the updates of its
+        chunk's tokens up to each of them (or up to the one before), by a fold over the chunk so far
         (reads of the pending positions dropped; the chunk-level momentum only lands at the chunk's end). Also
         returns the fold's weights and momentum, which are the new state if the segment ends the chunk."""
         chunk = {name: torch.cat([p[name] for p in pending] + [features[name]], dim=1) for name in self.buffered}

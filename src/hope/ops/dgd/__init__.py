@@ -11,7 +11,13 @@ Per batch element and head, with ``S: [Dv, Dk]`` starting at ``initial_state`` (
 
 and ``o_t = S_t q_t``. The three modes compute the same function: ``naive`` (per-token reference),
 ``chunk`` (WY / UT transform, chunk-parallel; the default) and ``recurrent`` (one token at a time,
-for decoding). On CUDA with flash-linear-attention installed, ``mode="chunk"`` on float16 /
+for decoding).
+
+Defaults (the rule of ``hope.ops.mlp_memory``: an option that chooses the function has a default only where it
+is what the models use by default): ``rule="dgd"`` is NL Eq. 88 itself, what Gated DeltaNet and Hope's linear
+memories run unless the "w/o DGD" ablation (``HopeConfig.dgd=False``) asks for ``"gd"``; ``initial_state=None``
+is an empty memory; ``chunk_size``, ``mode`` and ``output_final_state`` only choose how it is computed and
+returned. On CUDA with flash-linear-attention installed, ``mode="chunk"`` on float16 /
 bfloat16 inputs runs fla's ``chunk_gated_delta_rule`` (see ``fla_path``).
 """
 

@@ -1,13 +1,15 @@
 """Deep (MLP) memories trained in context (NL Eqs. 88-93; Titans section 3).
 
     from hope.ops.mlp_memory import mlp_memory
-    o, (W1, W2) = mlp_memory(q, k, v_hat, alpha, eta, W1, W2, *, objective="dot", proximal=True,
-                             dgd=True, chunk_size=64, mode="chunk")
+    o, (W1, W2) = mlp_memory(q, k, v_hat, alpha, eta, W1, W2, *, objective, chunk_size, curvature, read,
+                             proximal=True, dgd=True, mode="chunk")
 
 Per batch element and head the memory is ``M(x) = x + W1 silu(W2 x)`` (NL Eq. 89) with
-``W2: [E, D]``, ``W1: [D, E]``. Inside a chunk of ``C`` tokens, every read ``o_t = M(q_t)``, every
-layer input ``u_t`` and every back-propagated error ``delta_t`` uses the weights left by the previous
-chunk (NL Eqs. 90-91); then each layer folds the chunk in with DGD, token after token:
+``W2: [E, D]``, ``W1: [D, E]``. Inside a chunk of ``C`` tokens, every layer input ``u_t`` and every
+back-propagated error ``delta_t`` uses the weights left by the previous chunk (NL Eqs. 90-91), and so does
+every read ``o_t = M(q_t)`` with ``read="start"`` (``"previous"``: the weights after the chunk's tokens before
+``t``, NL Eq. 94; ``"running"``: after ``t``'s own update too; ``READS``); then each layer folds the chunk in
+with DGD, token after token:
 
     W <- W (alpha_t I - eta'_t u_t u_t^T) - eta'_t delta_t u_t^T        (NL Eqs. 57, 88)
 
@@ -28,7 +30,7 @@ chunk start; :mod:`hope.ops.mlp_memory.titans`). Both have ``naive`` (per-token 
 ``chunk`` and ``recurrent`` modes, plus ``*_prefill`` / ``*_step`` for decoding from a state.
 """
 
-from hope.ops.mlp_memory._checks import READS
+from hope.ops.mlp_memory._checks import READS, TITANS_READS
 from hope.ops.mlp_memory.api import (
     mlp_memory,
     mlp_memory_prefill,
@@ -42,6 +44,7 @@ from hope.ops.mlp_memory.titans import TitansMemoryState
 
 __all__ = [
     "READS",
+    "TITANS_READS",
     "MLPMemoryState",
     "TitansMemoryState",
     "mlp_memory",

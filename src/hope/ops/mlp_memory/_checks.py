@@ -10,7 +10,11 @@ import torch
 from hope.ops.mlp_memory.residual_mlp import OBJECTIVES
 
 MODES = ("chunk", "naive", "recurrent")
-READS = ("start", "running")
+READS = ("start", "previous", "running")
+"""Read modes of the deep DGD memory (``mlp_memory``'s ``read``): token ``t`` of a chunk reads the chunk-start
+weights, the weights after the chunk's tokens before ``t`` (``M_{t-1}``, NL Eq. 94), or after ``t``'s own update."""
+TITANS_READS = ("start", "running")
+"""Read modes of the Titans rule (``titans_memory``'s ``read``)."""
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -78,10 +82,10 @@ def check_options(chunk_size: object, mode: object, objective: object | None = N
             raise ValueError(f"{name} must be a bool, got {value!r}")
 
 
-def check_read(read: object) -> None:
-    """Check ``read`` of the deep DGD memory."""
-    if read not in READS:
-        raise ValueError(f"read must be one of {READS}, got {read!r}")
+def check_read(read: object, reads: tuple[str, ...]) -> None:
+    """Check ``read``: one of ``reads`` (:data:`READS` or :data:`TITANS_READS`)."""
+    if read not in reads:
+        raise ValueError(f"read must be one of {reads}, got {read!r}")
 
 
 def check_max_grad_norm(max_grad_norm: object) -> None:

@@ -1,5 +1,12 @@
 """Public entry points of ``hope.ops.mlp_memory``: argument checks, dtypes and dispatch to the forms.
 
+Defaults. An option that chooses the function (not only how it is computed) has a default only where that default
+is what every model that runs the op uses by default (``proximal=True``, ``dgd=True``: NL Eqs. 56, 88). The others
+(``objective``, ``chunk_size``, ``curvature``, ``read``; for the Titans rule ``chunk_size``, ``max_grad_norm``,
+``read``) are chosen differently by the model configs (``HopeConfig``, ``TitansConfig``), so they are required: a
+call never silently computes another memory than the model's. ``mode`` picks only the form (every mode computes the
+same function); ``initial_momentum=None`` is a fresh memory's zero momentum.
+
 A whole sequence from a chunk boundary: :func:`mlp_memory` / :func:`titans_memory`. From any state
 (prompt prefill, then decoding): :func:`mlp_memory_prefill` / :func:`titans_memory_prefill`, which
 finish the current chunk token by token, run the whole chunks that follow in the requested mode and
@@ -14,7 +21,7 @@ from typing import Callable, TypeVar
 import torch
 
 from hope.ops.mlp_memory._checks import (
-    check_max_grad_norm, check_options, check_read, check_sequence, check_weights, state_dtype,
+    READS, TITANS_READS, check_max_grad_norm, check_options, check_read, check_sequence, check_weights, state_dtype,
 )
 from hope.ops.mlp_memory.chunk import mlp_memory_chunk
 from hope.ops.mlp_memory.naive import mlp_memory_naive
@@ -34,13 +41,13 @@ def mlp_memory(
     W1: torch.Tensor,
     W2: torch.Tensor,
     *,
-    objective: str = "dot",
+    objective: str,
+    chunk_size: int,
+    curvature: bool,
+    read: str,
     proximal: bool = True,
     dgd: bool = True,
-    chunk_size: int = 64,
     mode: str = "chunk",
-    curvature: bool = False,
-    read: str = "start",
 ) -> tuple[torch.Tensor, Weights]:
     """Run the deep memory ``M(x) = x + W1 silu(W2 x)`` trained in context by DGD (NL Eqs. 88-91).
 
@@ -61,21 +68,22 @@ def mlp_memory(
             with ``c = max silu' = 1.0998``. Plain ``proximal`` bounds only the DGD term, so once
             ``||W1||`` grows past about 2 the W2 steps overshoot and the weights grow without bound;
             with ``curvature`` every step of the linearised layer objective is contractive.
-        read: ``"start"`` (the default): every read of a chunk uses the chunk-start weights, so a token sees
-            the other tokens of its chunk only through what came before the chunk; ``"running"``: token ``t``
-            reads the weights after the updates of the chunk's tokens up to ``t`` (the dual form of Titans and
-            TTT; the gradients still come from the chunk start). ``C = 1`` makes the two differ only by
-            reading before or after the token's own update.
+        read: which weights token ``t`` of a chunk reads (the gradients always come from the chunk start):
+            ``"start"``, the chunk-start weights (NL Eq. 90), so a token sees the other tokens of
+            its chunk only through what came before the chunk; ``"previous"``, the weights after the updates of
+            the chunk's tokens before ``t``, ``o_t = M_{t-1}(q_t)`` (NL Eq. 94); ``"running"``, the weights after
+            the updates up to and including ``t`` (the dual form of Titans and TTT). ``C = 1`` makes ``"start"``
+            and ``"previous"`` the same. docs/ops_mlp_memory.md compares the three.
 
     Returns:
-        ``o: [B, T, H, D]`` (``o_t = M(q_t)`` at the chunk-start weights) in the dtype of ``q``, and
+        ``o: [B, T, H, D]`` (``o_t = M(q_t)`` at the weights ``read`` names) in the dtype of ``q``, and
         the weights after the last token ``(W1, W2)`` in the state dtype (float64 if any input is,
         else float32). Gradients flow to every tensor argument.
     """
     b, _, h, d = check_sequence(q, ("k", "v_hat", "alpha", "eta"), (k, v_hat, alpha, eta))
     w1, w2 = check_weights(W1, W2, b, h, d, q.device)
     check_options(chunk_size, mode, objective, proximal=proximal, dgd=dgd, curvature=curvature)
-    check_read(read)
+    check_read(read, READS)
     dtype = state_dtype(q, alpha, eta, w1, w2)
     args = [x.to(dtype) for x in (q, k, v_hat, alpha, eta, w1, w2)]
     options = (objective, proximal, dgd, chunk_size, curvature, read)
@@ -95,13 +103,13 @@ def mlp_memory_prefill(
     eta: torch.Tensor,
     state: MLPMemoryState,
     *,
-    objective: str = "dot",
+    objective: str,
+    chunk_size: int,
+    curvature: bool,
+    read: str,
     proximal: bool = True,
     dgd: bool = True,
-    chunk_size: int = 64,
     mode: str = "chunk",
-    curvature: bool = False,
-    read: str = "start",
 ) -> tuple[torch.Tensor, MLPMemoryState]:
     """Continue :func:`mlp_memory` from ``state`` (at any position in a chunk) over ``T`` tokens.
 
@@ -111,7 +119,7 @@ def mlp_memory_prefill(
     """
     b, _, h, d = check_sequence(q, ("k", "v_hat", "alpha", "eta"), (k, v_hat, alpha, eta))
     check_options(chunk_size, mode, objective, proximal=proximal, dgd=dgd, curvature=curvature)
-    check_read(read)
+    check_read(read, READS)
     state = _checked_state(state, b, h, d, q.device, chunk_size)
     dtype = state_dtype(q, alpha, eta, *state.weights)
     inputs = [x.to(dtype) for x in (q, k, v_hat, alpha, eta)]
@@ -138,12 +146,12 @@ def mlp_memory_step(
     alpha: torch.Tensor,
     eta: torch.Tensor,
     *,
-    objective: str = "dot",
+    objective: str,
+    chunk_size: int,
+    curvature: bool,
+    read: str,
     proximal: bool = True,
     dgd: bool = True,
-    chunk_size: int = 64,
-    curvature: bool = False,
-    read: str = "start",
 ) -> tuple[torch.Tensor, MLPMemoryState]:
     """One decoding step: ``q, k, v_hat: [B, H, D]``, ``alpha, eta: [B, H]``. Returns
     ``o: [B, H, D]`` and the next :class:`MLPMemoryState` (same semantics as :func:`mlp_memory`)."""
@@ -165,11 +173,11 @@ def titans_memory(
     W1: torch.Tensor,
     W2: torch.Tensor,
     *,
+    chunk_size: int,
+    max_grad_norm: float | None,
+    read: str,
     initial_momentum: Weights | None = None,
-    chunk_size: int = 64,
     mode: str = "chunk",
-    max_grad_norm: float | None = None,
-    read: str = "start",
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Run the residual MLP memory under the Titans rule (Titans section 3.1; see
     :mod:`hope.ops.mlp_memory.titans`): ``S <- beta S - theta grad``, ``W <- (1 - forget) W + S``
@@ -192,7 +200,7 @@ def titans_memory(
     w1, w2 = check_weights(W1, W2, b, h, d, q.device)
     check_options(chunk_size, mode)
     check_max_grad_norm(max_grad_norm)
-    check_read(read)
+    check_read(read, TITANS_READS)
     momentum = None
     if initial_momentum is not None:
         if not isinstance(initial_momentum, tuple) or len(initial_momentum) != 2:
@@ -219,16 +227,16 @@ def titans_memory_prefill(
     forget: torch.Tensor,
     state: TitansMemoryState,
     *,
-    chunk_size: int = 64,
+    chunk_size: int,
+    max_grad_norm: float | None,
+    read: str,
     mode: str = "chunk",
-    max_grad_norm: float | None = None,
-    read: str = "start",
 ) -> tuple[torch.Tensor, TitansMemoryState]:
     """Continue :func:`titans_memory` from ``state`` (any position); see :func:`mlp_memory_prefill`."""
     b, _, h, d = check_sequence(q, ("k", "v", "theta", "beta", "forget"), (k, v, theta, beta, forget))
     check_options(chunk_size, mode)
     check_max_grad_norm(max_grad_norm)
-    check_read(read)
+    check_read(read, TITANS_READS)
     state = _checked_state(state, b, h, d, q.device, chunk_size)
     dtype = state_dtype(q, theta, beta, forget, *state.weights)
     inputs = [x.to(dtype) for x in (q, k, v, theta, beta, forget)]
@@ -255,9 +263,9 @@ def titans_memory_step(
     beta: torch.Tensor,
     forget: torch.Tensor,
     *,
-    chunk_size: int = 64,
-    max_grad_norm: float | None = None,
-    read: str = "start",
+    chunk_size: int,
+    max_grad_norm: float | None,
+    read: str,
 ) -> tuple[torch.Tensor, TitansMemoryState]:
     """One decoding step of :func:`titans_memory`: ``q, k, v: [B, H, D]``, gates ``[B, H]``."""
     o, state = titans_memory_prefill(

@@ -30,6 +30,11 @@ its own (the Titans / TTT dual form: the gradients still come from the chunk sta
 linear DGD op's output ``S_t x_t``, so each chunk is two calls of :func:`hope.ops.dgd.dgd`: W2 with keys ``k``,
 values ``-delta2`` and queries ``q``; then W1 with keys ``h``, values ``-g`` and queries ``silu(W2_t q_t)``.
 
+``read="previous"``: token ``t`` reads ``M_{t-1}(q_t)``, the weights after the tokens before it and not its own
+update (NL Eq. 94). The same two folds give it with the queries moved one token earlier: position ``j`` of the
+folds reads ``q_{j+1}`` at ``W_j``, which is token ``j + 1``'s read; the chunk's first token reads the chunk-start
+weights.
+
 A short last chunk is padded with identity steps (``alpha = 1``, ``eta = 0``, zero inputs).
 """
 
@@ -40,7 +45,7 @@ import torch.nn.functional as F
 
 from hope.ops.dgd import dgd as linear_dgd
 from hope.ops.dgd.chunk import decay_products
-from hope.ops.mlp_memory.residual_mlp import curvature_gains, proximal_eta, read_and_errors
+from hope.ops.mlp_memory.residual_mlp import curvature_gains, proximal_eta, read_and_errors, residual_mlp
 
 
 def to_chunks(x: torch.Tensor, chunk: int, fill: float) -> torch.Tensor:
@@ -126,8 +131,8 @@ def mlp_memory_chunk(
     proximal: bool,
     dgd: bool,
     chunk_size: int,
-    curvature: bool = False,
-    read: str = "start",
+    curvature: bool,
+    read: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Chunked deep DGD memory; same arguments and results as
     :func:`hope.ops.mlp_memory.naive.mlp_memory_naive`."""
@@ -135,8 +140,9 @@ def mlp_memory_chunk(
     c = min(chunk_size, length)
     q, k, v_hat = (to_chunks(x, c, 0.0) for x in (q, k, v_hat))
     alpha, eta = to_chunks(alpha, c, 1.0), to_chunks(eta, c, 0.0)
-    if read == "running":
-        return _running_reads(q, k, v_hat, alpha, eta, w1, w2, objective, proximal, dgd, curvature, length)
+    if read != "start":
+        return _running_reads(q, k, v_hat, alpha, eta, w1, w2, objective, proximal, dgd, curvature, length,
+                              previous=read == "previous")
 
     adaptive = curvature and proximal and objective == "l2"
     if adaptive:
@@ -164,8 +170,9 @@ def mlp_memory_chunk(
 def _running_reads(
     q: torch.Tensor, k: torch.Tensor, v_hat: torch.Tensor, alpha: torch.Tensor, eta: torch.Tensor,
     w1: torch.Tensor, w2: torch.Tensor, objective: str, proximal: bool, dgd: bool, curvature: bool, length: int,
+    previous: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``read="running"`` over chunked inputs (``[B, H, N, C, ...]``, from :func:`to_chunks`)."""
+    """``read="running"`` (or ``"previous"``) over chunked inputs (``[B, H, N, C, ...]``, from :func:`to_chunks`)."""
     c, rule = q.shape[3], "dgd" if dgd else "gd"
     reads = []
 
@@ -180,7 +187,9 @@ def _running_reads(
         _, h, _, g, delta2 = read_and_errors(w1, w2, k_n, 0, v_n, objective)
         eta2 = proximal_eta(eta_n, k_n, gain2[..., None] if torch.is_tensor(gain2) else gain2) if proximal else eta_n
         eta1 = proximal_eta(eta_n, h, gain1) if proximal else eta_n
-        w2_q, w2 = fold(q_n, k_n, -delta2, alpha_n, eta2, w2)
+        queries = torch.cat([q_n[..., 1:, :], torch.zeros_like(q_n[..., :1, :])], dim=-2) if previous else q_n
+        first = residual_mlp(q_n[..., :1, :], w1, w2) if previous else None
+        w2_q, w2 = fold(queries, k_n, -delta2, alpha_n, eta2, w2)
         w1_h, w1 = fold(F.silu(w2_q), h, -g, alpha_n, eta1, w1)
-        reads.append(q_n + w1_h)
+        reads.append(torch.cat([first, q_n[..., 1:, :] + w1_h[..., :-1, :]], dim=-2) if previous else q_n + w1_h)
     return from_chunks(reads, length), w1, w2

@@ -14,8 +14,10 @@ with ``eta'_l = eta_t / (1 + eta_t ||u_l||^2)`` if ``proximal`` (NL Eq. 56) else
 ``curvature`` (objective "l2") the proximal steps also count the objective's curvature along each layer's
 output: ``eta'_1 = eta_t / (1 + 2 eta_t ||h||^2)`` and
 ``eta'_2 = eta_t / (1 + eta_t (1 + 1.0998393201285286^2 ||W1(c)||_F^2) ||k_t||^2)``
-(``1.0998...`` is the largest slope of silu); with "dot" it changes nothing. With ``read="running"`` the read
-comes after the token's update, from the running weights: ``o_t = q_t + W1_t silu(W2_t q_t)``.
+(``1.0998...`` is the largest slope of silu); with "dot" it changes nothing. With ``read="previous"`` the read
+comes before the token's update, from the running weights ``W_{t-1}`` left by the tokens before it (NL Eq. 94,
+``o_t = M_{t-1}(q_t)``): ``o_t = q_t + W1_{t-1} silu(W2_{t-1} q_t)``; with ``read="running"`` it comes after the
+token's update: ``o_t = q_t + W1_t silu(W2_t q_t)``.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ def mlp_memory_naive(
     proximal: bool,
     dgd: bool,
     chunk_size: int,
-    curvature: bool = False,
-    read: str = "start",
+    curvature: bool,
+    read: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Token-by-token loop. ``q, k, v_hat: [B, T, H, D]``, ``alpha, eta: [B, T, H]``,
     ``w1: [B, H, D, E]``, ``w2: [B, H, E, D]``. Returns ``o: [B, T, H, D]`` and the final W1, W2."""
@@ -64,6 +66,8 @@ def mlp_memory_naive(
         q_t, k_t, v_t = q[:, t, :, :, None], k[:, t, :, :, None], v_hat[:, t, :, :, None]
         if read == "start":
             outputs.append((q_t + w1_c @ F.silu(w2_c @ q_t)).squeeze(-1))
+        elif read == "previous":
+            outputs.append((q_t + w1 @ F.silu(w2 @ q_t)).squeeze(-1))
         z = w2_c @ k_t
         h = F.silu(z)
         g = k_t + w1_c @ h - v_t if objective == "l2" else -v_t

@@ -3,7 +3,8 @@
 Chunk-wise training fixes what decoding must do: inside a chunk, reads, layer inputs and errors use
 the weights from the chunk start, while each token's DGD step lands on the running weights. So the
 decoding state is :class:`MLPMemoryState`: the running weights, the chunk-start weights and the
-position inside the chunk. Each layer's step is :func:`hope.ops.dgd.dgd_step` with keys ``u`` and
+position inside the chunk. The read is ``M(q)`` at the chunk-start weights (``read="start"``) or at the running
+weights before (``"previous"``) or after (``"running"``) the token's own step. Each layer's step is :func:`hope.ops.dgd.dgd_step` with keys ``u`` and
 values ``-delta`` (and the proximal ``eta'``).
 """
 
@@ -46,8 +47,8 @@ def step(
     proximal: bool,
     dgd: bool,
     chunk_size: int,
-    curvature: bool = False,
-    read: str = "start",
+    curvature: bool,
+    read: str,
 ) -> tuple[torch.Tensor, MLPMemoryState]:
     """One token, no checks: ``q, k, v_hat: [B, H, D]``, ``alpha, eta: [B, H]``, all in the state
     dtype. Returns ``o: [B, H, D]`` and the next state."""
@@ -57,6 +58,8 @@ def step(
     x = torch.stack([q, k], dim=-2)
     o, h, _, g, delta2 = read_and_errors(*chunk_start, x, 1, v_hat.unsqueeze(-2), objective)
     h, g, delta2 = h.squeeze(-2), g.squeeze(-2), delta2.squeeze(-2)
+    if read == "previous":
+        o = residual_mlp(q.unsqueeze(-2), w1, w2)
     rule = "dgd" if dgd else "gd"
     gain1, gain2 = curvature_gains(chunk_start[0], objective) if curvature else (0.0, 0.0)
     eta1 = proximal_eta(eta, h, gain1) if proximal else eta
@@ -79,8 +82,8 @@ def mlp_memory_recurrent(
     proximal: bool,
     dgd: bool,
     chunk_size: int,
-    curvature: bool = False,
-    read: str = "start",
+    curvature: bool,
+    read: str,
 ) -> tuple[torch.Tensor, MLPMemoryState]:
     """Apply :func:`step` to each of the ``T`` tokens (``q, k, v_hat: [B, T, H, D]``,
     ``alpha, eta: [B, T, H]``). Returns ``o: [B, T, H, D]`` and the state after the last token."""
