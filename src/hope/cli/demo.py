@@ -9,28 +9,42 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from hope.cli.flags import HelpFormatter
+from hope.cli.flags import HelpFormatter, add_config_flags, given_values
 from hope.errors import HopeError
 from hope.train.config import TrainConfig
 
 PROMPT = "The state of the Union is"
 
 
+@dataclass
+class DemoOptions:
+    """Options of ``hope demo``."""
+
+    out: Path = Path("runs/demo")
+    """Output directory (one run folder per architecture, results.json, loss_curves.png)."""
+    archs: str = "transformer,hope"
+    """Comma-separated architectures."""
+    size: str = "tiny"
+    """Size preset."""
+    max_steps: int = 120
+    """Training steps per architecture."""
+    seq_len: int = 256
+    """Training sequence length."""
+    batch_size: int = 8
+    """Sequences per step."""
+    eval_windows: int = 32
+    """Windows of seq-len tokens for each final validation / test evaluation."""
+    threads: int | None = None
+    """CPU threads (default: chosen by hope.threads from the model's width; docs/threads_under_load.md)."""
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser("demo", help="Train Hope and Transformer++ on the embedded corpus and compare them.",
                                  formatter_class=HelpFormatter)
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="Output directory.")
-    demo.add_argument("--archs", default="transformer,hope", help="Comma-separated architectures.")
-    demo.add_argument("--size", default="tiny", help="Size preset.")
-    demo.add_argument("--max-steps", type=int, default=120, help="Training steps per architecture.")
-    demo.add_argument("--seq-len", type=int, default=256, help="Training sequence length.")
-    demo.add_argument("--batch-size", type=int, default=8, help="Sequences per step.")
-    demo.add_argument("--eval-windows", type=int, default=32,
-                      help="Windows of seq-len tokens for each final validation / test evaluation.")
-    demo.add_argument("--threads", type=int, help="CPU threads (default: chosen by hope.threads from the model's "
-                                                  "width; docs/threads_under_load.md).")
+    add_config_flags(demo, DemoOptions)
     demo.set_defaults(func=run_demo)
 
 
@@ -69,6 +83,7 @@ def plot_curves(runs: dict[str, Path], out: Path) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> dict[str, dict]:
+    options = DemoOptions(**given_values(DemoOptions, args))
     import torch  # after parsing: see hope.cli
 
     from hope.checkpoint import load_checkpoint
@@ -79,25 +94,25 @@ def run_demo(args: argparse.Namespace) -> dict[str, dict]:
     from hope.models import ARCHS
     from hope.train.lm import train
 
-    archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    archs = [a.strip() for a in options.archs.split(",") if a.strip()]
     unknown = [a for a in archs if a not in ARCHS]
     if unknown:
         raise HopeError(f"unknown arch(s) {', '.join(unknown)}; expected among {', '.join(sorted(ARCHS))}")
-    out = Path(args.out)
+    out = Path(options.out)
     results, runs = {}, {}
     for arch in archs:
         run_dir = out / arch
-        config = TrainConfig(arch=arch, size=args.size, out=str(run_dir), max_steps=args.max_steps,
-                             seq_len=args.seq_len, batch_size=args.batch_size,
-                             eval_every=max(1, args.max_steps // 4), eval_windows=max(1, args.eval_windows // 2),
-                             save_every=args.max_steps, threads=args.threads,
+        config = TrainConfig(arch=arch, size=options.size, out=str(run_dir), max_steps=options.max_steps,
+                             seq_len=options.seq_len, batch_size=options.batch_size,
+                             eval_every=max(1, options.max_steps // 4), eval_windows=max(1, options.eval_windows // 2),
+                             save_every=options.max_steps, threads=options.threads,
                              resume=(run_dir / "checkpoint").exists())
         load_average = os.getloadavg()[0]
         train(config)
         model, tokenizer, _ = load_checkpoint(run_dir / "checkpoint")
         dataset = encode_corpus(load_corpus(None), tokenizer)
-        val_result = evaluate_lm(model, dataset["validation"], seq_len=args.seq_len, max_windows=args.eval_windows)
-        test_result = evaluate_lm(model, dataset["test"], seq_len=args.seq_len, max_windows=args.eval_windows)
+        val_result = evaluate_lm(model, dataset["validation"], seq_len=options.seq_len, max_windows=options.eval_windows)
+        test_result = evaluate_lm(model, dataset["test"], seq_len=options.seq_len, max_windows=options.eval_windows)
         speed = [r["tokens_per_s"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
                  if "tokens_per_s" in r]
         prompt = torch.tensor([tokenizer.encode(PROMPT)])

@@ -81,7 +81,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, exclude: tuple[
         kind, meta = hints[f.name], f.metadata
         help_text = (docs.get(f.name, "") + _default_text(f)).replace("%", "%%")
         if meta.get("positional"):
-            parser.add_argument(f.name, help=help_text)
+            parser.add_argument(f.name, help=help_text, nargs="+" if kind == tuple[str, ...] else None)
             continue
         flag = "--" + meta.get("flag", f.name).replace("_", "-")
         options: dict[str, Any] = {"dest": f.name, "help": help_text, "required": meta.get("required", False)}

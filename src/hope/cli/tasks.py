@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 from hope.cli.flags import HelpFormatter, add_config_flags, given_values
@@ -63,26 +64,56 @@ def _summary(result: dict[str, Any]) -> str:
     return f"{result['task']} {result['arch']}: {scores}"
 
 
+@dataclass
+class QuickOptions:
+    """Options of ``hope tasks quick``."""
+
+    out: str = field(metadata={"required": True})
+    """Output directory (one folder per arch and task, and results.md)."""
+    archs: str = "transformer,hope"
+    """Comma-separated architectures."""
+    task: str = "all"
+    """Task, family or 'all'."""
+    seed: int = 0
+    """Seed of every model and generated batch."""
+    data_dir: str | None = None
+    """Folder with clinc150/ and banking77/ (default: $HOPE_DATA_DIR, else the copy shipped with hope; docs/data.md)."""
+
+
+@dataclass
+class ReportOptions:
+    """Options of ``hope tasks report``."""
+
+    dirs: tuple[str, ...] = field(metadata={"positional": True})
+    """Run directories (searched for result.json)."""
+    out: str = field(metadata={"required": True})
+    """Markdown file to write (plots go beside it)."""
+
+
 def cmd_quick(args: argparse.Namespace) -> None:
+    options = QuickOptions(**given_values(QuickOptions, args))
     from hope.eval.report import build_report  # after parsing: see hope.cli
     from hope.tasks.runner import run_quick_suite
 
-    archs = [a.strip() for a in args.archs.split(",") if a.strip()]
-    tasks = _task_names(args.task)
-    results, skipped = run_quick_suite(archs, args.out, args.seed, args.data_dir, tasks)
+    archs = [a.strip() for a in options.archs.split(",") if a.strip()]
+    tasks = _task_names(options.task)
+    results, skipped = run_quick_suite(archs, options.out, options.seed, options.data_dir, tasks)
     for entry in skipped:
         print(f"skipped {entry['task']} ({entry['arch']}): {entry['reason']}", file=sys.stderr)
     if not results:
         raise HopeError("no quick run finished")
-    build_report([args.out], f"{args.out}/results.md", command="hope tasks quick --out " + shlex.quote(args.out))
-    print(f"{len(results)} runs, {len(skipped)} skipped; report in {args.out}/results.md")
+    build_report([options.out], f"{options.out}/results.md",
+                 command="hope tasks quick --out " + shlex.quote(options.out))
+    print(f"{len(results)} runs, {len(skipped)} skipped; report in {options.out}/results.md")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    options = ReportOptions(**given_values(ReportOptions, args))
     from hope.eval.report import build_report  # after parsing: see hope.cli
 
-    build_report(args.dirs, args.out, command="hope tasks report " + " ".join(map(shlex.quote, [*args.dirs, "--out", args.out])))
-    print(f"wrote {args.out}")
+    build_report(list(options.dirs), options.out, command="hope tasks report " + " ".join(
+        map(shlex.quote, [*options.dirs, "--out", options.out])))
+    print(f"wrote {options.out}")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -103,14 +134,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     quick = sub.add_parser("quick", help="Every task for very small models, in minutes.",
                            formatter_class=HelpFormatter)
-    quick.add_argument("--archs", default="transformer,hope", help="Comma-separated architectures.")
-    quick.add_argument("--task", default="all", help="Task, family or 'all'.")
-    quick.add_argument("--seed", type=int, default=0, help="Seed.")
-    quick.add_argument("--data-dir", help="Folder with clinc150/ and banking77/ (default: $HOPE_DATA_DIR, else the copy shipped with hope; docs/data.md).")
-    quick.add_argument("--out", required=True, help="Output directory.")
+    add_config_flags(quick, QuickOptions)
     quick.set_defaults(func=cmd_quick)
 
-    report = sub.add_parser("report", help="Tables and plots of finished runs.")
-    report.add_argument("dirs", nargs="+", help="Run directories (searched for result.json).")
-    report.add_argument("--out", required=True, help="Markdown file to write (plots go beside it).")
+    report = sub.add_parser("report", help="Tables and plots of finished runs.", formatter_class=HelpFormatter)
+    add_config_flags(report, ReportOptions)
     report.set_defaults(func=cmd_report)
