@@ -1,6 +1,6 @@
 """The contract every registered architecture keeps (issue 5), parametrised over ``hope.models.ARCHS``.
 
-Causality, batch isolation, prefill + token-by-token decode == one full forward, HopeState save/load,
+Causality, batch isolation, prefill + token-by-token decode == one full forward, ModelState save/load,
 gradients to every parameter (meta-learned initial states included), and ``test_time_learning=False``
 freezing every in-context update. Configs are tiny and float64; chunk sizes and CMS periods are made
 small so that chunks and boundaries fall inside the test sequences at ragged positions.
@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 import torch
 
-from hope.models import ARCHS, HopeState, build
+from hope.models import ARCHS, ModelState, build
 
 VOCAB, LENGTH = 29, 17
 
@@ -81,7 +81,7 @@ def test_state_save_load_round_trip(arch, tmp_path):
         full = model(ids).logits
         state = model(ids[:, :9]).state
         state.save(tmp_path / "state.safetensors")
-        loaded, _ = HopeState.load(tmp_path / "state.safetensors")
+        loaded, _ = ModelState.load(tmp_path / "state.safetensors", model)
         assert loaded.position == 9 and loaded.tensors().keys() == state.tensors().keys()
         for key, tensor in state.tensors().items():
             assert torch.equal(loaded.tensors()[key], tensor), key
