@@ -30,7 +30,8 @@ import torch
 
 from hope.checkpoint import load_checkpoint
 from hope.cli.flags import key_value
-from hope.data import encode_corpus, load_corpus
+from hope.data.corpus import load_corpus
+from hope.data.dataset import encode_corpus
 from hope.errors import HopeError
 from hope.eval import evaluate_lm
 from hope.models import ARCHS, build

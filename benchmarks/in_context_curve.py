@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from hope.checkpoint import load_checkpoint
-from hope.data import load_corpus
+from hope.data.corpus import load_corpus
 from hope.models import LanguageModel, config_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent

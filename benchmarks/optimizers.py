@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from hope.data import load_dataset
+from hope.data.dataset import load_dataset
 from hope.data.dataset import batch_at
 from hope.eval import evaluate_lm
 from hope.models import build

@@ -10,6 +10,7 @@ from hope.compiling import compilable, compiling, compiling_enabled, set_compili
 from hope.models import build
 
 
+@pytest.mark.slow
 def test_switch_and_context_restore():
     calls = []
 
@@ -41,6 +42,7 @@ def _logits_and_grads(model, ids):
     return out.logits.detach(), grads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("second_order", [False, True])
 def test_compiled_hope_matches_eager(second_order):
     torch._dynamo.reset()

@@ -4,10 +4,7 @@ Hope's mixer reads a sequence chunk by chunk (NL Eqs. 90-91), and each chunk is 
 ``[B, H, C, D]`` blocks; at batch 1 they are a few KiB each, and in eager mode their cost is dispatch and
 autograd bookkeeping, not arithmetic (a Hope training step at 2,048 tokens makes about a million aten calls).
 ``torch.compile`` fuses each such function, forward and backward, into a handful of kernels; the loop over
-chunks stays in Python. Measured (1 thread, ``tiny``): Hope trains 1.4-2.2x faster at batch 1 and 512-8,192
-tokens, and prefills 1.4-2x faster; at batch 16 x 256 (with AdamW) the gain is smaller and varies with the
-machine's load: 1.19x (1 thread) and 1.59x (2 threads) on an idle machine, 0.93x in one loaded run. Numbers:
-docs/training.md.
+chunks stays in Python. The speed-ups measured on CPU are in docs/training.md ("Compiling Hope's mixer").
 
 Off by default: the first call of each function compiles it (minutes on a 2-core CPU the first time, seconds
 once Inductor's cache under ``TORCHINDUCTOR_CACHE_DIR`` is warm), which a short run or a test does not repay.

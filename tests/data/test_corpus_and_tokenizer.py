@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from hope.data import BPETokenizer, BytesTokenizer, batch_at, load_corpus, load_dataset, tokenizer_from_json
+from hope.data.corpus import load_corpus
+from hope.data.dataset import batch_at, load_dataset
+from hope.data.tokenizer import BPETokenizer, BytesTokenizer, tokenizer_from_json
 from hope.data.corpus import split_of
 from hope.errors import HopeError
 

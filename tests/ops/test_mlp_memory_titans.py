@@ -208,3 +208,22 @@ def test_clipping_keeps_the_memory_bounded_where_the_plain_rule_overflows() -> N
     plain, clipped_run = largest_weights(None), largest_weights(1.0)
     assert not all(torch.isfinite(torch.tensor(plain))), plain
     assert all(torch.isfinite(torch.tensor(clipped_run))) and max(clipped_run) < 10.0, clipped_run
+
+
+@pytest.mark.parametrize("read", ["start", "running"])
+def test_clipping_has_finite_gradients_where_the_memory_saturates(read: str) -> None:
+    """float32, ``W2 k = -50`` for every hidden unit: ``silu'(-50) ~ 1e-20`` makes every token's gradient of W2
+    tiny. The clip's derivative stays finite (dividing by a norm floored at 1e-30 instead made it overflow to
+    NaN, as in Titans trained on recall data: docs/results.md)."""
+    t = 8
+    k = torch.full((B, t, H, D), D ** -0.5)
+    leaves = {
+        "q": torch.randn(B, t, H, D), "k": k, "v": torch.randn(B, t, H, D),
+        "theta": torch.full((B, t, H), 0.5), "beta": torch.full((B, t, H), 0.9), "forget": torch.full((B, t, H), 0.01),
+        "W1": torch.randn(B, H, D, E), "W2": torch.full((B, H, E, D), -25.0),
+    }
+    leaves = {name: value.requires_grad_() for name, value in leaves.items()}
+    o, final = titans_memory(*leaves.values(), chunk_size=4, max_grad_norm=1.0, read=read)
+    sum(y.sum() for y in (o, *final)).backward()
+    for name, value in leaves.items():
+        assert torch.isfinite(value.grad).all(), name

@@ -1,4 +1,4 @@
-"""CMS levels stepped by the outer optimizer every C^(l) steps (NL Eq. 71 read as paper_spec A6 (ii))."""
+"""CMS levels stepped by the outer optimizer every C^(l) steps (NL Eq. 71 read as docs/paper_notes.md A6 (ii))."""
 
 import copy
 

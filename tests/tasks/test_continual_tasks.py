@@ -1,5 +1,7 @@
 """Continual learning: data loading (tiny files in the real formats), stages, encoding, metrics."""
 
+import gzip
+
 import numpy as np
 import pytest
 
@@ -7,8 +9,8 @@ from hope.data.tokenizer import BytesTokenizer
 from hope.errors import HopeError
 from hope.tasks.base import IGNORE_INDEX
 from hope.tasks.continual import (
-    IntentEncoder, class_incremental_stages, continual_metrics, corpus_eras, default_data_dir, load_intents,
-    seen_class_accuracy,
+    SHIPPED_DATA_DIR, IntentEncoder, class_incremental_stages, continual_metrics, corpus_eras, default_data_dir,
+    load_intents, seen_class_accuracy,
 )
 
 
@@ -45,6 +47,20 @@ def test_num_stages_keeps_the_first_stages(intent_data_dir):
         class_incremental_stages(dataset, classes_per_stage=2, num_stages=9)
 
 
+def test_data_dir_override_and_gzip_files(intent_data_dir, tmp_path, monkeypatch):
+    """``$HOPE_DATA_DIR`` replaces the shipped copy; a file may be plain or gzip-compressed (``NAME.gz``)."""
+    monkeypatch.setenv("HOPE_DATA_DIR", str(intent_data_dir))
+    assert default_data_dir() == intent_data_dir and len(load_intents("clinc150").classes) == 6
+    packed = tmp_path / "packed"
+    for path in intent_data_dir.rglob("*.*"):
+        target = packed / path.relative_to(intent_data_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with gzip.open(target.with_name(target.name + ".gz"), "wb") as handle:
+            handle.write(path.read_bytes())
+    for name in ("clinc150", "banking77"):
+        assert load_intents(name, packed) == load_intents(name, intent_data_dir)
+
+
 def test_missing_data_is_a_clear_error(tmp_path):
     for name in ("clinc150", "banking77"):
         with pytest.raises(HopeError, match="--data-dir"):
@@ -53,9 +69,9 @@ def test_missing_data_is_a_clear_error(tmp_path):
         load_intents("dbpedia", tmp_path)
 
 
-def test_real_data_when_present():
-    if not (default_data_dir() / "clinc150" / "data_full.json").is_file():
-        pytest.skip("shared data not present")
+def test_shipped_data_is_the_default(monkeypatch):
+    monkeypatch.delenv("HOPE_DATA_DIR", raising=False)
+    assert default_data_dir() == SHIPPED_DATA_DIR
     clinc, banking = load_intents("clinc150"), load_intents("banking77")
     assert (len(clinc.classes), len(clinc.train), len(clinc.test)) == (150, 15000, 4500)
     assert (len(banking.classes), len(banking.train), len(banking.test)) == (77, 10003, 3080)

@@ -27,6 +27,7 @@ def test_a_run_learns_memorization_and_writes_its_files(tmp_path):
     assert (tmp_path / "run" / "accuracy.png").is_file()
 
 
+@pytest.mark.slow
 def test_quick_suite_runs_every_task(tmp_path, intent_data_dir):
     results, skipped = run_quick_suite(["transformer"], str(tmp_path / "quick"), data_dir=str(intent_data_dir),
                                        progress=False)
@@ -75,8 +76,11 @@ def test_cli_list_run_and_errors(tmp_path, capsys):
     assert main(["tasks", "run", "mqar", "--out", str(out), "--model", "colour=3"]) == 2
     assert "colour" in capsys.readouterr().err
     assert main(["tasks", "report", str(tmp_path / "empty"), "--out", str(tmp_path / "x.md")]) == 2
-    assert main(["tasks", "run", "continual_clinc150", "--out", str(out), "--data-dir", str(tmp_path)]) == 2
+    assert main(["tasks", "run", "continual_clinc150", "--out", str(tmp_path / "clinc"), "--data-dir", str(tmp_path)]) == 2
     assert "--data-dir" in capsys.readouterr().err
+    before = (out / "result.json").read_bytes()
+    assert main(["tasks", "run", "formal_aa_star", "--out", str(out), "--steps", "2"]) == 2
+    assert "already holds a result" in capsys.readouterr().err and (out / "result.json").read_bytes() == before
 
 
 def test_cms_outer_periods_hold_back_every_step_of_a_task_run(tmp_path, monkeypatch):

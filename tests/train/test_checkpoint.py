@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hope.checkpoint import flatten, load_checkpoint, save_checkpoint, unflatten
-from hope.data import BytesTokenizer
+from hope.data.tokenizer import BytesTokenizer
 from hope.errors import HopeError
 from hope.models import build
 

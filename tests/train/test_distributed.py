@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -16,14 +17,17 @@ COMMON = ["--data", None, "--tokenizer", "bytes", "--seq-len", "32", "--batch-si
 def _run(cmd, env):
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one(tmp_path, text_folder):
     common = [str(text_folder) if a is None else a for a in COMMON]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     _run([sys.executable, "-m", "hope", "train", "--out", str(tmp_path / "single"), *common], env)
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-          "-m", "hope", "train", "--out", str(tmp_path / "ddp"), *common], env)
+    printed = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                    "-m", "hope", "train", "--out", str(tmp_path / "ddp"), *common], env)
+    assert printed.count('"step"') == 1  # the result, printed by rank 0 only
 
     def records(name):
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()

@@ -126,7 +126,7 @@ def test_refuses_to_overwrite_a_run_and_to_resume_a_different_one(tmp_path, text
     before = (tmp_path / "run" / "checkpoint" / "manifest.json").read_text()
     with pytest.raises(HopeError, match="already holds a run"):
         train(config(tmp_path, text_folder, max_steps=2))
-    with pytest.raises(HopeError, match="differs from the checkpoint"):
+    with pytest.raises(HopeError, match="holds a run with seq_len=32, not 16"):
         train(config(tmp_path, text_folder, max_steps=4, resume=True, seq_len=16))
     assert (tmp_path / "run" / "checkpoint" / "manifest.json").read_text() == before
 

@@ -72,7 +72,8 @@ def run_demo(args: argparse.Namespace) -> dict[str, dict]:
     import torch  # after parsing: see hope.cli
 
     from hope.checkpoint import load_checkpoint
-    from hope.data import encode_corpus, load_corpus
+    from hope.data.corpus import load_corpus
+    from hope.data.dataset import encode_corpus
     from hope.eval.perplexity import evaluate_lm
     from hope.generate import generate
     from hope.models import ARCHS

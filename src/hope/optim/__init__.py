@@ -5,7 +5,7 @@
 - ``Muon`` (NL Eq. 42) and ``M3`` (NL Algorithm 1): orthogonalised momenta, with AdamW for
   non-matrix parameters in the same optimizer.
 - ``CMSOuterPeriods``: CMS levels stepped by the outer optimizer every ``C^(l)`` steps (NL Eq. 71,
-  paper_spec A6 (ii); ``--cms-outer-periods``).
+  docs/paper_notes.md A6 (ii); ``--cms-outer-periods``).
 - ``build_optimizer``: the optimizer of ``hope train --optimizer NAME`` with sensible param groups.
 - ``hope.optim.memory``: the paper's equivalences (momentum, Adam, linear attention, delta rule,
   Newton-Schulz) as pairs of functions that compute one update two ways.

@@ -14,7 +14,7 @@ and after every ``slow_period``-th step (lines 3-4) the slow momentum absorbs th
 so ``O2`` used in chunk ``k`` holds the gradients of chunks ``< k`` (zero in the first chunk).
 
 ``accumulate="ema"`` reads the accumulators as exponential moving averages instead (a deviation,
-paper_spec A11): ``M1 <- beta1 M1 + (1 - beta1) g``, ``V <- beta2 V + (1 - beta2) g^2`` (bias-corrected
+docs/paper_notes.md A11): ``M1 <- beta1 M1 + (1 - beta1) g``, ``V <- beta2 V + (1 - beta2) g^2`` (bias-corrected
 in the update), ``M2 <- beta3 M2 + (1 - beta3) sum_chunk g``. Newton-Schulz is invariant to the scale of
 its input, so with ``sum`` the factors ``beta1`` and ``beta3`` change nothing but the ``eps`` regime.
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from hope.data.tokenizer import BytesTokenizer
 from hope.errors import HopeError
 from hope.tasks.babi import BABI_TASKS, DEFAULT_FACTS, generate_story
 from hope.tasks.base import RowBuilder, Task, check_positive
@@ -33,8 +34,6 @@ class BabiLongTask(Task):
 
     def __post_init__(self) -> None:
         if self.tokenizer is None:
-            from hope.data.tokenizer import BytesTokenizer
-
             object.__setattr__(self, "tokenizer", BytesTokenizer())
         if self.task not in BABI_TASKS:
             raise HopeError(f"unknown bAbI task {self.task!r}; expected one of {', '.join(BABI_TASKS)}")

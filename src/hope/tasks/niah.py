@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from hope.data.tokenizer import BytesTokenizer
 from hope.errors import HopeError
 from hope.tasks.base import RowBuilder, Task, check_positive
 from hope.tasks.haystack import HAYSTACKS, interleave, sample_haystack
@@ -89,8 +90,6 @@ class NIAHTask(Task):
 
     def __post_init__(self) -> None:
         if self.tokenizer is None:
-            from hope.data.tokenizer import BytesTokenizer
-
             object.__setattr__(self, "tokenizer", BytesTokenizer())
         if self.haystack not in HAYSTACKS:
             raise HopeError(f"unknown haystack {self.haystack!r}; expected one of {', '.join(HAYSTACKS)}")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hope.data.tokenizer import BytesTokenizer
 from hope.errors import HopeError
 from hope.tasks import continual, mad
 from hope.tasks.babi import BABI_TASKS
@@ -44,8 +45,6 @@ class ClassIncrementalStream:
                                                   self.max_train_per_class, self.max_test_per_class, self.num_stages)
 
     def encoder(self, classes: tuple[str, ...]) -> continual.IntentEncoder:
-        from hope.data.tokenizer import BytesTokenizer
-
         return continual.IntentEncoder(self.tokenizer or BytesTokenizer(), classes, self.max_text_tokens)
 
 

@@ -5,7 +5,8 @@ answer positions of generated batches (``hope.tasks``) and are scored by exact m
 evaluation setting (longer lengths, the longer formal-language bin). MAD compression decodes the
 whole row from the last position's hidden state with a small MLP decoder, as MAD's auto-encoder.
 Continual tasks train stage after stage and fill the score matrix ``R[i, j]`` (accuracy, or LM loss
-for corpus eras). A run writes ``result.json``, ``results.md`` and plots into its directory.
+for corpus eras). A run writes ``result.json``, ``results.md`` and plots into its directory, and its training and
+evaluation metrics to the loggers of ``--logger`` (``hope.train.loggers``; default ``OUT/metrics.jsonl``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from hope.tasks.config import TaskRunConfig
 from hope.tasks.continual import continual_metrics, seen_class_accuracy
 from hope.tasks.heads import Predictor, ReconstructionDecoder
 from hope.tasks.registry import TASKS, TaskSpec, get_task
+from hope.train.loggers import Loggers, peak_memory_mb, require_packages
 from hope.train.loop import StepResult, Trainer, lr_schedule
 
 QUICK_MODEL = {"d_model": 32, "n_layers": 2, "n_heads": 2}
@@ -84,6 +86,28 @@ def _trainer(config: TaskRunConfig, model: nn.Module, params: list[nn.Parameter]
                    outer_periods=levels, params=params, diverged_hint="lower --lr")
 
 
+class StepLog:
+    """The training metrics of a task run (``hope.train.loggers``), every ``log_every`` steps and at the end of
+    training (of each stage, for continual streams): ``count`` the tokens of each batch as it is drawn, call the
+    object after each step."""
+
+    def __init__(self, config: TaskRunConfig, loggers: Loggers, trainer: Trainer, device: torch.device) -> None:
+        self.config, self.loggers, self.trainer, self.device = config, loggers, trainer, device
+        self.tokens, self.seconds = 0, 0.0
+
+    def count(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        self.tokens += batch[0].numel()
+        return batch
+
+    def __call__(self, result: StepResult) -> None:
+        self.seconds += result.seconds
+        if result.step % self.config.log_every == 0 or result.step % self.config.steps == 0:
+            self.loggers.log(result.step, {
+                "loss": result.loss.item(), "lr": self.trainer.scheduler.get_last_lr()[0],
+                "grad_norm": result.grad_norm.item(), "tokens_per_s": self.tokens / self.seconds,
+                "peak_memory_mb": peak_memory_mb(self.device)})
+
+
 def eval_settings(spec: TaskSpec, lengths: tuple[int, ...]) -> dict[str, dict[str, Any]]:
     """The task's evaluation settings, or one per requested length (formal: bins ending there)."""
     if not lengths:
@@ -103,6 +127,7 @@ def run_task(config: TaskRunConfig) -> dict[str, Any]:
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise HopeError(f"--out {out} is not a folder (a file of that name exists)")
+    require_packages(config.logger)
     width = make_config(config.arch, config.size, **config.model).d_model
     apply_threads(plan_threads(config.threads, d_model=width, device=resolve_device(config.device).type))
     with RunLock(out):
@@ -115,8 +140,12 @@ def _run_and_write(config: TaskRunConfig) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     spec = get_task(config.task)
     started = time.time()
-    with compiling(config.compile):
-        result = (_run_continual if spec.family == "continual" else _run_sequence)(config, spec)
+    loggers = Loggers(config.logger, Path(config.out), dataclasses.asdict(config))
+    try:
+        with compiling(config.compile):
+            result = (_run_continual if spec.family == "continual" else _run_sequence)(config, spec, loggers)
+    finally:
+        loggers.close()
     result.update({"task": spec.name, "family": spec.family, "arch": config.arch, "size": config.size,
                    "model_overrides": config.model, "task_options": config.options, "seed": config.seed,
                    "checkpoint": config.checkpoint, "seconds": round(time.time() - started, 2),
@@ -125,7 +154,7 @@ def _run_and_write(config: TaskRunConfig) -> dict[str, Any]:
     return result
 
 
-def _run_sequence(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
+def _run_sequence(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict[str, Any]:
     device = resolve_device(config.device)
     model, tokenizer = _checkpoint(config, device) if config.checkpoint else (None, None)
     if tokenizer is None and spec.text:
@@ -143,6 +172,7 @@ def _run_sequence(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
     predictor = Predictor(model, decoder)
     params = [p for p in model.parameters() if p.requires_grad] + (list(decoder.parameters()) if decoder else [])
     trainer = _trainer(config, model, params, config.steps)
+    step_log = StepLog(config, loggers, trainer, device)
     rng = np.random.default_rng([config.seed, 0])
     curve = []
     every = max(1, config.steps // 50)
@@ -154,14 +184,16 @@ def _run_sequence(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
             bar.set_postfix(loss=f"{result.loss.item():.4f}")
 
     with tqdm(total=config.steps, desc=f"{spec.name} {config.arch}", disable=not config.progress) as bar:
-        trainer.fit(lambda step: [_to_device(train_task.batch(rng, config.batch_size), device)],
+        trainer.fit(lambda step: [step_log.count(_to_device(train_task.batch(rng, config.batch_size), device))],
                     lambda _, batch: _answer_loss(predictor.logits(batch[0]), batch[1]),
-                    config.steps, callbacks=[record], bar=bar)
+                    config.steps, callbacks=[record, step_log], bar=bar)
     model.eval()
     evals = {}
     for index, (label, task) in enumerate(eval_tasks.items()):
         evals[label] = _evaluate(predictor, task, config, np.random.default_rng([config.seed, 1, index]), device)
         evals[label]["settings"] = settings[label]
+        loggers.log(trainer.step, {f"eval_{label}_{name}": evals[label][name]
+                                   for name in ("item_accuracy", "sequence_accuracy", "token_accuracy")})
     return {"params": sum(p.numel() for p in model.parameters()), "train_settings": {**spec.train, **config.options},
             "loss_curve": curve, "evals": evals}
 
@@ -186,9 +218,9 @@ def _evaluate(predictor: Predictor, task, config: TaskRunConfig, rng: np.random.
             "examples": totals["sequences"], "items": totals["items"], "max_length": int(longest)}
 
 
-def _run_continual(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
+def _run_continual(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict[str, Any]:
     if spec.name == "continual_sotu_eras":
-        return _run_eras(config, spec)
+        return _run_eras(config, spec, loggers)
     if config.checkpoint:
         raise HopeError("class-incremental runs train from scratch (the class tokens extend the vocabulary); "
                         "drop --checkpoint")
@@ -200,6 +232,7 @@ def _run_continual(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
     encoder = stream.encoder(classes)
     model = _fresh_model(config, encoder.vocab_size, device)
     trainer = _trainer(config, model, [p for p in model.parameters() if p.requires_grad], None)
+    step_log = StepLog(config, loggers, trainer, device)
     rng = np.random.default_rng([config.seed, 0])
     pick = np.random.default_rng([config.seed, 1])
     tests = [tuple(s.test[k] for k in sorted(pick.permutation(len(s.test))[: config.eval_examples])) for s in stages]
@@ -212,15 +245,16 @@ def _run_continual(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
 
         def batches(step: int, stage=stage) -> list[tuple[torch.Tensor, torch.Tensor]]:
             picks = rng.integers(len(stage.train), size=config.batch_size)
-            return [_to_device(encoder.encode([stage.train[k] for k in picks]), device)]
+            return [step_log.count(_to_device(encoder.encode([stage.train[k] for k in picks]), device))]
 
         last = trainer.fit(batches, lambda lm, batch: _answer_loss(lm(batch[0]).logits, batch[1]),
-                           (i + 1) * config.steps, bar=bar)
+                           (i + 1) * config.steps, callbacks=[step_log], bar=bar)
         curve.append([i, round(last.loss.item(), 5)])
         model.eval()
         allowed = torch.from_numpy(encoder.label_ids(tuple(seen))).to(device)
         for j, test in enumerate(tests):
             matrix[i, j] = _intent_accuracy(model, encoder, test, allowed, config, device)
+        _log_stage(loggers, trainer.step, "accuracy", matrix[i])
     bar.close()
     sizes = [len(test) for test in tests]
     return {"params": sum(p.numel() for p in model.parameters()), "stages": [s.name for s in stages],
@@ -241,7 +275,12 @@ def _intent_accuracy(model, encoder, examples, allowed: torch.Tensor, config: Ta
     return right / len(examples)
 
 
-def _run_eras(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
+def _log_stage(loggers: Loggers, step: int, metric: str, scores: np.ndarray) -> None:
+    """One row of the score matrix, after a stage: ``eval_{metric}_stage{j}`` for every stage ``j``."""
+    loggers.log(step, {f"eval_{metric}_stage{j}": float(score) for j, score in enumerate(scores)})
+
+
+def _run_eras(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict[str, Any]:
     device = resolve_device(config.device)
     stages = spec.build(**config.options).stages()
     if config.checkpoint:
@@ -253,6 +292,7 @@ def _run_eras(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
     train = [encode(s.train) for s in stages]
     test = [encode(s.test) for s in stages]
     trainer = _trainer(config, model, [p for p in model.parameters() if p.requires_grad], None)
+    step_log = StepLog(config, loggers, trainer, device)
     rng = np.random.default_rng([config.seed, 0])
     matrix = np.zeros((len(stages), len(stages)))
     curve = []
@@ -262,14 +302,15 @@ def _run_eras(config: TaskRunConfig, spec: TaskSpec) -> dict[str, Any]:
         def batches(step: int, tokens=tokens) -> list[tuple[torch.Tensor, torch.Tensor]]:
             starts = rng.integers(tokens.size - config.seq_len - 1, size=config.batch_size)
             windows = torch.from_numpy(np.stack([tokens[s: s + config.seq_len + 1] for s in starts])).to(device)
-            return [(windows[:, :-1], windows[:, 1:])]
+            return [step_log.count((windows[:, :-1], windows[:, 1:]))]
 
         last = trainer.fit(batches, lambda lm, batch: _answer_loss(lm(batch[0]).logits, batch[1]),
-                           (i + 1) * config.steps, bar=bar)
+                           (i + 1) * config.steps, callbacks=[step_log], bar=bar)
         curve.append([i, round(last.loss.item(), 5)])
         model.eval()
         for j, tokens_j in enumerate(test):
             matrix[i, j] = _window_loss(model, tokens_j, config, device)
+        _log_stage(loggers, trainer.step, "loss", matrix[i])
     bar.close()
     return {"params": sum(p.numel() for p in model.parameters()), "stages": [s.name for s in stages],
             "matrix": matrix.round(5).tolist(), "metric": "loss", "loss_curve": curve,

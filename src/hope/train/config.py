@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hope.errors import HopeError
+from hope.train.loggers import check_loggers
 
 
 @dataclass
@@ -18,7 +19,7 @@ class TrainConfig:
     size: str = "tiny"
     """Size preset: tiny, small, 760m, 1.3b."""
     out: str = "runs/train"
-    """Run directory: checkpoint/, metrics.jsonl, train_config.json."""
+    """Run directory: checkpoint/, metrics.jsonl, train_config.json (and tensorboard/, wandb/ with those loggers)."""
     data: str | None = None
     """A text file or a folder of .txt files; default: the embedded State of the Union corpus."""
     tokenizer: str = "bpe"
@@ -54,7 +55,10 @@ class TrainConfig:
     save_every: int = 500
     """Write a checkpoint every this many steps (and at the end)."""
     log_every: int = 10
-    """Write a metrics line every this many steps."""
+    """Log the training metrics every this many steps."""
+    logger: tuple[str, ...] = ("jsonl",)
+    """Where metrics go, one or more of: jsonl (OUT/metrics.jsonl), tensorboard (OUT/tensorboard), wandb; the last
+    two need pip install 'hope[loggers]' (hope.train.loggers; docs/training.md, loggers)."""
     seed: int = 0
     """Seed of the initial weights and of the batch order."""
     max_bad_steps: int = 5
@@ -69,8 +73,7 @@ class TrainConfig:
     """CPU threads (default: chosen by hope.threads from the model's width; docs/threads_under_load.md)."""
     compile: bool = False
     """torch.compile Hope's per-chunk mixer functions (hope.compiling), after a first step that compiles them
-    (minutes the first time, seconds with a warm Inductor cache). Measured on CPU, 1 thread: 1.4-2.2x faster at
-    batch 1 (512-8,192 tokens), 1.19x at batch 16 x 256 (1.59x with 2 threads); see docs/training.md."""
+    (minutes the first time, seconds with a warm Inductor cache); speed-ups measured in docs/training.md."""
     model: dict[str, Any] = field(default_factory=dict)
     """Model config overrides, KEY=VALUE (a mapping in YAML), e.g. d_model=256 or cms_levels=1."""
     cms_outer_periods: tuple[int, ...] | None = None
@@ -94,3 +97,4 @@ class TrainConfig:
             raise HopeError(f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
         if self.cms_outer_periods is not None:
             self.cms_outer_periods = tuple(self.cms_outer_periods)
+        self.logger = check_loggers(self.logger)

@@ -6,7 +6,8 @@
   with exactly the loss curve of the uninterrupted run.
 - A non-finite loss or gradient skips the step with a warning; ``max_bad_steps`` in a row abort.
 - Checkpoints (``OUT/checkpoint``) are written atomically; Ctrl-C writes one before stopping.
-- Metrics go to ``OUT/metrics.jsonl`` (one JSON object per logged step or evaluation).
+- Metrics go to the loggers of ``--logger`` (``hope.train.loggers``; default ``OUT/metrics.jsonl``, one JSON object
+  per logged step or evaluation).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from tqdm.auto import tqdm
 
 from hope.checkpoint import load_checkpoint, save_checkpoint
 from hope.compiling import compiling
-from hope.data import Dataset, encode_corpus, load_corpus, load_dataset
-from hope.data.dataset import batch_at
+from hope.data.corpus import load_corpus
+from hope.data.dataset import Dataset, batch_at, encode_corpus, load_dataset
 from hope.errors import HopeError
 from hope.eval import evaluate_lm
 from hope.models import LanguageModel, build, make_config
@@ -34,6 +35,7 @@ from hope.run_lock import RunLock
 from hope.runtime import Distributed, resolve_device
 from hope.threads import apply_threads, plan_threads
 from hope.train.config import TrainConfig
+from hope.train.loggers import Loggers, peak_memory_mb, require_packages
 from hope.train.loop import StepResult, Trainer, lr_schedule
 
 
@@ -70,6 +72,8 @@ def _prepare(config: TrainConfig, dist_: Distributed) -> tuple[LanguageModel, Da
         if not checkpoint.exists():
             raise HopeError(f"nothing to resume: {config.out} has no checkpoint (drop --resume to start a run there)")
         model, tokenizer, state = load_checkpoint(checkpoint, with_trainer_state=True)
+        if not isinstance(state, dict) or not isinstance(state.get("train_config"), dict):
+            raise HopeError(f"checkpoint {checkpoint}: the trainer state is corrupt (no train_config)")
         _check_resume(config, state["train_config"])
         if dist_.main:
             dataset = encode_corpus(load_corpus(config.data), tokenizer)
@@ -89,23 +93,9 @@ def _prepare(config: TrainConfig, dist_: Distributed) -> tuple[LanguageModel, Da
     return model, dataset, None
 
 
-def _metrics_file(path: Path, resume_step: int | None):
-    """Open metrics.jsonl: on resume, for appending after dropping the lines from after the checkpoint; on a fresh
-    run, empty (the lines of an earlier attempt that never wrote a checkpoint are not this run's). Returns the
-    file and the last training loss it keeps (NaN if none)."""
-    kept = []
-    if resume_step is not None and path.exists():
-        kept = [json.loads(line) for line in path.read_text().splitlines() if line]
-        kept = [record for record in kept if record["step"] <= resume_step]
-    elif path.exists():
-        tqdm.write(f"{path}: replacing the metrics of an earlier attempt that wrote no checkpoint")
-    path.write_text("".join(json.dumps(record) + "\n" for record in kept))
-    losses = [record["loss"] for record in kept if "loss" in record]
-    return open(path, "a", buffering=1), losses[-1] if losses else float("nan")
-
-
 def train(config: TrainConfig) -> TrainResult:
     """Train (or resume) a model as ``config`` says; returns the final metrics."""
+    require_packages(config.logger)
     dist_ = Distributed(resolve_device(config.device))
     if config.batch_size % (config.grad_accum * dist_.world):
         raise HopeError(f"batch_size ({config.batch_size}) must be divisible by grad_accum x processes "
@@ -182,8 +172,10 @@ def _run(config: TrainConfig, dist_: Distributed, model: LanguageModel, dataset:
         with autocast:
             return trained(batch[0], targets=batch[1]).loss
 
-    metrics, last_loss = _metrics_file(out / "metrics.jsonl", trainer.step if resumed else None) \
-        if dist_.main else (None, float("nan"))
+    loggers = Loggers(config.logger, out, dataclasses.asdict(config), trainer.step if resumed else None) \
+        if dist_.main else None
+    losses = [record["loss"] for record in loggers.kept if "loss" in record] if loggers else []
+    last_loss = losses[-1] if losses else float("nan")
     bar = tqdm(total=config.max_steps, initial=trainer.step, disable=not (config.progress and dist_.main),
                desc=f"train {config.arch}/{config.size}", unit="step", dynamic_ncols=True)
     last = {"loss": last_loss, "validation": {}, "seconds": 0.0, "tokens": 0}
@@ -194,18 +186,17 @@ def _run(config: TrainConfig, dist_: Distributed, model: LanguageModel, dataset:
         last["seconds"] += result.seconds
         tokens_per_s = last["tokens"] / last["seconds"]
         bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}")
-        if metrics and (result.step % config.log_every == 0 or result.step == config.max_steps):
-            metrics.write(json.dumps({"step": result.step, "loss": last["loss"],
-                                      "lr": trainer.scheduler.get_last_lr()[0], "grad_norm": result.grad_norm.item(),
-                                      "tokens_per_s": tokens_per_s}) + "\n")
+        if loggers and (result.step % config.log_every == 0 or result.step == config.max_steps):
+            loggers.log(result.step, {"loss": last["loss"], "lr": trainer.scheduler.get_last_lr()[0],
+                                      "grad_norm": result.grad_norm.item(), "tokens_per_s": tokens_per_s,
+                                      "peak_memory_mb": peak_memory_mb(device)})
 
     def validate(result: StepResult) -> None:
         if result.step % config.eval_every == 0 or result.step == config.max_steps:
             if dist_.main:
                 last["validation"] = evaluate_lm(model, dataset["validation"], seq_len=config.seq_len,
                                                  max_windows=config.eval_windows, device=device).to_dict()
-                metrics.write(json.dumps({"step": result.step,
-                                          **{f"val_{k}": v for k, v in last["validation"].items()}}) + "\n")
+                loggers.log(result.step, {f"val_{k}": v for k, v in last["validation"].items()})
                 bar.set_postfix(loss=f"{last['loss']:.3f}", val_bpb=f"{last['validation']['bits_per_byte']:.3f}")
             dist_.barrier()
 
@@ -224,8 +215,8 @@ def _run(config: TrainConfig, dist_: Distributed, model: LanguageModel, dataset:
         raise
     finally:
         bar.close()
-        if metrics:
-            metrics.close()
+        if loggers:
+            loggers.close()
     seconds = last["seconds"]
     return TrainResult(trainer.step, last["loss"], last["validation"],
                        last["tokens"] / seconds if seconds > 0 else 0.0, model.num_parameters(), str(out))

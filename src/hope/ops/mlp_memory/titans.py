@@ -60,17 +60,20 @@ from hope.ops.mlp_memory.residual_mlp import read_and_errors, residual_mlp
 Tensor = torch.Tensor
 Pair = tuple[torch.Tensor, torch.Tensor]
 
-TINY = 1e-30
-"""Floor of a gradient norm before dividing by it (a zero gradient is never rescaled)."""
-
-
 def clip_factor(delta: Tensor, u: Tensor, max_grad_norm: float | None) -> Tensor | float:
     """``min(1, max_grad_norm / (||delta|| ||u||))`` over the last axis, kept as a trailing axis of size 1
-    (``1.0`` if ``max_grad_norm`` is ``None``)."""
+    (``1.0`` if ``max_grad_norm`` is ``None``).
+
+    Computed as ``max_grad_norm / max(norm, max_grad_norm)``: the divisor never falls below
+    ``max_grad_norm``, so the derivative of the division stays finite. Dividing by a norm floored at a tiny
+    constant instead made that derivative ``-1 / norm^2`` overflow float32 (to ``inf``, times the zero
+    derivative of the saturated ``min``: NaN) once a token's gradient fell below about ``5e-20``, which a
+    saturated memory (``silu'(W2 k) ~ 0``) reaches on recall data (docs/results.md, "Titans on recall data:
+    where the memory overflowed")."""
     if max_grad_norm is None:
         return 1.0
     norm = delta.norm(dim=-1, keepdim=True) * u.norm(dim=-1, keepdim=True)
-    return (max_grad_norm / norm.clamp_min(TINY)).clamp(max=1.0)
+    return max_grad_norm / norm.clamp_min(max_grad_norm)
 
 
 class TitansMemoryState(NamedTuple):
@@ -115,7 +118,7 @@ def titans_naive(
         grad1, grad2 = g @ h.mT, delta2 @ k_t.mT
         if max_grad_norm is not None:
             norms = [grad.square().sum((-2, -1), keepdim=True).sqrt() for grad in (grad1, grad2)]
-            grad1, grad2 = (grad * (max_grad_norm / n.clamp_min(TINY)).clamp(max=1.0)
+            grad1, grad2 = (grad * (max_grad_norm / n.clamp_min(max_grad_norm))
                             for grad, n in zip((grad1, grad2), norms))
         s1 = b_t * s1 - th_t * grad1
         s2 = b_t * s2 - th_t * grad2
