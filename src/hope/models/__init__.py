@@ -21,5 +21,6 @@ def build(arch: str = "transformer", size: str | None = "tiny", vocab_size: int 
 
 __all__ = [
     "ARCHS", "SIZES", "BlockState", "CMSConfig", "GatedDeltaNetConfig", "HopeAttentionConfig", "HopeConfig", "LMOutput",
-    "LanguageModel", "ModelConfig", "ModelState", "TitansConfig", "TransformerConfig", "build", "config_from_dict", "make_config",
+    "LanguageModel", "ModelConfig", "ModelState", "TitansConfig", "TransformerConfig", "build", "config_from_dict",
+    "make_config",
 ]

@@ -29,9 +29,9 @@ enters a Titans-style momentum ``S_c = beta_c S_{c-1} + Delta_c``, ``M_c = M_{c-
 mean over the chunk of a gate read out of ``M_eta``. With ``beta = 0`` this is plain DGD; with one-token chunks
 it is per-token momentum.
 
-Streaming. The state (:class:`HopeMixerState`) holds each group's chunk-start weights (and momentum) plus the keys,
-values and gates of the tokens read since that chunk started; a chunk is folded when its last token arrives. So prefill + decode
-gives the outputs of one full forward at any cut, and decoding keeps at most one chunk of tokens.
+Streaming. The state (:class:`HopeMixerState`) holds each group's chunk-start weights (and momentum) plus the
+keys, values and gates of the tokens read since that chunk started; a chunk is folded when its last token arrives.
+So prefill + decode gives the outputs of one full forward at any cut, and decoding keeps at most one chunk of tokens.
 """
 
 from __future__ import annotations
@@ -178,7 +178,8 @@ class SelfModifyingTitans(nn.Module):
                                             None if state is None else state.conv)
             reads = self.banks["mem"].read(self.banks["mem"].shared(), features["q"])
             return self.output(reads, x), HopeMixerState(tail, {})
-        state = state or self.initial_state(b, x)
+        if state is None:
+            state = self.initial_state(b, x)
         weights = {group: memory.weights for group, memory in state.memories.items()}
         velocity = {group: memory.momentum for group, memory in state.memories.items()}
         filled = {group: memory.pending.k.shape[1] for group, memory in state.memories.items()}
