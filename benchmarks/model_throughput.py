@@ -7,7 +7,7 @@ One run, 1 thread, random tokens (vocabulary 4096), every measurement bounded by
   time (from the previous length, linear for recurrent mixers, quadratic for attention) exceeds the budget is
   skipped and reported as such;
 * per-token decode latency, process RSS (``VmRSS`` of ``/proc/self/status``, after ``malloc_trim``) and the
-  size of the ``HopeState`` at positions 1K, 16K, 128K, 1M. The state is streamed forward without gradients
+  size of the ``ModelState`` at positions 1K, 16K, 128K, 1M. The state is streamed forward without gradients
   in pieces of 4096 tokens (attention models: one prefill call per position, since their chunked prefill
   materialises masks) for as long as the streaming budget lasts; positions not reached are reported.
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
-from hope.models import HopeState, LanguageModel
+from hope.models import LanguageModel, ModelState
 
 
 def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
@@ -37,9 +37,9 @@ def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | 
 
 
 @torch.no_grad()
-def stream(model: LanguageModel, prompt_ids: torch.Tensor, max_new_tokens: int, *, state: HopeState | None = None,
+def stream(model: LanguageModel, prompt_ids: torch.Tensor, max_new_tokens: int, *, state: ModelState | None = None,
            temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-           generator: torch.Generator | None = None, use_state: bool = True) -> Iterator[tuple[torch.Tensor, HopeState]]:
+           generator: torch.Generator | None = None, use_state: bool = True) -> Iterator[tuple[torch.Tensor, ModelState]]:
     """Yield ``(next_ids [B], state)`` for each new token after reading ``prompt_ids [B, T]``."""
     model.eval()
     if prompt_ids.shape[1] == 0:

@@ -1,6 +1,7 @@
 """The contract every registered architecture keeps (issue 5), parametrised over ``hope.models.ARCHS``.
 
-Causality, batch isolation, prefill + token-by-token decode == one full forward, HopeState save/load,
+Causality, batch isolation, prefill + token-by-token decode == one full forward, ModelState save/load and row
+selection,
 gradients to every parameter (meta-learned initial states included), and ``test_time_learning=False``
 freezing every in-context update. Configs are tiny and float64; chunk sizes and CMS periods are made
 small so that chunks and boundaries fall inside the test sequences at ragged positions.
@@ -11,7 +12,7 @@ import dataclasses
 import pytest
 import torch
 
-from hope.models import ARCHS, HopeState, build
+from hope.models import ARCHS, ModelState, build
 
 VOCAB, LENGTH = 29, 17
 
@@ -81,12 +82,27 @@ def test_state_save_load_round_trip(arch, tmp_path):
         full = model(ids).logits
         state = model(ids[:, :9]).state
         state.save(tmp_path / "state.safetensors")
-        loaded, _ = HopeState.load(tmp_path / "state.safetensors")
+        loaded, _ = ModelState.load(tmp_path / "state.safetensors", model)
         assert loaded.position == 9 and loaded.tensors().keys() == state.tensors().keys()
         for key, tensor in state.tensors().items():
             assert torch.equal(loaded.tensors()[key], tensor), key
         rest = model(ids[:, 9:], state=loaded).logits
     torch.testing.assert_close(rest, full[:, 9:], rtol=1e-9, atol=1e-10)
+
+
+def test_selected_rows_continue_as_their_sequences(arch):
+    """``ModelState.select`` keeps the state of some sequences of a batch (streaming training drops the rows
+    that reach a document end); ``detach`` and ``to`` keep it usable."""
+    model = small(arch)
+    ids = torch.randint(0, VOCAB, (3, LENGTH))
+    full = model(ids).logits
+    state = model(ids[:, :9]).state
+    assert any(t.requires_grad for t in state.tensors().values())
+    kept = state.detach().to("cpu").select([2, 0])
+    assert kept.position == 9 and not any(t.requires_grad for t in kept.tensors().values())
+    assert all(t.shape[0] == 2 for t in kept.tensors().values())
+    rest = model(ids[[2, 0], 9:], state=kept).logits
+    torch.testing.assert_close(rest, full[[2, 0], 9:].detach(), rtol=1e-9, atol=1e-10)
 
 
 def test_gradients_reach_every_parameter(arch):

@@ -56,7 +56,7 @@ def test_matches_per_token_reference_outputs_and_gradients(length, chunk_size):
     for got, want in zip(torch.autograd.grad((y * weight).sum(), params),
                          torch.autograd.grad((expected * weight).sum(), params)):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
-    assert state["memory"].shape == (2, HEADS, 8, 8) and state["conv"].shape == (2, 3, 3 * D_MODEL)
+    assert state.memory.shape == (2, HEADS, 8, 8) and state.conv.shape == (2, 3, 3 * D_MODEL)
 
 
 @pytest.mark.parametrize("cut", [1, 3, 8, 19])

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from hope.checkpoint import load_checkpoint
-from hope.models import ARCHS, HopeState
+from hope.models import ARCHS, ModelState
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_checkpoints"
 
@@ -23,6 +23,6 @@ def test_legacy_checkpoint_and_state_compute_what_they_did(arch):
     ids = expected["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, expected["logits"], atol=1e-5, rtol=1e-5)
-        state, _ = HopeState.load(FIXTURES / arch / "state_after_23.safetensors")
+        state, _ = ModelState.load(FIXTURES / arch / "state_after_23.safetensors", model)
         continued = model(ids[:, 23:], state=state).logits
     torch.testing.assert_close(continued, expected["continued_logits"], atol=1e-5, rtol=1e-5)

@@ -16,7 +16,7 @@ def test_forward_shapes_and_loss():
     out = model(ids, targets=ids)
     assert out.logits.shape == (3, 11, 97)
     assert out.state.position == 11 and len(out.state.layers) == 2
-    assert out.state.layers[0]["mixer"]["k"].shape == (3, 4, 11, 8)
+    assert out.state.layers[0].mixer.keys.shape == (3, 4, 11, 8)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
 
 

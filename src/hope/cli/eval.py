@@ -157,7 +157,7 @@ def run_generate(args: argparse.Namespace) -> str:
 
     from hope.checkpoint import checkpoint_dir, load_checkpoint
     from hope.generate import stream
-    from hope.models import HopeState
+    from hope.models import ModelState
     from hope.runtime import resolve_device
     from hope.threads import apply_threads, plan_threads
 
@@ -168,11 +168,9 @@ def run_generate(args: argparse.Namespace) -> str:
     fingerprint = _model_fingerprint(checkpoint)
     state = None
     if options.state is not None and options.state.exists():
-        state, meta = HopeState.load(options.state, device=device)
-        if meta.get("model") != fingerprint:
+        if ModelState.read_metadata(options.state).get("model") != fingerprint:
             raise HopeError(f"state file {options.state} was written by another model than {checkpoint}")
-        if len(state.layers) != len(model.blocks):
-            raise HopeError(f"state file {options.state} has {len(state.layers)} layers, the model {len(model.blocks)}")
+        state, _ = ModelState.load(options.state, model, device=device)
     prompt = options.prompt
     ids = tokenizer.encode(prompt) if prompt else []
     if not ids:

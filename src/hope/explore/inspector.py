@@ -1,6 +1,6 @@
 """Chapter 7 of ``hope explore``: what a trained model learns as it reads a text (docs/explore.md).
 
-``inspect_text`` reads the text in pieces, continuing the model's ``HopeState`` (``model(ids, state)``), and
+``inspect_text`` reads the text in pieces, continuing the model's ``ModelState`` (``model(ids, state)``), and
 reads everything from the public API: per-token loss from the logits; Hope's per-head step size ``eta`` and
 retention ``alpha`` from the state, which buffers them for the tokens of the current chunk of its
 self-modifying memories (NL Eqs. 83-88) until the chunk is folded (the last token of each chunk is folded at
@@ -21,19 +21,38 @@ import torch.nn.functional as F
 
 from hope.checkpoint import load_checkpoint
 from hope.models import LanguageModel, config_from_dict
+from hope.models.gated_deltanet import GatedDeltaNetState
+from hope.models.hope.cms import CMSState
+from hope.models.hope.self_modifying_titans import HopeMixerState
+from hope.models.titans import TitansLayerState
 
 MAX_TOKENS = 2048
 """Longest text the inspector reads (in tokens), to keep the page responsive."""
 PIECE = 16
 """Tokens per piece: the resolution of the memory-norm and CMS curves."""
-MEMORY_NAMES = ("w", "w1", "w2", "memory")
-"""State entries that are memory weights (the last part of a mixer state name, momenta and starts excluded)."""
 
 
-def _memory_norm(mixer_state: dict[str, torch.Tensor]) -> float | None:
-    parts = [t for name, t in mixer_state.items()
-             if name.split(".")[-1] in MEMORY_NAMES and "momentum" not in name and not name.startswith(("start.", "proj."))]
+def _memory_weights(mixer_state) -> list[torch.Tensor]:
+    """The weights of a mixer's memory (``M_mem`` for Hope; none for attention), momenta and chunk starts excluded."""
+    if isinstance(mixer_state, TitansLayerState):
+        return list(mixer_state.memory.weights)
+    if isinstance(mixer_state, GatedDeltaNetState):
+        return [mixer_state.memory]
+    if isinstance(mixer_state, HopeMixerState) and "mem" in mixer_state.memories:
+        return list(mixer_state.memories["mem"].weights.values())
+    return []
+
+
+def _memory_norm(mixer_state) -> float | None:
+    parts = _memory_weights(mixer_state)
     return math.sqrt(sum(t.double().pow(2).sum().item() for t in parts)) if parts else None
+
+
+def _level_weights(channel_state) -> dict[int, list[torch.Tensor]]:
+    """``{level: its fast weights and the start state it is taught}`` of a learning CMS (empty otherwise)."""
+    if not isinstance(channel_state, CMSState):
+        return {}
+    return {i: [*weights, *channel_state.starts.get(i, ())] for i, weights in channel_state.levels.items()}
 
 
 def _without_test_time_learning(model: LanguageModel) -> LanguageModel | None:
@@ -77,22 +96,21 @@ def inspect_text(model: LanguageModel, ids: list[int], piece: int = PIECE) -> di
         state = out.state
         logits.append(out.logits)
         positions.append(end)
-        norms.append([_memory_norm(layer.get("mixer", {})) for layer in state.layers])
+        norms.append([_memory_norm(layer.mixer) for layer in state.layers])
         for i, layer in enumerate(state.layers):
-            mixer = layer.get("mixer", {})
-            for name in gates:
-                if f"proj.{name}" in mixer:
-                    pending = mixer[f"proj.{name}"][0].float()  # [n, heads]: the tokens since the chunk started
+            if isinstance(layer.mixer, HopeMixerState) and "proj" in layer.mixer.memories:
+                proj = layer.mixer.memories["proj"].pending  # the tokens since the chunk started
+                for name in gates:
+                    pending = getattr(proj, name)[0].float()  # [n, heads]
                     gates[name][i, :, end - pending.shape[0]: end] = pending.T
-                    has_gates = True
-            channel = {k: v for k, v in layer.get("channel", {}).items() if "." in k}
+                has_gates = True
+            channel = _level_weights(layer.channel)
             if previous_channel is not None:
-                levels = sorted({k.split(".")[0] for k in channel})
-                for level in levels:
-                    change = sum((channel[k] - previous_channel[i][k]).double().pow(2).sum().item()
-                                 for k in channel if k.startswith(level + "."))
+                for level, weights in sorted(channel.items()):
+                    change = sum((t - before).double().pow(2).sum().item()
+                                 for t, before in zip(weights, previous_channel[i][level]))
                     cms_steps.setdefault(f"{i}.{level}", []).append(math.sqrt(change))
-        previous_channel = [{k: v for k, v in layer.get("channel", {}).items() if "." in k} for layer in state.layers]
+        previous_channel = [_level_weights(layer.channel) for layer in state.layers]
     loss_on = _token_losses(torch.cat(logits, dim=1), tokens)
     frozen = _without_test_time_learning(model)
     loss_off = None if frozen is None else _token_losses(frozen(tokens).logits, tokens)

@@ -27,5 +27,9 @@ class SwiGLU(nn.Module):
         self.gate_up = nn.Linear(d_model, 2 * hidden, bias=False)
         self.down = nn.Linear(hidden, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, state: dict | None = None, position: int = 0) -> tuple[torch.Tensor, dict]:
-        return swiglu(x, self.gate_up.weight, self.down.weight), {}
+    def forward(self, x: torch.Tensor, state: None = None, position: int = 0) -> tuple[torch.Tensor, None]:
+        """``(y, None)``: a static memory keeps no state."""
+        return swiglu(x, self.gate_up.weight, self.down.weight), None
+
+    def state_from_flat(self, flat: dict[str, torch.Tensor], position: int) -> None:
+        return None

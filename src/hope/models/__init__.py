@@ -9,7 +9,7 @@ from hope.models.config import ARCHS, SIZES, ModelConfig, config_from_dict, make
 from hope.models.gated_deltanet import GatedDeltaNetConfig
 from hope.models.hope.config import CMSConfig, HopeAttentionConfig, HopeConfig
 from hope.models.lm import LanguageModel, LMOutput
-from hope.models.state import HopeState
+from hope.models.state import BlockState, ModelState
 from hope.models.titans import TitansConfig
 from hope.models.transformer import TransformerConfig
 
@@ -20,6 +20,7 @@ def build(arch: str = "transformer", size: str | None = "tiny", vocab_size: int 
 
 
 __all__ = [
-    "ARCHS", "SIZES", "CMSConfig", "GatedDeltaNetConfig", "HopeAttentionConfig", "HopeConfig", "HopeState", "LMOutput",
-    "LanguageModel", "ModelConfig", "TitansConfig", "TransformerConfig", "build", "config_from_dict", "make_config",
+    "ARCHS", "SIZES", "BlockState", "CMSConfig", "GatedDeltaNetConfig", "HopeAttentionConfig", "HopeConfig", "LMOutput",
+    "LanguageModel", "ModelConfig", "ModelState", "TitansConfig", "TransformerConfig", "build", "config_from_dict",
+    "make_config",
 ]

@@ -13,7 +13,7 @@ The sequence runs chunk-parallel through :func:`hope.ops.dgd.dgd` (exact, not an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -53,11 +53,25 @@ class GatedDeltaNetConfig(ModelConfig):
         return SwiGLU(self.d_model, self.mlp_hidden)
 
 
-class GatedDeltaNet(nn.Module):
-    """``module(x [B, T, D], state, position) -> (y, state)``.
+class GatedDeltaNetState(NamedTuple):
+    """The matrix memory ``S [B, H, Dh, Dh]`` (the state of :func:`hope.ops.dgd.dgd`) and the convolution tail
+    ``[B, W - 1, 3 D]`` of the ``q, k, v`` projections."""
 
-    ``state = {"memory": [B, H, Dh, Dh], "conv": [B, W - 1, 3 D]}``: the matrix memory and the convolution tail
-    of the ``q, k, v`` projections. A missing state is a fresh sequence (zero memory, zero tail).
+    memory: torch.Tensor
+    conv: torch.Tensor
+
+    def to_flat(self) -> dict[str, torch.Tensor]:
+        """The tensors under their names in a state file (docs/paper_notes.md, "State")."""
+        return {"memory": self.memory, "conv": self.conv}
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, torch.Tensor]) -> GatedDeltaNetState:
+        return cls(flat["memory"], flat["conv"])
+
+
+class GatedDeltaNet(nn.Module):
+    """``module(x [B, T, D], state: GatedDeltaNetState | None, position) -> (y, state)``; a missing state is a
+    fresh sequence (zero memory, zero tail).
     """
 
     def __init__(self, config: GatedDeltaNetConfig) -> None:
@@ -77,15 +91,20 @@ class GatedDeltaNet(nn.Module):
             self.gates.bias[: self.n_heads].copy_(spread_logits(self.n_heads, *self.retention_init))
             self.gates.bias[self.n_heads:].zero_()
 
-    def forward(self, x: torch.Tensor, state: dict | None = None, position: int = 0) -> tuple[torch.Tensor, dict]:
+    def forward(self, x: torch.Tensor, state: GatedDeltaNetState | None = None,
+                position: int = 0) -> tuple[torch.Tensor, GatedDeltaNetState]:
         if x.ndim != 3:
             raise ValueError(f"x must be [batch, time, d_model], got {list(x.shape)}")
         b, t, _ = x.shape
-        state = state or {}
-        qkv, conv_tail = self.conv(self.qkv(x), state.get("conv"))
+        memory, tail = (None, None) if state is None else state
+        qkv, conv_tail = self.conv(self.qkv(x), tail)
         q, k, v = qkv.view(b, t, 3, self.n_heads, self.head_dim).unbind(2)
         retention, step = torch.sigmoid(self.gates(x)).split(self.n_heads, dim=-1)
         mode = "recurrent" if t == 1 else "chunk"
-        reads, memory = dgd(l2_normalize(q), l2_normalize(k), v, retention, step, initial_state=state.get("memory"),
+        reads, memory = dgd(l2_normalize(q), l2_normalize(k), v, retention, step, initial_state=memory,
                             output_final_state=True, chunk_size=self.chunk_size, mode=mode)
-        return self.output(reads, x), {"memory": memory, "conv": conv_tail}
+        return self.output(reads, x), GatedDeltaNetState(memory, conv_tail)
+
+    def state_from_flat(self, flat: dict[str, torch.Tensor], position: int) -> GatedDeltaNetState:
+        """The state saved under ``GatedDeltaNetState.to_flat``'s names."""
+        return GatedDeltaNetState.from_flat(flat)

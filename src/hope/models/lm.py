@@ -6,7 +6,9 @@ Block layout (pre-norm residual, as in Transformer++)::
     y = h + Channel(Norm(h))        # static SwiGLU MLP or a Continuum Memory System
 
 Mixers and channel memories share one calling convention:
-``module(x, state: dict[str, Tensor] | None, position: int) -> (y, new_state)``.
+``module(x, state, position: int) -> (y, new_state)``, with ``state`` the module's own typed state (``None`` for a
+fresh sequence) and ``module.state_from_flat(tensors, position)`` to read it back from a state file
+(``hope.models.state``).
 
 A model whose CMS levels learn in context runs segment by segment between their boundaries, with one
 inner gradient step per boundary (``hope.models.hope.in_context``, docs/cms.md); every other model reads the
@@ -25,13 +27,13 @@ from hope.layers.norm import rms_norm
 from hope.models.config import ModelConfig
 from hope.models.hope.cms import CMS
 from hope.models.hope.in_context import forward_in_context
-from hope.models.state import HopeState
+from hope.models.state import BlockState, ModelState
 
 
 @dataclass
 class LMOutput:
     logits: torch.Tensor
-    state: HopeState
+    state: ModelState
     loss: torch.Tensor | None = None
     hidden_states: torch.Tensor | None = None
     """With ``output_hidden_states``: the last block's output after the final norm (the head's input), [B, T, D]."""
@@ -45,12 +47,12 @@ class Block(nn.Module):
         self.channel_norm = rms_norm(config.d_model, config.norm_eps)
         self.channel = config.build_channel(layer)
 
-    def forward(self, x: torch.Tensor, state: dict | None, position: int) -> tuple[torch.Tensor, dict]:
-        state = state or {}
-        h, mixer_state = self.mixer(self.mixer_norm(x), state.get("mixer"), position)
+    def forward(self, x: torch.Tensor, state: BlockState | None, position: int) -> tuple[torch.Tensor, BlockState]:
+        mixer_state, channel_state = (None, None) if state is None else state
+        h, mixer_state = self.mixer(self.mixer_norm(x), mixer_state, position)
         x = x + h
-        h, channel_state = self.channel(self.channel_norm(x), state.get("channel"), position)
-        return x + h, {"mixer": mixer_state, "channel": channel_state}
+        h, channel_state = self.channel(self.channel_norm(x), channel_state, position)
+        return x + h, BlockState(mixer_state, channel_state)
 
 
 class LanguageModel(nn.Module):
@@ -88,7 +90,7 @@ class LanguageModel(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, input_ids: torch.Tensor, state: HopeState | None = None,
+    def forward(self, input_ids: torch.Tensor, state: ModelState | None = None,
                 targets: torch.Tensor | None = None, output_hidden_states: bool = False) -> LMOutput:
         if input_ids.ndim != 2 or input_ids.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"input_ids must be an integer tensor [batch, time], got {input_ids.dtype} {list(input_ids.shape)}")
@@ -102,15 +104,15 @@ class LanguageModel(nn.Module):
             position = state.position if state is not None else 0
             layers = state.layers if state is not None else []
             logits, new_layers, hidden = self.run_blocks(input_ids, layers, position)
-            new_state = HopeState(position + input_ids.shape[1], new_layers)
+            new_state = ModelState(position + input_ids.shape[1], new_layers)
         loss = None
         if targets is not None:
             wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
             loss = F.cross_entropy(wide.flatten(0, 1), targets.flatten())
         return LMOutput(logits, new_state, loss, hidden if output_hidden_states else None)
 
-    def run_blocks(self, input_ids: torch.Tensor, layers: list,
-                   position: int) -> tuple[torch.Tensor, list, torch.Tensor]:
+    def run_blocks(self, input_ids: torch.Tensor, layers: list[BlockState],
+                   position: int) -> tuple[torch.Tensor, list[BlockState], torch.Tensor]:
         """Logits of ``input_ids`` at ``position ..`` from per-layer states ``layers`` (``[]``: fresh), the
         new per-layer states and the head's input; every layer keeps the weights its state holds (no in-context
         step here)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ from hope.layers.conv import ShortConv
 from hope.layers.gating import GatedOutput, l2_normalize, spread_logits
 from hope.layers.mlp import SwiGLU
 from hope.models.config import ModelConfig, check_memory_fields, check_memory_read, register
-from hope.ops.mlp_memory import TITANS_READS, TitansMemoryState, titans_memory, titans_memory_prefill
+from hope.ops.mlp_memory import TITANS_READS, TitansMemoryState, titans_memory_prefill
 
 WEIGHTS = ("w1", "w2")
 
@@ -78,13 +78,40 @@ class TitansConfig(ModelConfig):
         return SwiGLU(self.d_model, self.mlp_hidden)
 
 
-class Titans(nn.Module):
-    """``module(x [B, T, D], state, position) -> (y, state)``.
+class TitansLayerState(NamedTuple):
+    """The memory's streaming state (:class:`hope.ops.mlp_memory.TitansMemoryState`: running weights
+    ``[B, H, ...]``, momentum, chunk-start weights, position in the chunk) and the convolution tail
+    ``[B, W - 1, 3 D]``."""
 
-    ``state``: ``conv`` (the convolution tail), the running memory ``w1 [B, H, Dh, E], w2 [B, H, E, Dh]``, its
-    momentum ``momentum.w1, momentum.w2`` and the weights at the start of the current chunk ``start.w1,
-    start.w2``. Chunks are counted from the start of the sequence, so ``position`` (the number of tokens
-    before ``x``) says where in its chunk the sequence stands.
+    memory: TitansMemoryState
+    conv: torch.Tensor
+
+    def to_flat(self) -> dict[str, torch.Tensor]:
+        """The tensors under their names in a state file (docs/paper_notes.md, "State"): ``conv``, ``w1, w2``,
+        ``momentum.w1, momentum.w2``, ``start.w1, start.w2`` (at a chunk boundary, the running weights)."""
+        memory = self.memory
+        flat = {"conv": self.conv}
+        for i, name in enumerate(WEIGHTS):
+            flat[name], flat[f"momentum.{name}"] = memory.weights[i], memory.momentum[i]
+            flat[f"start.{name}"] = memory.chunk_start[i] if memory.position else memory.weights[i]
+        return flat
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, torch.Tensor], chunk_position: int) -> TitansLayerState:
+        """The state saved by :meth:`to_flat`, ``chunk_position`` tokens into its chunk."""
+        memory = TitansMemoryState(tuple(flat[name] for name in WEIGHTS),
+                                   tuple(flat[f"momentum.{name}"] for name in WEIGHTS),
+                                   tuple(flat[f"start.{name}"] for name in WEIGHTS), chunk_position)
+        return cls(memory, flat["conv"])
+
+
+class Titans(nn.Module):
+    """``module(x [B, T, D], state: TitansLayerState | None, position) -> (y, state)``.
+
+    The memory streams through :func:`hope.ops.mlp_memory.titans_memory_prefill` from the state it returned last
+    (a missing state: the meta-learned initial weights, zero momentum). Chunks are counted from the start of
+    the sequence, so a sequence without state must start at a chunk boundary (``position`` a multiple of
+    ``chunk_size``).
     """
 
     def __init__(self, config: TitansConfig) -> None:
@@ -113,41 +140,26 @@ class Titans(nn.Module):
             self.gates.bias[h:2 * h].fill_(math.log(self.momentum_init / (1 - self.momentum_init)))
             self.gates.bias[2 * h:].copy_(-spread_logits(h, *self.retention_init))
 
-    def forward(self, x: torch.Tensor, state: dict | None = None, position: int = 0) -> tuple[torch.Tensor, dict]:
+    def forward(self, x: torch.Tensor, state: TitansLayerState | None = None,
+                position: int = 0) -> tuple[torch.Tensor, TitansLayerState]:
         if x.ndim != 3 or x.shape[-1] != self.n_heads * self.head_dim:
             raise ValueError(f"x must be [batch, time, {self.n_heads * self.head_dim}], got {list(x.shape)}")
         b, t, _ = x.shape
-        offset = position % self.chunk_size
-        if not state and offset:
+        if state is None and position % self.chunk_size:
             raise ValueError(f"a sequence without state starts a chunk: position must be a multiple of "
                              f"chunk_size={self.chunk_size}, got {position}")
-        state = state or {}
-        qkv, conv_tail = self.conv(self.qkv(x), state.get("conv"))
+        qkv, conv_tail = self.conv(self.qkv(x), None if state is None else state.conv)
         q, k, v = qkv.view(b, t, 3, self.n_heads, self.head_dim).unbind(2)
         q, k = l2_normalize(q), l2_normalize(k)
         theta, beta, forget = torch.sigmoid(self.gates(x)).split(self.n_heads, dim=-1)
-        inputs = (q, k, v, theta, beta, forget)
-        if state:
-            memory = TitansMemoryState(tuple(state[w] for w in WEIGHTS), tuple(state[f"momentum.{w}"] for w in WEIGHTS),
-                                       tuple(state[f"start.{w}"] for w in WEIGHTS), offset)
-        else:
+        if state is None:
             memory = TitansMemoryState.start(self.w1.expand(b, *self.w1.shape), self.w2.expand(b, *self.w2.shape))
-        head = min(-offset % self.chunk_size, t)
-        reads = []
-        if head:  # finish the open chunk (fewer than chunk_size tokens, token by token)
-            o, memory = titans_memory_prefill(*(z[:, :head] for z in inputs), memory, chunk_size=self.chunk_size,
+        else:
+            memory = state.memory
+        reads, memory = titans_memory_prefill(q, k, v, theta, beta, forget, memory, chunk_size=self.chunk_size,
                                               max_grad_norm=self.max_grad_norm, read=self.memory_read)
-            reads.append(o)
-        whole = head + (t - head) // self.chunk_size * self.chunk_size
-        for start, stop in ((head, whole), (whole, t)):  # whole chunks, then the start of a new one
-            if stop > start:
-                o, (w1, w2, s1, s2) = titans_memory(*(z[:, start:stop] for z in inputs), *memory.weights,
-                                                    initial_momentum=memory.momentum, chunk_size=self.chunk_size,
-                                                    max_grad_norm=self.max_grad_norm, read=self.memory_read)
-                reads.append(o)
-                memory = TitansMemoryState((w1, w2), (s1, s2), memory.weights, (stop - start) % self.chunk_size)
-        new_state = {"conv": conv_tail}
-        for i, w in enumerate(WEIGHTS):
-            new_state[w], new_state[f"momentum.{w}"] = memory.weights[i], memory.momentum[i]
-            new_state[f"start.{w}"] = memory.chunk_start[i] if memory.position else memory.weights[i]
-        return self.output(torch.cat(reads, dim=1), x), new_state
+        return self.output(reads, x), TitansLayerState(memory, conv_tail)
+
+    def state_from_flat(self, flat: dict[str, torch.Tensor], position: int) -> TitansLayerState:
+        """The state saved by :meth:`TitansLayerState.to_flat` after ``position`` tokens."""
+        return TitansLayerState.from_flat(flat, position % self.chunk_size)

@@ -137,7 +137,7 @@ def test_segment_form_equals_per_token_reference(variant, second_order, length):
 
 
 def fast_weights(state, layer=0):
-    return {k: v.clone() for k, v in state.layers[layer]["channel"].items()}
+    return {k: v.clone() for k, v in state.layers[layer].channel.to_flat().items()}
 
 
 def test_fast_weights_change_only_at_their_boundaries():
@@ -165,7 +165,7 @@ def test_no_in_context_update_without_test_time_learning():
     learning.load_state_dict(frozen.state_dict())
     ids = torch.randint(0, VOCAB, (2, 15))
     out = frozen(ids)
-    assert out.state.layers[0]["channel"] == {} and out.state.snapshots == []
+    assert out.state.layers[0].channel is None and out.state.snapshots == []
     torch.testing.assert_close(out.logits, static(ids).logits, rtol=0, atol=0)
     differs = (learning(ids).logits - out.logits).abs().amax(dim=(0, 2)) > 1e-9
     assert not differs[:3].any() and differs[3:].all()
@@ -213,7 +213,7 @@ def test_state_save_load_round_trip(tmp_path, variant):
     with torch.no_grad():
         state = model(ids[:, :11]).state
         state.save(tmp_path / "state.safetensors")
-        loaded, meta = type(state).load(tmp_path / "state.safetensors")
+        loaded, meta = type(state).load(tmp_path / "state.safetensors", model)
         assert loaded.position == 11 and [s.position for s in loaded.snapshots] == [6, 10]
         for key, tensor in state.tensors().items():
             assert torch.equal(loaded.tensors()[key], tensor), key
@@ -247,9 +247,10 @@ def test_nested_restarts_faster_levels_from_their_learned_start():
     same = ((a.logits - b.logits).abs().amax(dim=(0, 2)) < 1e-12).tolist()
     assert same == [True] * 6 + [False] * 8
     with torch.no_grad():
-        channel = nested(ids[:, :7]).state.layers[1]["channel"]
-    assert torch.equal(channel["0.down"], channel["0.start.down"])
-    assert not torch.equal(channel["0.start.down"], nested.blocks[1].channel.levels[0].down.weight.expand_as(channel["0.down"]))
+        channel = nested(ids[:, :7]).state.layers[1].channel
+    assert torch.equal(channel.levels[0].down, channel.starts[0].down)
+    assert not torch.equal(channel.starts[0].down,
+                           nested.blocks[1].channel.levels[0].down.weight.expand_as(channel.levels[0].down))
 
 
 def test_independent_sums_levels_in_parallel_with_learnable_weights():

@@ -227,8 +227,8 @@ def test_decode_state_stays_bounded():
     sizes = set()
     for _ in range(40):
         _, state = layer(torch.randn(1, 1, D_MODEL, dtype=torch.float64), state)
-        sizes.add(sum(t.numel() for t in state.values()))
-    assert max(state["proj.k"].shape[1], state["mem.k"].shape[1]) < 8 and len(sizes) <= 8 * 4
+        sizes.add(sum(t.numel() for t in state.to_flat().values()))
+    assert max(memory.pending.k.shape[1] for memory in state.memories.values()) < 8 and len(sizes) <= 8 * 4
 
 
 def test_causal_and_batch_isolated():
@@ -334,7 +334,7 @@ def test_test_time_learning_false_freezes_every_memory():
     never_folds = with_params_of(make(memory="deep", chunk_size=64, memory_chunk_size=64), learning)
     x = torch.randn(2, 10, D_MODEL, dtype=torch.float64)
     y_frozen, state = frozen(x)
-    assert set(state) == {"conv"}
+    assert state.memories == {}
     torch.testing.assert_close(y_frozen, never_folds(x)[0], rtol=1e-12, atol=1e-12)
     assert not torch.allclose(y_frozen, learning(x)[0])
 

@@ -20,7 +20,7 @@ With one static level the output is exactly the SwiGLU of Transformer++.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
@@ -33,6 +33,28 @@ if TYPE_CHECKING:
 WEIGHTS = ("gate_up", "down")
 
 
+class LevelWeights(NamedTuple):
+    """One level's fast SwiGLU weights, per sequence: ``gate_up [B, 2H, D]``, ``down [B, D, H]``."""
+
+    gate_up: torch.Tensor
+    down: torch.Tensor
+
+
+class CMSState(NamedTuple):
+    """The fast weights of every learning level (``levels[l]``) and, with ``nested``, the start state of each
+    level that a slower level learns (``starts[l]``, NL Eq. 72) (docs/cms.md, "State")."""
+
+    levels: dict[int, LevelWeights]
+    starts: dict[int, LevelWeights]
+
+    def to_flat(self) -> dict[str, torch.Tensor]:
+        """The tensors under their names in a state file: ``{l}.gate_up``, ``{l}.down``, ``{l}.start.gate_up``,
+        ``{l}.start.down``."""
+        flat = {f"{i}.{name}": t for i, weights in self.levels.items() for name, t in zip(WEIGHTS, weights)}
+        flat.update({f"{i}.start.{name}": t for i, weights in self.starts.items() for name, t in zip(WEIGHTS, weights)})
+        return flat
+
+
 class CMS(nn.Module):
     """Channel memory ``module(x [B, T, D], state, position) -> (y, state)`` (NL Eqs. 70-74; docs/cms.md).
 
@@ -41,9 +63,8 @@ class CMS(nn.Module):
 
     ``sequential``/``nested`` return ``z_L - x``, accumulated as ``delta_l = delta_{l-1} + f(x + delta_{l-1})``.
 
-    ``state`` holds, for every learning level ``l``, its fast weights ``"{l}.gate_up" [B, 2H, D]`` and
-    ``"{l}.down" [B, D, H]``; with ``nested`` also ``"{l}.start.gate_up"`` / ``"{l}.start.down"``, the start
-    state of level ``l`` learned by its next slower level. A missing state starts from the parameters.
+    ``state``: a :class:`CMSState` (``None`` without learning levels; a missing state starts from the
+    parameters).
     """
 
     def __init__(self, config: CMSConfig) -> None:
@@ -80,41 +101,46 @@ class CMS(nn.Module):
                 teachers[fast] = min(above, key=lambda i: (self.periods[i], i))
         return teachers
 
-    def initial_state(self, batch: int) -> dict[str, torch.Tensor]:
+    def initial_state(self, batch: int) -> CMSState:
         """Fast weights at position 0: every learning level's parameters, one copy per sequence (a view)."""
-        state = {}
-        for i in self.learning:
-            for name in WEIGHTS:
-                weight = getattr(self.levels[i], name).weight
-                state[f"{i}.{name}"] = weight.expand(batch, *weight.shape)
-        for fast in self.teacher:
-            for name in WEIGHTS:
-                state[f"{fast}.start.{name}"] = state[f"{fast}.{name}"]
-        return state
+        levels = {i: LevelWeights(*(getattr(self.levels[i], name).weight.expand(batch, -1, -1) for name in WEIGHTS))
+                  for i in self.learning}
+        return CMSState(levels, {fast: levels[fast] for fast in self.teacher})
 
-    def differentiable_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def state_from_flat(self, flat: dict[str, torch.Tensor], position: int) -> CMSState | None:
+        """The state saved by :meth:`CMSState.to_flat`."""
+        if not self.learning:
+            return None
+        return CMSState({i: LevelWeights(*(flat[f"{i}.{name}"] for name in WEIGHTS)) for i in self.learning},
+                        {i: LevelWeights(*(flat[f"{i}.start.{name}"] for name in WEIGHTS)) for i in self.teacher})
+
+    def differentiable_state(self, state: CMSState) -> CMSState:
         """``state`` with every fast tensor that autograd cannot differentiate (read from a file, returned by a
         no-grad call) made a leaf that requires grad. ``nested``: a pupil's weights become ``start + constant``,
         as they are in one pass (since its last restart it moved by first-order steps, constants)."""
-        out = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in state.items()}
-        for fast in self.teacher:
-            for name in WEIGHTS:
-                key, start = f"{fast}.{name}", f"{fast}.start.{name}"
-                if not state[key].requires_grad:
-                    out[key] = out[start] + (state[key] - state[start]).detach()
-        return out
+        def leaf(weights: LevelWeights) -> LevelWeights:
+            return LevelWeights(*(t if t.requires_grad else t.detach().requires_grad_() for t in weights))
 
-    def _weights(self, state: dict[str, torch.Tensor], i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        levels = {i: leaf(weights) for i, weights in state.levels.items()}
+        starts = {i: leaf(weights) for i, weights in state.starts.items()}
+        for fast in self.teacher:
+            levels[fast] = LevelWeights(*(
+                new if weight.requires_grad else new_start + (weight - start).detach()
+                for new, weight, start, new_start in zip(levels[fast], state.levels[fast], state.starts[fast],
+                                                         starts[fast])))
+        return CMSState(levels, starts)
+
+    def _weights(self, state: CMSState | None, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if i in self.learning:
-            return state[f"{i}.gate_up"], state[f"{i}.down"]
+            return state.levels[i]
         return self.levels[i].gate_up.weight, self.levels[i].down.weight
 
-    def forward(self, x: torch.Tensor, state: dict | None = None, position: int = 0) -> tuple[torch.Tensor, dict]:
+    def forward(self, x: torch.Tensor, state: CMSState | None = None,
+                position: int = 0) -> tuple[torch.Tensor, CMSState | None]:
         if x.ndim != 3:
             raise ValueError(f"x must be [batch, time, d_model], got {list(x.shape)}")
-        if self.learning and not state:
+        if self.learning and state is None:
             state = self.initial_state(x.shape[0])
-        state = dict(state or {})
         if self.variant == "independent":
             y = sum(self.mix[i] * swiglu(x, *self._weights(state, i)) for i in range(len(self.periods)))
             return y, state
@@ -126,43 +152,37 @@ class CMS(nn.Module):
     def levels_with_period(self, period: int) -> list[int]:
         return [i for i in self.learning if self.periods[i] == period]
 
-    def step_tensors(self, state: dict[str, torch.Tensor], period: int) -> list[torch.Tensor]:
+    def step_tensors(self, state: CMSState, period: int) -> list[torch.Tensor]:
         """The fast tensors that the step at a boundary of ``period`` differentiates, in a fixed order:
         each such level's weights, and (``nested``) the start state of its next faster level."""
-        return [state[key] for key in self._step_keys(period)]
-
-    def _step_keys(self, period: int) -> list[str]:
-        keys = []
+        tensors = []
         for i in self.levels_with_period(period):
-            keys += [f"{i}.{name}" for name in WEIGHTS]
+            tensors += state.levels[i]
             for fast in self._pupils(i):
-                keys += [f"{fast}.start.{name}" for name in WEIGHTS]
-        return keys
+                tensors += state.starts[fast]
+        return tensors
 
-    def apply_steps(self, state: dict[str, torch.Tensor], grads: dict[int, list[torch.Tensor]]) -> dict:
+    def apply_steps(self, state: CMSState, grads: dict[int, list[torch.Tensor]]) -> CMSState:
         """One step ``W <- W - eta_l * grad`` (NL Eq. 71) for the levels of every period in ``grads`` (whose
-        gradients were all taken before any of these steps); ``nested``: each stepping level also moves the
-        start state of its pupils (next faster levels), which then restart from it (NL Eq. 72)."""
-        state = dict(state)
+        gradients were all taken before any of these steps; each list in the order of :meth:`step_tensors`);
+        ``nested``: each stepping level also moves the start state of its pupils (next faster levels), which
+        then restart from it (NL Eq. 72)."""
         lr = self.log_lr.exp()
-        updated = {}
+        levels, starts = dict(state.levels), dict(state.starts)
         for period, tensors in grads.items():
-            for key, grad in zip(self._step_keys(period), tensors):
-                owner = self._owner(key)
-                updated[key] = state[key] - lr[owner].to(grad.dtype) * grad
-        state.update(updated)
+            pairs = iter(zip(tensors[0::2], tensors[1::2]))
+            for i in self.levels_with_period(period):
+                step = lr[i]
+                levels[i] = LevelWeights(*(w - step.to(g.dtype) * g for w, g in zip(state.levels[i], next(pairs))))
+                for fast in self._pupils(i):
+                    starts[fast] = LevelWeights(*(w - step.to(g.dtype) * g
+                                                  for w, g in zip(state.starts[fast], next(pairs))))
         for period in grads:
             for i in self.levels_with_period(period):
                 for fast in self._pupils(i):
-                    for name in WEIGHTS:
-                        state[f"{fast}.{name}"] = state[f"{fast}.start.{name}"]
-        return state
+                    levels[fast] = starts[fast]
+        return CMSState(levels, starts)
 
     def _pupils(self, level: int) -> list[int]:
         """The levels whose start state ``level`` learns (``nested`` only)."""
         return [fast for fast, slow in self.teacher.items() if slow == level]
-
-    def _owner(self, key: str) -> int:
-        """The level whose learning rate moves the state entry ``key`` (a start state belongs to its teacher)."""
-        level = int(key.split(".")[0])
-        return self.teacher[level] if ".start." in key else level

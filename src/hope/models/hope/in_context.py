@@ -13,7 +13,7 @@ chain back to its parameter), so without help every step would walk the whole gr
 quadratic cost: at 2,048 tokens the steps took 8.3 of the forward's 9.9 s). :class:`_After` gives the new fast weights
 of each step a topological number above everything computed before the step, so a step walks only its window.
 
-Pending steps live in the ``HopeState``: for each learning level, a snapshot of the model state where it last
+Pending steps live in the ``ModelState``: for each learning level, a snapshot of the model state where it last
 stepped, and the tokens read since the oldest snapshot. A call that reaches a pending boundary re-runs the
 model from that snapshot over the stored tokens, so the step sees the same graph as one full forward would:
 prefill + decode == one full forward. Decoding between boundaries costs one ordinary forward per token.
@@ -27,9 +27,10 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils import _pytree as pytree
 
 from hope.compiling import compiling
-from hope.models.state import HopeState
+from hope.models.state import BlockState, ModelState
 
 
 class _After(torch.autograd.Function):
@@ -46,28 +47,29 @@ class _After(torch.autograd.Function):
         return (grad,) + (None,) * ctx.anchors
 
 
-def _tensors_with_grad(layers: list) -> list[torch.Tensor]:
-    return [t for layer in layers for part in layer.values() for t in part.values()
-            if isinstance(t, torch.Tensor) and t.requires_grad]
+def _tensors_with_grad(layers: list[BlockState]) -> list[torch.Tensor]:
+    return [t for t in pytree.tree_leaves(layers) if isinstance(t, torch.Tensor) and t.requires_grad]
 
 
-def _after_everything(model, before: list, layers: list, logits: torch.Tensor) -> list:
+def _after_everything(model, before: list[BlockState], layers: list[BlockState],
+                      logits: torch.Tensor) -> list[BlockState]:
     """``layers`` with the CMS fast weights that a step just made (those not in ``before``) passed through
     :class:`_After`, anchored at ``logits`` and at every tensor of the state: so the next steps' backwards stop
-    where these weights were made. A tensor held under several keys (a restarted level and its start) stays one."""
+    where these weights were made. A tensor held in several places (a restarted level and its start) stays one."""
     anchors = [logits, *_tensors_with_grad(layers)]
     ordered: dict[int, torch.Tensor] = {}
-    out = [dict(layer) for layer in layers]
+    out = list(layers)
     for i in model.cms_layers:
-        kept = {id(t) for t in before[i]["channel"].values()}
-        channel = {}
-        for key, t in layers[i]["channel"].items():
-            if t.requires_grad and id(t) not in kept:
-                if id(t) not in ordered:
-                    ordered[id(t)] = _After.apply(t, *anchors)
-                t = ordered[id(t)]
-            channel[key] = t
-        out[i]["channel"] = channel
+        kept = {id(t) for t in pytree.tree_leaves(before[i].channel)}
+
+        def after(t: torch.Tensor) -> torch.Tensor:
+            if not t.requires_grad or id(t) in kept:
+                return t
+            if id(t) not in ordered:
+                ordered[id(t)] = _After.apply(t, *anchors)
+            return ordered[id(t)]
+
+        out[i] = layers[i]._replace(channel=pytree.tree_map(after, layers[i].channel))
     return out
 
 
@@ -78,12 +80,12 @@ def last_step(position: int, period: int) -> int:
 
 
 def forward_in_context(model, input_ids: torch.Tensor,
-                       state: HopeState | None) -> tuple[torch.Tensor, torch.Tensor, HopeState]:
+                       state: ModelState | None) -> tuple[torch.Tensor, torch.Tensor, ModelState]:
     """``model(input_ids, state)`` for a model with learning CMS levels: logits ``[B, T, V]``, the head's
     inputs ``[B, T, D]`` and the new state."""
     if torch.is_inference_mode_enabled():
         raise RuntimeError("CMS in-context learning needs autograd: use torch.no_grad(), not torch.inference_mode()")
-    state = state or HopeState()
+    state = state or ModelState()
     periods, position, length = model.cms_periods, state.position, input_ids.shape[1]
     end = position + length
     last = {c: last_step(position, c) for c in periods}
@@ -99,14 +101,14 @@ def forward_in_context(model, input_ids: torch.Tensor,
     logits, hidden, layers, captured = _run_segments(model, ids, start, begin.layers, keep, outer_grad)
     snapshots = [captured[p] if p >= start else _snapshot_at(state, p) for p in sorted(keep)]
     known = input_ids if state.replay_ids is None else torch.cat([state.replay_ids, input_ids], dim=1)
-    new_state = HopeState(end, layers, known[:, min(keep) - origin:], snapshots)
+    new_state = ModelState(end, layers, known[:, min(keep) - origin:], snapshots)
     logits, hidden = logits[:, position - start:], hidden[:, position - start:]
     if not outer_grad:
         return logits.detach(), hidden.detach(), new_state.detach()
     return logits, hidden, new_state
 
 
-def _snapshot_at(state: HopeState, position: int) -> HopeState:
+def _snapshot_at(state: ModelState, position: int) -> ModelState:
     for snapshot in state.snapshots:
         if snapshot.position == position:
             return snapshot
@@ -114,14 +116,14 @@ def _snapshot_at(state: HopeState, position: int) -> HopeState:
                      "a state for a model whose CMS learns in context must come from such a model")
 
 
-def _run_segments(model, ids: torch.Tensor, start: int, layers: list, keep: set[int],
-                  outer_grad: bool) -> tuple[torch.Tensor, torch.Tensor, list, dict[int, HopeState]]:
+def _run_segments(model, ids: torch.Tensor, start: int, layers: list[BlockState], keep: set[int],
+                  outer_grad: bool) -> tuple[torch.Tensor, torch.Tensor, list[BlockState], dict[int, ModelState]]:
     """Read ``ids`` (positions ``start ..``) segment by segment, stepping the CMS levels at every boundary.
 
     Returns all the logits and head inputs, the final per-layer states and the states at the positions in ``keep``."""
     periods, end = model.cms_periods, start + ids.shape[1]
     boundaries = sorted({b for c in periods for b in range((start // c + 1) * c, end, c)})
-    captured = {start: HopeState(start, layers)} if start in keep else {}
+    captured = {start: ModelState(start, layers)} if start in keep else {}
     if not boundaries:
         logits, layers, hidden = model.run_blocks(ids, layers, start)
         return logits, hidden, layers, captured
@@ -139,9 +141,9 @@ def _twice_differentiable() -> Iterator[None]:
         yield
 
 
-def _learning_loop(model, ids: torch.Tensor, start: int, layers: list, boundaries: list[int], keep: set[int],
-                   captured: dict[int, HopeState], outer_grad: bool,
-                   second_order: bool) -> tuple[torch.Tensor, torch.Tensor, list, dict[int, HopeState]]:
+def _learning_loop(model, ids: torch.Tensor, start: int, layers: list[BlockState], boundaries: list[int],
+                   keep: set[int], captured: dict[int, ModelState], outer_grad: bool,
+                   second_order: bool) -> tuple[torch.Tensor, torch.Tensor, list[BlockState], dict[int, ModelState]]:
     """The segments and steps; ``second_order`` runs attention on the math kernel, which has a double backward.
     Without an outer graph (``outer_grad`` False), the graph is cut wherever every level starts a new period
     (no pending step reaches back past it), so a long no-grad call holds at most one slowest period of it."""
@@ -160,22 +162,22 @@ def _learning_loop(model, ids: torch.Tensor, start: int, layers: list, boundarie
         grads = _inner_gradients(model, window, boundary, due, layers, second_order)
         layers = _after_everything(model, layers, _apply_steps(model, layers, grads), logits)
         if not outer_grad and all(boundary % c == 0 for c in periods):
-            layers = _fast_weights_requiring_grad(model, HopeState(boundary, layers).detach().layers)
+            layers = _fast_weights_requiring_grad(model, ModelState(boundary, layers).detach().layers)
         if boundary in keep:
-            captured[boundary] = HopeState(boundary, layers)
+            captured[boundary] = ModelState(boundary, layers)
         oldest_needed = min(boundary // c * c for c in periods)
         window = [(p, x) for p, x in window if p >= oldest_needed]
     return torch.cat(outputs, dim=1), torch.cat(hiddens, dim=1), layers, captured
 
 
-def _fast_weights_requiring_grad(model, layers: list) -> list:
+def _fast_weights_requiring_grad(model, layers: list[BlockState]) -> list[BlockState]:
     """The CMS fast weights of ``layers`` as tensors that autograd can differentiate (states read from a
     file or returned by a no-grad call are plain tensors)."""
     if not layers:
         return layers
-    out = [dict(layer) for layer in layers]
+    out = list(layers)
     for i in model.cms_layers:
-        out[i]["channel"] = model.blocks[i].channel.differentiable_state(layers[i]["channel"])
+        out[i] = layers[i]._replace(channel=model.blocks[i].channel.differentiable_state(layers[i].channel))
     return out
 
 
@@ -185,7 +187,7 @@ def _next_token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
 
 
-def _inner_gradients(model, window: list, boundary: int, due: list[int], layers: list,
+def _inner_gradients(model, window: list, boundary: int, due: list[int], layers: list[BlockState],
                      second_order: bool) -> dict[int, list[list[torch.Tensor]]]:
     """``{period: per layer, the gradients of its step tensors}``: for each due period ``C``, the gradient of
     the mean next-token loss of positions ``boundary - C .. boundary - 1`` (per sequence; NL Eq. 71).
@@ -198,7 +200,7 @@ def _inner_gradients(model, window: list, boundary: int, due: list[int], layers:
     if not window or window[0][0] > first:
         raise RuntimeError(f"losses of positions {first}..{boundary - 1} are missing (internal error)")
     loss = torch.cat([x for p, x in window if p >= first], dim=1).mean(dim=1).sum()
-    groups = [(c, model.blocks[i].channel.step_tensors(layers[i]["channel"], c)) for c in due for i in model.cms_layers]
+    groups = [(c, model.blocks[i].channel.step_tensors(layers[i].channel, c)) for c in due for i in model.cms_layers]
     flat = torch.autograd.grad(loss, [t for _, group in groups for t in group], create_graph=second_order,
                                retain_graph=True)
     grads: dict[int, list[list[torch.Tensor]]] = {c: [] for c in due}
@@ -209,9 +211,9 @@ def _inner_gradients(model, window: list, boundary: int, due: list[int], layers:
     return grads
 
 
-def _apply_steps(model, layers: list, grads: dict[int, list[list[torch.Tensor]]]) -> list:
+def _apply_steps(model, layers: list[BlockState], grads: dict[int, list[list[torch.Tensor]]]) -> list[BlockState]:
     out = list(layers)
     for k, i in enumerate(model.cms_layers):
-        channel = model.blocks[i].channel.apply_steps(layers[i]["channel"], {c: g[k] for c, g in grads.items()})
-        out[i] = {**layers[i], "channel": channel}
+        channel = model.blocks[i].channel.apply_steps(layers[i].channel, {c: g[k] for c, g in grads.items()})
+        out[i] = layers[i]._replace(channel=channel)
     return out

@@ -32,14 +32,14 @@ enters a Titans-style momentum ``S_c = beta_c S_{c-1} + Delta_c``, ``M_c = M_{c-
 mean over the chunk of a gate read out of ``M_eta``. With ``beta = 0`` this is plain DGD; with one-token chunks
 it is per-token momentum.
 
-Streaming. The state holds each group's chunk-start weights (and momentum) plus the keys, values and gates of
-the tokens read since that chunk started; a chunk is folded when its last token arrives. So prefill + decode
-gives the outputs of one full forward at any cut, and decoding keeps at most one chunk of tokens.
+Streaming. The state (:class:`HopeMixerState`) holds each group's chunk-start weights (and momentum) plus the
+keys, values and gates of the tokens read since that chunk started; a chunk is folded when its last token arrives.
+So prefill + decode gives the outputs of one full forward at any cut, and decoding keeps at most one chunk of tokens.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
@@ -57,13 +57,61 @@ BUFFERED = ("k", "v", "alpha", "eta", "beta")
 with momentum)."""
 
 
-class SelfModifyingTitans(nn.Module):
-    """``module(x [B, T, D], state, position) -> (y, state)`` (see the module docstring).
+class PendingTokens(NamedTuple):
+    """What a group keeps of the tokens read since its chunk started, until the chunk is folded (NL Eq. 91):
+    ``k, v [B, n, H, Dh]`` and the gates ``alpha, eta`` (and, with momentum, ``beta``) ``[B, n, H]``."""
 
-    State (``dict[str, Tensor]``): ``conv`` (the convolution tail); for each group ``g`` in ``proj`` (the
-    projection memories) and ``mem``: ``g.w1, g.w2`` (or ``g.w``) the weights at the start of the current
-    chunk, ``g.momentum.*`` the momentum, and ``g.k, g.v, g.alpha, g.eta, g.beta`` the tokens of the chunk read
-    so far. With ``test_time_learning=False`` the memories never change and the state is only ``conv``.
+    k: torch.Tensor
+    v: torch.Tensor
+    alpha: torch.Tensor
+    eta: torch.Tensor
+    beta: torch.Tensor | None = None
+
+
+class MemoryGroupState(NamedTuple):
+    """One group of memories (``proj``, the projection memories, or ``mem``, ``M_mem``) inside its chunk: the
+    chunk-start ``weights`` by name (``MemoryBank.keys``: ``w1, w2`` or ``w``; ``[B, n H, ...]``), their
+    ``momentum`` (empty without it) and the ``pending`` tokens."""
+
+    weights: dict[str, torch.Tensor]
+    momentum: dict[str, torch.Tensor]
+    pending: PendingTokens
+
+    def to_flat(self, group: str) -> dict[str, torch.Tensor]:
+        """``{group}.{w}``, ``{group}.momentum.{w}`` and ``{group}.{k, v, alpha, eta, beta}``."""
+        flat = {f"{group}.{key}": weight for key, weight in self.weights.items()}
+        flat.update({f"{group}.momentum.{key}": velocity for key, velocity in self.momentum.items()})
+        flat.update({f"{group}.{name}": t for name, t in zip(PendingTokens._fields, self.pending) if t is not None})
+        return flat
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, torch.Tensor], group: str, keys: tuple[str, ...]) -> MemoryGroupState:
+        """The group saved by :meth:`to_flat`, with the weights ``keys``."""
+        momentum = {key: flat[f"{group}.momentum.{key}"] for key in keys if f"{group}.momentum.{key}" in flat}
+        pending = PendingTokens(**{name: flat[f"{group}.{name}"] for name in PendingTokens._fields
+                                   if f"{group}.{name}" in flat})
+        return cls({key: flat[f"{group}.{key}"] for key in keys}, momentum, pending)
+
+
+class HopeMixerState(NamedTuple):
+    """The convolution tail ``[B, W - 1, 3 D]`` and the state of each group of memories (``proj`` and ``mem``;
+    none with ``test_time_learning=False``, where the memories never change)."""
+
+    conv: torch.Tensor
+    memories: dict[str, MemoryGroupState]
+
+    def to_flat(self) -> dict[str, torch.Tensor]:
+        """The tensors under their names in a state file (docs/paper_notes.md, "State"): ``conv`` and
+        :meth:`MemoryGroupState.to_flat` of each group."""
+        flat = {"conv": self.conv}
+        for group, memory in self.memories.items():
+            flat.update(memory.to_flat(group))
+        return flat
+
+
+class SelfModifyingTitans(nn.Module):
+    """``module(x [B, T, D], state: HopeMixerState | None, position) -> (y, state)`` (see the module docstring).
+
     Chunks are counted from the start of the sequence; the pending tokens say where a call starts in them, so
     ``position`` is not needed.
     """
@@ -103,39 +151,46 @@ class SelfModifyingTitans(nn.Module):
             self.readout.normal_(std=0.02)
             self.readout_bias.copy_(torch.stack([initial[name] for name in self.gate_names]))
 
-    def initial_state(self, batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
+    def initial_state(self, batch: int, like: torch.Tensor) -> HopeMixerState:
         """The state of a fresh sequence: meta-learned initial weights, zero momentum, no pending tokens."""
-        state = {"conv": like.new_zeros(batch, self.conv.width - 1, self.conv.channels)}
+        memories = {}
         for group, bank in self.banks.items():
-            for key, weight in bank.initial(batch).items():
-                state[f"{group}.{key}"] = weight
-                if self.momentum:
-                    state[f"{group}.momentum.{key}"] = torch.zeros_like(weight)
-            for name in self.buffered:
-                shape = (batch, 0, self.n_heads) + ((self.head_dim,) if name in ("k", "v") else ())
-                state[f"{group}.{name}"] = like.new_zeros(shape)
-        return state
+            weights = bank.initial(batch)
+            momentum = {key: torch.zeros_like(weight) for key, weight in weights.items()} if self.momentum else {}
+            pending = PendingTokens(**{
+                name: like.new_zeros((batch, 0, self.n_heads) + ((self.head_dim,) if name in ("k", "v") else ()))
+                for name in self.buffered})
+            memories[group] = MemoryGroupState(weights, momentum, pending)
+        return HopeMixerState(like.new_zeros(batch, self.conv.width - 1, self.conv.channels), memories)
 
-    def forward(self, x: torch.Tensor, state: dict | None = None, position: int = 0) -> tuple[torch.Tensor, dict]:
+    def state_from_flat(self, flat: dict[str, torch.Tensor], position: int) -> HopeMixerState:
+        """The state saved by :meth:`HopeMixerState.to_flat`."""
+        groups = self.banks.items() if self.test_time_learning else ()
+        return HopeMixerState(flat["conv"], {group: MemoryGroupState.from_flat(flat, group, bank.keys)
+                                             for group, bank in groups})
+
+    def forward(self, x: torch.Tensor, state: HopeMixerState | None = None,
+                position: int = 0) -> tuple[torch.Tensor, HopeMixerState]:
         if x.ndim != 3 or x.shape[-1] != self.n_heads * self.head_dim:
             raise ValueError(f"x must be [batch, time, {self.n_heads * self.head_dim}], got {list(x.shape)}")
         b, t, _ = x.shape
         heads = x.view(b, t, self.n_heads, self.head_dim)
         static = None if self.static is None else self.static(x).view(b, t, -1, self.n_heads, self.head_dim)
         if not self.test_time_learning:
-            features, tail = self._features(heads, static, self.banks["proj"].shared(), (state or {}).get("conv"))
+            features, tail = self._features(heads, static, self.banks["proj"].shared(),
+                                            None if state is None else state.conv)
             reads = self.banks["mem"].read(self.banks["mem"].shared(), features["q"])
-            return self.output(reads, x), {"conv": tail}
-        state = state or self.initial_state(b, x)
-        weights = {group: {key: state[f"{group}.{key}"] for key in bank.keys} for group, bank in self.banks.items()}
-        velocity = {group: {key: state[f"{group}.momentum.{key}"] for key in bank.keys} if self.momentum else {}
-                    for group, bank in self.banks.items()}
-        pending = {group: [{name: state[f"{group}.{name}"] for name in self.buffered}] if state[f"{group}.k"].shape[1]
-                   else [] for group in self.banks}
-        filled = {group: state[f"{group}.k"].shape[1] for group in self.banks}
+            return self.output(reads, x), HopeMixerState(tail, {})
+        if state is None:
+            state = self.initial_state(b, x)
+        weights = {group: memory.weights for group, memory in state.memories.items()}
+        velocity = {group: memory.momentum for group, memory in state.memories.items()}
+        filled = {group: memory.pending.k.shape[1] for group, memory in state.memories.items()}
+        pending = {group: [{name: getattr(memory.pending, name) for name in self.buffered}] if filled[group] else []
+                   for group, memory in state.memories.items()}
         sizes = self._segments(t, filled)
         pieces = [None] * len(sizes) if static is None else static.split(sizes, dim=1)
-        tail, reads = state["conv"], []
+        tail, reads = state.conv, []
         running = self.banks["mem"].read_mode != "start"  # reads made by a fold over the chunk so far
         for size, segment, static_segment in zip(sizes, heads.split(sizes, dim=1), pieces):
             features, tail = self._features(segment, static_segment, weights["proj"], tail)
@@ -163,14 +218,14 @@ class SelfModifyingTitans(nn.Module):
                 if read is not None:
                     reads.append(read)
                 pending[group], filled[group] = [], 0
-        new_state = {"conv": tail}
-        for group, bank in self.banks.items():
-            new_state.update({f"{group}.{key}": weights[group][key] for key in bank.keys})
-            new_state.update({f"{group}.momentum.{key}": tensor for key, tensor in velocity[group].items()})
+        memories = {}
+        for group, memory in state.memories.items():
+            tokens = {}
             for name in self.buffered:
-                parts = [p[name] for p in pending[group]] or [state[f"{group}.{name}"][:, :0]]
-                new_state[f"{group}.{name}"] = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-        return self.output(torch.cat(reads, dim=1), x), new_state
+                parts = [p[name] for p in pending[group]] or [getattr(memory.pending, name)[:, :0]]
+                tokens[name] = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+            memories[group] = MemoryGroupState(weights[group], velocity[group], PendingTokens(**tokens))
+        return self.output(torch.cat(reads, dim=1), x), HopeMixerState(tail, memories)
 
     @compilable(when=lambda self, weights, velocity, pending, features: not pending
                 and features["q"].shape[1] == self.chunk_sizes["mem"])

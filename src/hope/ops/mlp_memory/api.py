@@ -8,10 +8,10 @@ call never silently computes another memory than the model's. ``mode`` picks onl
 same function); ``initial_momentum=None`` is a fresh memory's zero momentum.
 
 A whole sequence from a chunk boundary: :func:`mlp_memory` / :func:`titans_memory`. From any state
-(prompt prefill, then decoding): :func:`mlp_memory_prefill` / :func:`titans_memory_prefill`, which
-finish the current chunk token by token, run the whole chunks that follow in the requested mode and
-the rest token by token, and return the full decoding state; :func:`mlp_memory_step` /
-:func:`titans_memory_step` advance it by one token.
+(prompt prefill, then decoding; the streaming API that the model layers use): :func:`mlp_memory_prefill` /
+:func:`titans_memory_prefill`, which finish the current chunk token by token, run the chunks that follow
+(the last one possibly partial) in the requested mode, and return the full decoding state;
+:func:`mlp_memory_step` / :func:`titans_memory_step` advance it by one token.
 """
 
 from __future__ import annotations
@@ -126,15 +126,15 @@ def mlp_memory_prefill(
     state = _cast_state(state, dtype)
     options = (objective, proximal, dgd, chunk_size, curvature, read)
 
-    def whole_chunks(xs: list[torch.Tensor], start: MLPMemoryState) -> tuple[torch.Tensor, MLPMemoryState]:
+    def chunks(xs: list[torch.Tensor], start: MLPMemoryState) -> tuple[torch.Tensor, MLPMemoryState]:
         run = mlp_memory_naive if mode == "naive" else mlp_memory_chunk
         o, w1, w2 = run(*xs, *start.weights, *options)
-        return o, MLPMemoryState.start(w1, w2)
+        return o, _after_chunks(MLPMemoryState.start(w1, w2), start, xs[0].shape[1], chunk_size)
 
     def tokens(xs: list[torch.Tensor], start: MLPMemoryState) -> tuple[torch.Tensor, MLPMemoryState]:
         return mlp_memory_recurrent(*xs, start, *options)
 
-    o, state = _continue(inputs, state, chunk_size, whole_chunks if mode != "recurrent" else None, tokens)
+    o, state = _continue(inputs, state, chunk_size, chunks if mode != "recurrent" else None, tokens)
     return o.to(q.dtype), state
 
 
@@ -242,15 +242,15 @@ def titans_memory_prefill(
     inputs = [x.to(dtype) for x in (q, k, v, theta, beta, forget)]
     state = _cast_state(state, dtype)
 
-    def whole_chunks(xs: list[torch.Tensor], start: TitansMemoryState) -> tuple[torch.Tensor, TitansMemoryState]:
+    def chunks(xs: list[torch.Tensor], start: TitansMemoryState) -> tuple[torch.Tensor, TitansMemoryState]:
         o, (weights, momentum) = (titans_naive if mode == "naive" else titans_chunk)(*xs, start, chunk_size,
                                                                                        max_grad_norm, read)
-        return o, TitansMemoryState.start(*weights, momentum)
+        return o, _after_chunks(TitansMemoryState.start(*weights, momentum), start, xs[0].shape[1], chunk_size)
 
     def tokens(xs: list[torch.Tensor], start: TitansMemoryState) -> tuple[torch.Tensor, TitansMemoryState]:
         return titans_recurrent(*xs, start, chunk_size, max_grad_norm, read)
 
-    o, state = _continue(inputs, state, chunk_size, whole_chunks if mode != "recurrent" else None, tokens)
+    o, state = _continue(inputs, state, chunk_size, chunks if mode != "recurrent" else None, tokens)
     return o.to(q.dtype), state
 
 
@@ -279,20 +279,31 @@ def _continue(
     inputs: list[torch.Tensor],
     state: State,
     chunk_size: int,
-    whole_chunks: Callable[[list[torch.Tensor], State], tuple[torch.Tensor, State]] | None,
+    chunks: Callable[[list[torch.Tensor], State], tuple[torch.Tensor, State]] | None,
     tokens: Callable[[list[torch.Tensor], State], tuple[torch.Tensor, State]],
 ) -> tuple[torch.Tensor, State]:
-    """Finish the open chunk with ``tokens``, run the whole chunks after it with ``whole_chunks``
-    (all of them token by token if ``None``), and the rest with ``tokens``."""
+    """Finish the open chunk with ``tokens``, then run the whole chunks after it and the partial chunk that
+    follows them with ``chunks`` (two calls, so the partial chunk's start weights are known; everything token by
+    token if ``None``)."""
     length = inputs[0].shape[1]
     head = min(-state.position % chunk_size, length)
-    body = 0 if whole_chunks is None else (length - head) // chunk_size * chunk_size
+    body = head + (length - head) // chunk_size * chunk_size
     outputs = []
-    for start, stop, run in ((0, head, tokens), (head, head + body, whole_chunks), (head + body, length, tokens)):
+    rest = tokens if chunks is None else chunks
+    for start, stop, run in ((0, head, tokens), (head, body, rest), (body, length, rest)):
         if stop > start:
             o, state = run([x[:, start:stop] for x in inputs], state)
             outputs.append(o)
     return torch.cat(outputs, dim=1), state
+
+
+def _after_chunks(end: State, start: State, length: int, chunk_size: int) -> State:
+    """The state ``end``, reached from the chunk boundary ``start`` by ``length`` tokens (whole chunks, or part
+    of one chunk, which then began at ``start``'s weights), with its position in its chunk."""
+    position = length % chunk_size
+    if position == 0:
+        return end
+    return end._replace(chunk_start=start.weights, position=position)
 
 
 def _checked_pair(pair: Weights, w1: torch.Tensor, w2: torch.Tensor, names: tuple[str, str]) -> Weights:
