@@ -71,6 +71,7 @@ def _image(page, selector: str, timeout: float = 60_000) -> str:
     return page.locator(f"{selector} img").first.get_attribute("src")
 
 
+@pytest.mark.slow
 def test_every_figure_redraws_and_no_console_errors(server, tmp_path):
     shots = Path(os.environ.get("HOPE_EXPLORE_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
