@@ -13,7 +13,7 @@ import torch
 from hope.models import build
 from hope.tasks.mqar import MQARTask
 
-ARCHS = ["transformer", "hope", "hope-attention", "titans", "gated-deltanet"]
+ARCHS = ["transformer", "hope", "hope-attention", "titans", "gated-deltanet", "bdh"]
 STEPS = 120
 BOUND = 1e3
 """Largest absolute value allowed in any state tensor (memory weights, momenta, caches) after a sequence."""
