@@ -11,8 +11,8 @@ One run, 1 thread, random tokens (vocabulary 4096), every measurement bounded by
   in pieces of 4096 tokens (attention models: one prefill call per position, since their chunked prefill
   materialises masks) for as long as the streaming budget lasts; positions not reached are reported.
 
-Writes ``model_throughput.json`` and ``model_throughput.md`` into ``--docs`` (default ``docs/``) and prints ratios against Transformer++
-measured in the same run.
+Writes ``model_throughput.json`` and ``model_throughput.md`` into ``--docs`` (default ``docs/``) and prints
+ratios against Transformer++ measured in the same run.
 
     python benchmarks/model_throughput.py [--size tiny] [--archs transformer,hope,gated-deltanet,titans,bdh]
 """
