@@ -21,6 +21,7 @@ def build(arch: str = "transformer", size: str | None = "tiny", vocab_size: int 
 
 
 __all__ = [
-    "ARCHS", "SIZES", "BDHConfig", "CMSConfig", "GatedDeltaNetConfig", "HopeAttentionConfig", "HopeConfig", "HopeState", "LMOutput",
+    "ARCHS", "SIZES", "CMSConfig", "GatedDeltaNetConfig", "HopeAttentionConfig", "HopeConfig", "HopeState", "LMOutput",
     "LanguageModel", "ModelConfig", "TitansConfig", "TransformerConfig", "build", "config_from_dict", "make_config",
+    "BDHConfig",
 ]
