@@ -49,7 +49,8 @@ from hope.ops.dgd import dgd
 @register("bdh")
 @dataclass
 class BDHConfig(ModelConfig):
-    """BDH-GPU: one layer shared across depth (the mixer), with a Hebbian synaptic state per layer; no channel."""
+    """BDH-GPU: one layer shared across depth (the mixer), with a Hebbian synaptic state per layer; no channel
+    (so ``mlp_hidden`` is not used)."""
 
     SIZE_OVERRIDES: ClassVar[dict[str, dict[str, int]]] = {
         "tiny": {"n_neurons": 2216}, "small": {"n_neurons": 9216},
