@@ -39,7 +39,7 @@ from hope.train.config import TrainConfig
 from hope.train.lm import train
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ("hope", "hope-attention", "titans", "gated-deltanet", "transformer")
+ORDER = ("hope", "hope-attention", "titans", "bdh", "gated-deltanet", "transformer")
 """Default order: slowest first, so that with ``--jobs 2`` the long ``hope`` run overlaps all the others."""
 
 

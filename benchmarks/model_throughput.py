@@ -11,10 +11,10 @@ One run, 1 thread, random tokens (vocabulary 4096), every measurement bounded by
   in pieces of 4096 tokens (attention models: one prefill call per position, since their chunked prefill
   materialises masks) for as long as the streaming budget lasts; positions not reached are reported.
 
-Writes ``docs/model_throughput.json`` and ``docs/model_throughput.md`` and prints ratios against Transformer++
-measured in the same run.
+Writes ``model_throughput.json`` and ``model_throughput.md`` into ``--docs`` (default ``docs/``) and prints
+ratios against Transformer++ measured in the same run.
 
-    python benchmarks/model_throughput.py [--size tiny] [--archs transformer,hope,gated-deltanet,titans]
+    python benchmarks/model_throughput.py [--size tiny] [--archs transformer,hope,gated-deltanet,titans,bdh]
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def ratio(rows: dict[str, Any], arch: str, base: str = "transformer") -> float |
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny")
-    parser.add_argument("--archs", default="transformer,hope,hope-compiled,hope-static-channel,gated-deltanet,titans")
+    parser.add_argument("--archs", default="transformer,hope,hope-compiled,hope-static-channel,gated-deltanet,titans,bdh")
     parser.add_argument("--train-budget", type=float, default=60.0, help="Seconds per training measurement.")
     parser.add_argument("--prefill-budget", type=float, default=240.0, help="Seconds per prefill call (predicted).")
     parser.add_argument("--stream-budget", type=float, default=240.0, help="Seconds of streaming per arch.")
@@ -203,6 +203,7 @@ def main() -> None:
     parser.add_argument("--train-lengths", default=",".join(map(str, TRAIN_LENGTHS)))
     parser.add_argument("--prefill-lengths", default=",".join(map(str, PREFILL_LENGTHS)))
     parser.add_argument("--positions", default=",".join(map(str, DECODE_POSITIONS)))
+    parser.add_argument("--docs", default=str(DOCS), help="Folder of model_throughput.json and .md.")
     args = parser.parse_args()
     torch.set_num_threads(1)
     archs = args.archs.split(",")
@@ -221,10 +222,11 @@ def main() -> None:
             measure(name, arch, overrides, args, result, train_lengths, prefill_lengths, positions)
     meta["load_average_end"] = os.getloadavg()
     meta["wall_s"] = time.perf_counter() - started
-    DOCS.mkdir(exist_ok=True)
-    (DOCS / "model_throughput.json").write_text(json.dumps(result, indent=2))
-    (DOCS / "model_throughput.md").write_text(report(result, archs, train_lengths, prefill_lengths, positions))
-    print(f"wrote docs/model_throughput.json and docs/model_throughput.md ({meta['wall_s']:.0f} s)")
+    docs = Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / "model_throughput.json").write_text(json.dumps(result, indent=2))
+    (docs / "model_throughput.md").write_text(report(result, archs, train_lengths, prefill_lengths, positions))
+    print(f"wrote {docs}/model_throughput.json and {docs}/model_throughput.md ({meta['wall_s']:.0f} s)")
 
 
 def measure(name: str, arch: str, overrides: dict[str, Any], args: argparse.Namespace, result: dict[str, Any],

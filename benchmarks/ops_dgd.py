@@ -194,6 +194,12 @@ for both forms): the activation memory a layer adds to a model's training step. 
 runs one forward+backward in a fresh process, resets the kernel's peak-RSS mark (Linux
 `/proc/self/clear_refs`) just before, and reads `VmHWM` after: it includes the backward's
 temporaries and the gradients. The issue's memory target is checked against the larger ratio.
+
+The Hebbian rule is already one of the op's rules. `rule="gd"` with `alpha = eta = 1` is plain Hebbian learning,
+`S_t = S_{{t-1}} + v_t k_t^T` (NL Eq. 64 without retention; no erase term), i.e. causal linear attention. BDH
+(`hope.models.bdh`, Kosowski et al. 2025, arXiv 2509.26507 Sec. 3) runs its synaptic state through it: keys are
+the RoPE'd sparse neuron activations, values the residual stream, and each token reads the synapses written by
+the tokens before it (keys and values enter the op one token late). It has no rule of its own to benchmark here.
 """
     (DOCS / "ops_dgd.md").write_text(text)
 

@@ -12,6 +12,7 @@ from hope.models import build
     ("hope", {"d_model": 32, "n_heads": 2, "n_layers": 2}),
     ("titans", {"d_model": 32, "n_heads": 2, "n_layers": 2}),
     ("gated-deltanet", {"d_model": 32, "n_heads": 2, "n_layers": 2}),
+    ("bdh", {"d_model": 32, "n_heads": 2, "n_layers": 2}),
 ])
 def test_random_text_keeps_the_state_finite_and_bounded(arch, overrides):
     model = build(arch, "tiny", vocab_size=257, cms_periods=(None,), **overrides) if arch == "hope" else \

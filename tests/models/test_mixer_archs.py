@@ -9,7 +9,7 @@ from hope.models.hope.self_modifying_titans import SelfModifyingTitans
 from hope.models.titans import Titans
 from hope.models import LanguageModel, build, make_config
 
-MIXER_ARCHS = ("gated-deltanet", "titans", "hope")
+MIXER_ARCHS = ("gated-deltanet", "titans", "hope", "bdh")
 
 
 @pytest.mark.parametrize("arch", MIXER_ARCHS)

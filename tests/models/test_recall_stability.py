@@ -17,7 +17,7 @@ import torch
 from hope.models import build
 from hope.tasks.mqar import MQARTask
 
-ARCHS = ["transformer", "hope", "hope-attention", "titans", "gated-deltanet"]
+ARCHS = ["transformer", "hope", "hope-attention", "titans", "gated-deltanet", "bdh"]
 STEPS = {"hope": 24}
 """Training steps per arch, 80 unless listed (Hope's step costs about three times Titans'): the first 40% of a
 one-cycle schedule, up to past its peak learning rate (at 30%)."""

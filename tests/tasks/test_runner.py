@@ -41,9 +41,9 @@ def test_quick_suite_runs_every_task(tmp_path, intent_data_dir):
         else:
             assert set(result["evals"]) == set(eval_settings(get_task(result["task"]), tuple(result["config"]["lengths"])))
             assert all(0.0 <= s["item_accuracy"] <= 1.0 and s["examples"] == 4 for s in result["evals"].values())
-    hope_results, hope_skipped = run_quick_suite(["hope"], str(tmp_path / "quick"), tasks=["formal_parity", "mad_compression"],
-                                                 progress=False)
-    assert len(hope_results) == 2 and not hope_skipped
+    hope_results, hope_skipped = run_quick_suite(["hope", "bdh"], str(tmp_path / "quick"),
+                                                 tasks=["formal_parity", "mad_compression"], progress=False)
+    assert len(hope_results) == 4 and not hope_skipped
     report = build_report([tmp_path / "quick"], tmp_path / "docs" / "results.md", command="test")
     for family in ("recall", "mad", "niah", "babilong", "formal", "continual"):
         assert f"## {family}" in report and (tmp_path / "docs" / f"results_{family}.png").is_file()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from hope.models.config import ARCHS, SIZES, ModelConfig, config_from_dict, make_config
+from hope.models.bdh import BDHConfig
 from hope.models.gated_deltanet import GatedDeltaNetConfig
 from hope.models.hope.config import CMSConfig, HopeAttentionConfig, HopeConfig
 from hope.models.lm import LanguageModel, LMOutput
@@ -20,7 +21,7 @@ def build(arch: str = "transformer", size: str | None = "tiny", vocab_size: int 
 
 
 __all__ = [
-    "ARCHS", "SIZES", "BlockState", "CMSConfig", "GatedDeltaNetConfig", "HopeAttentionConfig", "HopeConfig", "LMOutput",
+    "ARCHS", "SIZES", "BDHConfig", "BlockState", "CMSConfig", "GatedDeltaNetConfig", "HopeAttentionConfig", "HopeConfig", "LMOutput",
     "LanguageModel", "ModelConfig", "ModelState", "TitansConfig", "TransformerConfig", "build", "config_from_dict",
     "make_config",
 ]

@@ -19,7 +19,7 @@ class TaskRunConfig:
     out: str = field(metadata={"required": True})
     """Run directory (several tasks: one subfolder each; several seeds: OUT/seed-S)."""
     arch: str = "transformer"
-    """Architecture: transformer, hope, hope-attention, titans, gated-deltanet."""
+    """Architecture: transformer, hope, hope-attention, titans, gated-deltanet, bdh."""
     size: str = "tiny"
     """Size preset (tiny, small, ...)."""
     lengths: tuple[int, ...] = field(default=(), metadata={"flag": "length", "metavar": "L"})

@@ -15,7 +15,7 @@ class TrainConfig:
     """Every option of ``hope train`` (the CLI and ``--config FILE.yaml`` fill it)."""
 
     arch: str = "transformer"
-    """Architecture: transformer, hope, hope-attention, titans, gated-deltanet."""
+    """Architecture: transformer, hope, hope-attention, titans, gated-deltanet, bdh."""
     size: str = "tiny"
     """Size preset: tiny, small, 760m, 1.3b."""
     out: str = "runs/train"
