@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def require_hf(command: str) -> None:
     """One-line error when the ``hf`` extra is missing."""
-    missing = [name for name in ("transformers",) if importlib.util.find_spec(name) is None]
+    missing = [name for name in ("transformers", "lm_eval", "accelerate") if importlib.util.find_spec(name) is None]
     if missing:
         raise HopeError(f"{command} needs the hf extra ({', '.join(missing)} missing): pip install -e '.[hf]'")
 
