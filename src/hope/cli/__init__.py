@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from hope.cli import demo, eval, explore, export, tasks, train
+from hope.cli import convert, demo, eval, explore, export, tasks, train
 from hope.cli.flags import Parser
 from hope.errors import HopeError
 
@@ -30,6 +30,7 @@ def build_parser() -> Parser:
     tasks.add_parser(sub)
     explore.add_parser(sub)
     export.add_parser(sub)
+    convert.add_parser(sub)
     return parser
 
 

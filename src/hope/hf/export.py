@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hope.data.tokenizer import Tokenizer
+from transformers import PreTrainedTokenizerBase
+
+from hope.checkpoint import load_checkpoint
 from hope.errors import HopeError
 from hope.hf.modeling import HopeForCausalLM
 from hope.hf.tokenizer import to_hf_tokenizer
@@ -26,26 +28,27 @@ __all__ = ["HopeForCausalLM", "HopeHFConfig"]
 AUTO_MAP = {"AutoConfig": "modeling_hope.HopeHFConfig", "AutoModelForCausalLM": "modeling_hope.HopeForCausalLM"}
 
 
-def save_hf(model: LanguageModel, tokenizer: Tokenizer, out: str | Path) -> Path:
-    """Write ``model`` and ``tokenizer`` as a Hugging Face folder ``out`` (which must be new or empty)."""
+def save_hf(model: LanguageModel, out: str | Path, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+    """Write ``model`` (and ``tokenizer``, whose BOS, EOS and padding ids go into the configs) as a Hugging Face
+    folder ``out``, which must be new or empty."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HopeError(f"--out {out} already exists and is not an empty folder; name a new folder")
     hf = HopeForCausalLM.from_hope(model)
     hf.config.auto_map = AUTO_MAP
-    hf.config.bos_token_id = hf.config.eos_token_id = hf.config.pad_token_id = tokenizer.eot_id
-    hf.generation_config.bos_token_id = hf.generation_config.eos_token_id = tokenizer.eot_id
-    hf.generation_config.pad_token_id = tokenizer.eot_id
+    if tokenizer is not None:
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            setattr(hf.config, name, getattr(tokenizer, name))
+            setattr(hf.generation_config, name, getattr(tokenizer, name))
     out.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(out)
-    to_hf_tokenizer(tokenizer).save_pretrained(out)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
     (out / "modeling_hope.py").write_text(REMOTE_CODE)
     return out
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     """``hope export``: read a checkpoint (``hope.checkpoint.load_checkpoint``) and write it with :func:`save_hf`."""
-    from hope.checkpoint import load_checkpoint
-
     model, tokenizer, _ = load_checkpoint(checkpoint)
-    return save_hf(model, tokenizer, out)
+    return save_hf(model, out, to_hf_tokenizer(tokenizer))
