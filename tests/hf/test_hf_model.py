@@ -104,11 +104,13 @@ def test_right_padding_scores_like_no_padding_and_left_padding_is_refused():
         hf.generate(ids[:1], max_new_tokens=2, num_beams=2)
 
 
-def test_export_refuses_a_used_folder_and_its_help_does_not_import_torch(exported, tmp_path):
+def test_export_refuses_a_used_folder_and_help_does_not_import_torch(exported, tmp_path):
     ckpt, hf_dir = exported("transformer")
     result = subprocess.run([sys.executable, "-m", "hope", "export", "--checkpoint", ckpt, "--out", hf_dir],
                             capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "not an empty folder" in result.stderr
-    code = ("import sys\nfrom hope.cli import main\ntry:\n    main(['export', '--help'])\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+    for argv in (["export", "--help"], ["convert", "--help"], ["eval", "--help"], ["convert", "--cms-periods", "0"]):
+        code = ("import sys\nfrom hope.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+                "assert 'torch' not in sys.modules and 'transformers' not in sys.modules" % argv)
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert result.returncode == 0, (argv, result.stderr)
