@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from hope.cli import main
-from hope.hf.llama import llama_to_hope
 
 transformers = pytest.importorskip("transformers", reason="needs the hf extra: pip install -e '.[hf]'")
 import hope.hf  # noqa: E402,F401  (registers model_type "hope")
+from hope.hf.llama import llama_to_hope  # noqa: E402
 
 
 def tiny_llama(**overrides):

@@ -15,6 +15,7 @@ from hope.data.tokenizer import BytesTokenizer
 from hope.generate import generate
 from hope.models import build
 
+pytest.importorskip("transformers", reason="needs the hf extra: pip install -e '.[hf]'")
 pytest.importorskip("lm_eval", reason="needs the hf extra (lm-eval): pip install -e '.[hf]'")
 pytestmark = pytest.mark.slow
 
