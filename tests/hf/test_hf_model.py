@@ -13,8 +13,7 @@ from hope.generate import generate
 from hope.models import ARCHS, build
 
 transformers = pytest.importorskip("transformers", reason="needs the hf extra: pip install -e '.[hf]'")
-import hope.hf  # noqa: E402  (registers model_type "hope")
-from hope.hf import HopeForCausalLM, to_hf_tokenizer  # noqa: E402
+from hope.hf import HopeForCausalLM, to_hf_tokenizer  # noqa: E402  (registers model_type "hope")
 
 SMALL = {"d_model": 32, "n_layers": 2, "n_heads": 2}
 

@@ -64,10 +64,12 @@ class HopeForCausalLM(PreTrainedModel, GenerationMixin):
     _no_split_modules = ["Block"]
     _tied_weights_keys = {"model.head.weight": "model.embed.weight"}
 
-    def __init__(self, config: HopeHFConfig) -> None:
+    def __init__(self, config: HopeHFConfig, model: LanguageModel | None = None) -> None:
         super().__init__(config)
-        with torch.device("cpu"):  # hope's layers initialise from CPU tensors; from_pretrained builds on "meta"
-            self.model = LanguageModel(config_from_dict(config.hope))
+        if model is None:
+            with torch.device("cpu"):  # hope's layers initialise from CPU tensors; from_pretrained builds on "meta"
+                model = LanguageModel(config_from_dict(config.hope))
+        self.model = model
         if not config.tie_word_embeddings:
             self._tied_weights_keys = {}
         self.post_init()
@@ -78,9 +80,7 @@ class HopeForCausalLM(PreTrainedModel, GenerationMixin):
     @classmethod
     def from_hope(cls, model: LanguageModel) -> "HopeForCausalLM":
         """Wrap a built or loaded ``LanguageModel`` (its weights are shared, not copied)."""
-        hf = cls(HopeHFConfig(hope=model.config.to_dict()))
-        hf.model = model
-        return hf
+        return cls(HopeHFConfig(hope=model.config.to_dict()), model)
 
     def get_input_embeddings(self):
         return self.model.embed

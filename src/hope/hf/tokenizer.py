@@ -18,7 +18,7 @@ from hope.data.tokenizer import END_OF_TEXT, BPETokenizer, BytesTokenizer, Token
 
 def _byte_symbols() -> list[str]:
     """The printable symbol that byte-level pre-tokenization gives each byte 0..255 (the GPT-2 table)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     symbols, extra = {}, 0
     for byte in range(256):
         if byte in printable:
