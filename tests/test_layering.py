@@ -14,7 +14,7 @@ LAYERS = [
     ("hope.layers",),
     ("hope.models",),
     ("hope.optim",),
-    ("hope.checkpoint", "hope.generate", "hope.train", "hope.eval", "hope.tasks", "hope.explore"),
+    ("hope.checkpoint", "hope.generate", "hope.train", "hope.eval", "hope.tasks", "hope.explore", "hope.hf"),
     ("hope.cli", "hope.__main__"),
 ]
 """From the bottom up: a module may import modules of its own layer or of the layers below."""

@@ -1,4 +1,5 @@
-"""``hope eval`` and ``hope generate``: loss, perplexity and bits per byte of a checkpoint; sampling from it."""
+"""``hope eval`` and ``hope generate``: loss, perplexity and bits per byte of a checkpoint (or lm-eval tasks on it,
+with the ``hf`` extra); sampling from it."""
 
 from __future__ import annotations
 
@@ -33,8 +34,21 @@ class EvalOptions:
     """cpu, cuda or auto."""
     threads: int | None = None
     """CPU threads (default: chosen by hope.threads; docs/threads_under_load.md)."""
+    lm_eval: str | None = field(default=None, metadata={"metavar": "TASK[,TASK...]"})
+    """Run these lm-eval tasks (lm_eval.simple_evaluate, batch size 1) instead of the perplexity evaluation; needs the
+    hf extra. JSON goes to --out or RUN/lm_eval.json."""
+    lm_eval_include: Path | None = field(default=None, metadata={"metavar": "DIR"})
+    """Folder of extra lm-eval task YAML files (lm-eval's include_path)."""
+    lm_eval_limit: int | None = None
+    """Evaluate at most this many documents per lm-eval task."""
 
     def __post_init__(self) -> None:
+        if self.lm_eval is not None and not [task for task in self.lm_eval.split(",") if task.strip()]:
+            raise HopeError("--lm-eval needs at least one task name (e.g. --lm-eval piqa,arc_easy)")
+        if self.lm_eval_include is not None and not self.lm_eval_include.is_dir():
+            raise HopeError(f"--lm-eval-include {self.lm_eval_include} is not a folder")
+        if self.lm_eval_limit is not None and self.lm_eval_limit < 1:
+            raise HopeError(f"--lm-eval-limit must be at least 1, got {self.lm_eval_limit}")
         if self.split not in ("train", "validation", "test"):
             raise HopeError(f"--split must be train, validation or test, got {self.split!r}")
         for name in ("seq_len", "max_windows"):
@@ -119,6 +133,8 @@ def _training_seq_len(checkpoint: Path) -> int:
 
 def run_eval(args: argparse.Namespace) -> dict[str, float]:
     options = EvalOptions(**given_values(EvalOptions, args))
+    if options.lm_eval is not None:
+        return run_lm_eval(options)
     from hope.checkpoint import checkpoint_dir, load_checkpoint  # after parsing: see hope.cli
     from hope.data.corpus import load_corpus
     from hope.data.dataset import encode_corpus
@@ -142,6 +158,35 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
     print(f"{'split':<12}{'tokens':>10}{'loss':>10}{'ppl':>12}{'bpb':>10}")
     print(f"{options.split:<12}{result.tokens:>10}{result.loss:>10.4f}{result.perplexity:>12.2f}"
           f"{result.bits_per_byte:>10.4f}")
+    print(f"written to {out}")
+    return report
+
+
+def run_lm_eval(options: EvalOptions) -> dict:
+    """``hope eval --lm-eval TASKS``: lm-eval's scores of the checkpoint (``hope.hf.lm_eval``)."""
+    from hope.cli.export import require_hf
+
+    require_hf("hope eval --lm-eval")
+    from hope.checkpoint import checkpoint_dir, load_checkpoint  # after parsing: see hope.cli
+    from hope.hf.lm_eval import run_lm_eval as evaluate_tasks
+    from hope.runtime import resolve_device
+    from hope.threads import apply_threads, plan_threads
+
+    device = resolve_device(options.device)
+    checkpoint = checkpoint_dir(options.checkpoint)
+    model, tokenizer, _ = load_checkpoint(checkpoint, device=device)
+    apply_threads(plan_threads(options.threads, d_model=model.config.d_model, device=device.type))
+    tasks = [task.strip() for task in options.lm_eval.split(",") if task.strip()]
+    result = evaluate_tasks(model, tokenizer, tasks, options.lm_eval_include, options.lm_eval_limit)
+    report = {"checkpoint": str(checkpoint), "tasks": tasks, "limit": options.lm_eval_limit,
+              "results": result["results"]}
+    out = options.out or checkpoint.parent / "lm_eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str))
+    for task, metrics in result["results"].items():
+        shown = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()
+                          if isinstance(value, float) and "stderr" not in name)
+        print(f"{task:<24}{shown}")
     print(f"written to {out}")
     return report
 
