@@ -24,6 +24,10 @@ one-cycle schedule, up to past its peak learning rate (at 30%)."""
 LR = 3e-2
 BOUND = 1e3
 """Largest absolute value allowed in any state tensor (memory weights, momenta, caches) after a sequence."""
+TOKEN_BOUND = {"bdh": 1e3}
+"""Archs whose state is a sum over the tokens read, with no forgetting by design (BDH's Hebbian synapses,
+``S = sum_t v_t k_t^T``): the bound is per token read, so the state may grow linearly with the sequence but not
+faster."""
 
 
 def state_max(state) -> float:
@@ -46,7 +50,8 @@ def test_recall_training_stays_finite_and_bounded(arch):
         out = model(torch.from_numpy(batch.input_ids), targets=torch.from_numpy(batch.targets))
         assert math.isfinite(out.loss.item()), f"{arch}: loss {out.loss.item()} at step {step}"
         largest = state_max(out.state)
-        assert largest < BOUND, f"{arch}: a state value reached {largest:.3g} at step {step}"
+        bound = TOKEN_BOUND[arch] * length if arch in TOKEN_BOUND else BOUND
+        assert largest < bound, f"{arch}: a state value reached {largest:.3g} at step {step}"
         optimizer.zero_grad()
         out.loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

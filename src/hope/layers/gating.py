@@ -16,9 +16,15 @@ def l2_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 def spread_logits(n_heads: int, low: float, high: float) -> torch.Tensor:
-    """Per-head gate biases whose sigmoids are spread evenly from ``low`` to ``high`` (one value per head)."""
-    values = torch.linspace(low, high, n_heads) if n_heads > 1 else torch.tensor([math.sqrt(low * high)])
-    return torch.logit(values)
+    """Per-head gate biases whose sigmoids are spread evenly from ``low`` to ``high`` (one value per head).
+
+    Built with ``arange``, not ``linspace``: transformers' ``from_pretrained`` swaps ``torch.linspace`` for a
+    CPU-only wrapper while it runs, and a ``torch.device`` context first entered then keeps that wrapper, so a
+    ``linspace`` under ``with torch.device("meta")`` would later land on the CPU."""
+    if n_heads == 1:
+        return torch.logit(torch.tensor([math.sqrt(low * high)]))
+    values = low + (high - low) * torch.arange(n_heads, dtype=torch.float64) / (n_heads - 1)
+    return torch.logit(values.float())
 
 
 class GatedOutput(nn.Module):
