@@ -2,8 +2,8 @@
 
 A tiny model's step is thousands of small ops, and every op that torch splits over threads ends at an OpenMP
 barrier. Beside one busy process on a machine with as many cores as threads, each barrier waits for a thread
-that the scheduler has parked: on 2 cores, Hope tiny trained at 434 tokens/s with 2 threads idle and under 68
-beside a busy process, against 300 and 233 with one thread (``benchmarks/threads_under_load.py``,
+that the scheduler has parked: on 2 cores, Hope tiny trained at 505 tokens/s with 2 threads idle and 151 beside
+a busy process, against 527 and 422 with one thread (``benchmarks/threads_under_load.py``,
 docs/threads_under_load.md). Hence the rule of :func:`plan_threads`: an explicit request wins (``--threads N``,
 else ``OMP_NUM_THREADS`` set by the user); otherwise a CPU model narrower than ``WIDE`` runs on one thread and a
 wider one on every core (where each op is large enough to pay for its barrier; that width is not measured here).
