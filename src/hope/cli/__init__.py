@@ -1,4 +1,5 @@
-"""The ``hope`` command line: train, eval, generate, demo, tasks, explore, export, convert (one module per subcommand).
+"""The ``hope`` command line: train, eval, generate, demo, tasks, explore, export, convert, data (one module per
+subcommand).
 
 Options of ``hope train`` and ``hope tasks run`` are generated from their config dataclasses
 (``hope.cli.flags``: one flag per field, its docstring as help, its default shown); ``--config FILE.yaml``
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from hope.cli import convert, demo, eval, explore, export, tasks, train
+from hope.cli import convert, data, demo, eval, explore, export, tasks, train
 from hope.cli.flags import Parser
 from hope.errors import HopeError
 
@@ -31,6 +32,7 @@ def build_parser() -> Parser:
     explore.add_parser(sub)
     export.add_parser(sub)
     convert.add_parser(sub)
+    data.add_parser(sub)
     return parser
 
 

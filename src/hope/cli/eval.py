@@ -21,7 +21,8 @@ class EvalOptions:
     checkpoint: Path = field(metadata={"required": True, "metavar": "DIR"})
     """Checkpoint directory, or the run directory that holds it."""
     data: str | None = None
-    """Text file or folder of .txt files (default: the embedded corpus)."""
+    """Text file, folder of .txt files, or folder of token shards from hope data prepare (default: the embedded
+    corpus)."""
     split: str = "test"
     """Split to evaluate: train, validation or test."""
     seq_len: int | None = None
@@ -136,8 +137,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
     if options.lm_eval is not None:
         return run_lm_eval(options)
     from hope.checkpoint import checkpoint_dir, load_checkpoint  # after parsing: see hope.cli
-    from hope.data.corpus import load_corpus
-    from hope.data.dataset import encode_corpus
+    from hope.data.dataset import load_encoded
     from hope.eval.perplexity import evaluate_lm
     from hope.runtime import resolve_device
     from hope.threads import apply_threads, plan_threads
@@ -146,7 +146,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
     checkpoint = checkpoint_dir(options.checkpoint)
     model, tokenizer, _ = load_checkpoint(checkpoint, device=device)
     apply_threads(plan_threads(options.threads, d_model=model.config.d_model, device=device.type))
-    dataset = encode_corpus(load_corpus(options.data), tokenizer)
+    dataset = load_encoded(options.data, tokenizer)
     seq_len = options.seq_len or _training_seq_len(checkpoint)
     result = evaluate_lm(model, dataset[options.split], seq_len=seq_len, max_windows=options.max_windows,
                          device=device)

@@ -15,16 +15,23 @@ import numpy as np
 import torch
 
 from hope.data.corpus import SPLITS, Corpus, load_corpus
+from hope.data.shards import ShardedTokens, is_prepared, open_shards
 from hope.data.tokenizer import BPETokenizer, Tokenizer, build_tokenizer, cache_dir
 from hope.errors import HopeError
 
 
 @dataclass
 class TokenSplit:
-    """One split as a single token stream (documents joined by end-of-text) and its size in bytes."""
+    """One split as a single token stream (documents joined by end-of-text) and its size in bytes.
 
-    tokens: np.ndarray
+    ``tokens`` is an array in memory or, for prepared token shards, a ``ShardedTokens`` reading the shard files
+    (``len`` and ``[a:b]`` slicing either way); ``document_starts`` is the offset of each document's first token
+    (each document ends with its end-of-text token), where known.
+    """
+
+    tokens: np.ndarray | ShardedTokens
     n_bytes: int
+    document_starts: np.ndarray | None = None
 
     @property
     def bytes_per_token(self) -> float:
@@ -72,8 +79,29 @@ def encode_corpus(corpus: Corpus, tokenizer: Tokenizer) -> Dataset:
     return Dataset(tokenizer, splits, corpus.source)
 
 
+def load_prepared(path: str, tokenizer: Tokenizer | None = None) -> Dataset:
+    """The token shards that ``hope data prepare`` wrote in ``path``; ``tokenizer``, when given, must be theirs."""
+    shard_tokenizer, source, splits = open_shards(path)
+    if tokenizer is not None and tokenizer.to_json() != shard_tokenizer.to_json():
+        raise HopeError(f"the token shards in {path} were written with another tokenizer than this run's")
+    return Dataset(shard_tokenizer, {name: TokenSplit(s.tokens, s.n_bytes, s.document_starts)
+                                     for name, s in splits.items()}, source)
+
+
+def load_encoded(data: str | None, tokenizer: Tokenizer) -> Dataset:
+    """The splits of ``data`` (text or prepared token shards) encoded by ``tokenizer``."""
+    if is_prepared(data):
+        return load_prepared(data, tokenizer)
+    return encode_corpus(load_corpus(data), tokenizer)
+
+
 def load_dataset(data: str | None = None, tokenizer: str | Tokenizer = "bpe", vocab_size: int = 4096) -> Dataset:
-    """Corpus -> tokenizer (trained on the training split unless given) -> encoded splits."""
+    """Corpus -> tokenizer (trained on the training split unless given) -> encoded splits; prepared token shards
+    bring their own tokenizer (a ``tokenizer`` other than the default ``bpe`` must be it)."""
+    if is_prepared(data):
+        if isinstance(tokenizer, str) and tokenizer != "bpe":
+            tokenizer = build_tokenizer(tokenizer, [], vocab_size)
+        return load_prepared(data, None if isinstance(tokenizer, str) else tokenizer)
     corpus = load_corpus(data)
     if isinstance(tokenizer, str):
         tokenizer = build_tokenizer(tokenizer, [d.text for d in corpus.train], vocab_size)

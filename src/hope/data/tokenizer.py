@@ -1,4 +1,5 @@
-"""Tokenizers: byte-level BPE (Hugging Face ``tokenizers``) trained on the training split, or raw bytes.
+"""Tokenizers: byte-level BPE (Hugging Face ``tokenizers``) trained on the training split, raw bytes, or an
+existing ``tokenizer.json`` / pretrained Hugging Face tokenizer that has the end-of-text token.
 
 Both reserve one end-of-text id that separates documents. A tokenizer is saved as one
 ``tokenizer.json`` file (inside every checkpoint), so a checkpoint always decodes what it encodes.
@@ -113,12 +114,29 @@ def load_tokenizer(path: Path) -> Tokenizer:
     return tokenizer_from_json(path.read_text(encoding="utf-8"), origin=str(path))
 
 
-def build_tokenizer(kind: str, train_texts: list[str], vocab_size: int) -> Tokenizer:
-    """A ``bytes`` tokenizer, or a BPE tokenizer trained on ``train_texts`` (cached by content hash)."""
+def pretrained_tokenizer(name: str) -> Tokenizer:
+    """A tokenizer from the Hugging Face Hub (``tokenizers.Tokenizer.from_pretrained``); it must have ``<|endoftext|>``."""
+    try:
+        tok = tokenizers.Tokenizer.from_pretrained(name)
+    except Exception as err:  # tokenizers raises a bare Exception when offline or the name is unknown
+        raise HopeError(f"tokenizer {name!r} is not bpe, bytes or a tokenizer.json file, and loading it from the "
+                        f"Hugging Face Hub failed ({str(err).splitlines()[0] if str(err) else type(err).__name__})") \
+            from None
+    return tokenizer_from_json(tok.to_str(), origin=f"pretrained tokenizer {name}")
+
+
+def build_tokenizer(kind: str, train_texts: Iterable[str], vocab_size: int) -> Tokenizer:
+    """``bytes``; ``bpe``: a BPE trained on ``train_texts`` (cached by content hash); a ``tokenizer.json`` path;
+    or a pretrained tokenizer's name on the Hugging Face Hub."""
     if kind == "bytes":
         return BytesTokenizer()
     if kind != "bpe":
-        raise HopeError(f"unknown tokenizer {kind!r}; expected 'bpe' or 'bytes'")
+        if Path(kind).is_file():
+            return load_tokenizer(Path(kind))
+        if kind.endswith(".json") or Path(kind).exists():
+            raise HopeError(f"tokenizer file {kind} is missing (or not a file)")
+        return pretrained_tokenizer(kind)
+    train_texts = list(train_texts)
     digest = hashlib.sha256(f"bpe-v1|{vocab_size}|".encode())
     for text in train_texts:
         digest.update(hashlib.sha256(text.encode()).digest())

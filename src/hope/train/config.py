@@ -21,9 +21,11 @@ class TrainConfig:
     out: str = "runs/train"
     """Run directory: checkpoint/, metrics.jsonl, train_config.json (and tensorboard/, wandb/ with those loggers)."""
     data: str | None = None
-    """A text file or a folder of .txt files; default: the embedded State of the Union corpus."""
+    """A text file, a folder of .txt files, or a folder of token shards written by hope data prepare (read from
+    disk as training goes; docs/data.md); default: the embedded State of the Union corpus."""
     tokenizer: str = "bpe"
-    """bpe (byte-level BPE trained on the training split) or bytes."""
+    """bpe (byte-level BPE trained on the training split), bytes, a tokenizer.json file, or a pretrained Hugging
+    Face tokenizer name; token shards bring their own (a tokenizer given must be it)."""
     vocab_size: int = 4096
     """BPE vocabulary size (ignored for bytes)."""
     seq_len: int = 256

@@ -24,8 +24,7 @@ from tqdm.auto import tqdm
 
 from hope.checkpoint import load_checkpoint, save_checkpoint
 from hope.compiling import compiling
-from hope.data.corpus import load_corpus
-from hope.data.dataset import Dataset, batch_at, encode_corpus, load_dataset
+from hope.data.dataset import Dataset, batch_at, load_dataset, load_encoded
 from hope.errors import HopeError
 from hope.eval import evaluate_lm
 from hope.models import LanguageModel, build, make_config
@@ -76,10 +75,10 @@ def _prepare(config: TrainConfig, dist_: Distributed) -> tuple[LanguageModel, Da
             raise HopeError(f"checkpoint {checkpoint}: the trainer state is corrupt (no train_config)")
         _check_resume(config, state["train_config"])
         if dist_.main:
-            dataset = encode_corpus(load_corpus(config.data), tokenizer)
+            dataset = load_encoded(config.data, tokenizer)
         dist_.barrier()
         if not dist_.main:
-            dataset = encode_corpus(load_corpus(config.data), tokenizer)
+            dataset = load_encoded(config.data, tokenizer)
         return model, dataset, state
     if checkpoint.exists():
         raise HopeError(f"{config.out} already holds a run; pass --resume to continue it or choose another --out")
