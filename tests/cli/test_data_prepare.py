@@ -33,7 +33,8 @@ def shards(tmp_path_factory, text_folder):
     source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts if t.strip()))
     result = subprocess.run([sys.executable, "-m", "hope", "data", "prepare", "--source", source, "--tokenizer", "bpe",
                              "--vocab-size", "300", "--out", folder / "shards", "--shard-tokens", "2000",
-                             "--no-progress"], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                             "--no-progress"], capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["dtype"] == "uint16" and summary["vocab_size"] == 300

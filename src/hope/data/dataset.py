@@ -16,7 +16,7 @@ import torch
 
 from hope.data.corpus import SPLITS, Corpus, load_corpus
 from hope.data.shards import ShardedTokens, is_prepared, open_shards
-from hope.data.tokenizer import BPETokenizer, Tokenizer, build_tokenizer, cache_dir
+from hope.data.tokenizer import Tokenizer, build_tokenizer, cache_dir
 from hope.errors import HopeError
 
 
@@ -49,7 +49,7 @@ class Dataset:
 
 
 def _encode_split(tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:
-    encoded = tokenizer.encode_batch(texts) if isinstance(tokenizer, BPETokenizer) else [tokenizer.encode(t) for t in texts]
+    encoded = tokenizer.encode_batch(texts)
     out: list[int] = []
     for ids in encoded:
         out.extend(ids)

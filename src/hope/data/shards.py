@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from hope.data.corpus import SPLITS, Document, split_of
 from hope.data.sources import iter_documents
-from hope.data.tokenizer import BPETokenizer, Tokenizer, build_tokenizer, save_tokenizer, tokenizer_from_json
+from hope.data.tokenizer import Tokenizer, build_tokenizer, save_tokenizer, tokenizer_from_json
 from hope.errors import HopeError
 
 FORMAT = "hope-shards-v1"
@@ -173,9 +173,7 @@ def prepare(config: PrepareConfig) -> dict[str, object]:
     with bar:
         for batch in _batches(_chain(first, documents), config.batch_documents):
             texts = [doc.text for doc in batch]
-            encoded = tokenizer.encode_batch(texts) if isinstance(tokenizer, BPETokenizer) \
-                else [tokenizer.encode(t) for t in texts]
-            for doc, ids in zip(batch, encoded):
+            for doc, ids in zip(batch, tokenizer.encode_batch(texts)):
                 tokens = np.fromiter((*ids, tokenizer.eot_id), dtype=np.int64, count=len(ids) + 1)
                 if tokens.max() >= tokenizer.vocab_size:
                     raise HopeError(f"tokenizer {config.tokenizer} produced id {tokens.max()} for {doc.name}, "

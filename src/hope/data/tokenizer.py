@@ -37,6 +37,9 @@ class BytesTokenizer:
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
 
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [self.encode(text) for text in texts]
+
     def decode(self, ids: Iterable[int]) -> str:
         return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
 
@@ -115,7 +118,7 @@ def load_tokenizer(path: Path) -> Tokenizer:
 
 
 def pretrained_tokenizer(name: str) -> Tokenizer:
-    """A tokenizer from the Hugging Face Hub (``tokenizers.Tokenizer.from_pretrained``); it must have ``<|endoftext|>``."""
+    """A tokenizer from the Hugging Face Hub (``tokenizers.Tokenizer.from_pretrained``), with ``<|endoftext|>``."""
     try:
         tok = tokenizers.Tokenizer.from_pretrained(name)
     except Exception as err:  # tokenizers raises a bare Exception when offline or the name is unknown
