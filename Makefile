@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "[2/3] installing torch 2.13.0 (CPU build) into $(VENV): about a minute"
 	$(BIN)/python -m pip install -q torch==2.13.0
-	@echo "[3/3] installing hope with its dev, plot, explore, loggers and hf extras: a few minutes"
-	$(BIN)/python -m pip install -q -e '.[dev,plot,explore,loggers,hf]'
+	@echo "[3/3] installing hope with its dev, plot, explore, loggers, hf and datasets extras: a few minutes"
+	$(BIN)/python -m pip install -q -e '.[dev,plot,explore,loggers,hf,datasets]'
 	touch $(STAMP)
 	@echo "installed; the demo trains each model next"
 

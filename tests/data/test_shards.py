@@ -84,6 +84,8 @@ def test_batches_and_eval_windows_over_shards_equal_the_in_memory_ones(tmp_path)
 @pytest.mark.parametrize("kind", ["parquet", "hf_dataset", "hf_dataset_dict", "folder", "text_file"])
 def test_every_source_kind_yields_its_documents(tmp_path, kind):
     texts = make_texts(150, seed=1)
+    if kind in ("parquet", "hf_dataset", "hf_dataset_dict"):
+        pytest.importorskip("datasets", reason="needs the datasets extra: pip install 'hope[datasets]'")
     if kind == "parquet":
         import pyarrow
         import pyarrow.parquet
@@ -196,7 +198,7 @@ def test_an_interrupted_prepare_leaves_a_folder_training_refuses(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["empty", "missing_field", "parquet_missing_field", "too_few", "missing",
-                                  "already_prepared", "no_files", "bad_hf_spec"])
+                                  "already_prepared", "no_files", "bad_hf_spec", "hf_missing_split"])
 def test_bad_sources_are_one_clear_error(tmp_path, case):
     source, match = tmp_path / "docs.jsonl", None
     if case == "empty":
@@ -206,6 +208,7 @@ def test_bad_sources_are_one_clear_error(tmp_path, case):
         write_jsonl(source, make_texts(), field="body")
         match = "no text field 'text'"
     elif case == "parquet_missing_field":
+        pytest.importorskip("pyarrow", reason="needs the datasets extra: pip install 'hope[datasets]'")
         import pyarrow
         import pyarrow.parquet
 
@@ -225,9 +228,15 @@ def test_bad_sources_are_one_clear_error(tmp_path, case):
         source = tmp_path / "empty_folder"
         source.mkdir()
         match = "holds no .txt, .jsonl or .parquet files"
-    else:
+    elif case == "bad_hf_spec":
         source = "hf:a:b:c:d"
         match = "expected hf:NAME"
+    else:
+        datasets = pytest.importorskip("datasets", reason="needs the datasets extra: pip install 'hope[datasets]'")
+        datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": make_texts()})}).save_to_disk(
+            str(tmp_path / "hf"))
+        source = f"hf:{tmp_path / 'hf'}::validation"
+        match = r"has no split 'validation' \(its splits: train\)"
     with pytest.raises(HopeError, match=match) as err:
         prepared(tmp_path, source)
     assert "\n" not in str(err.value)

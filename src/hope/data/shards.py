@@ -214,9 +214,10 @@ class ShardedTokens:
     def __init__(self, paths: list[Path], counts: list[int], dtype: np.dtype) -> None:
         self.dtype = np.dtype(dtype)
         self.paths = paths
+        self._fds: list[int] = []
         self._ends = np.cumsum(np.asarray(counts, dtype=np.int64))
         self._starts = self._ends - np.asarray(counts, dtype=np.int64)
-        self._fds = [os.open(p, os.O_RDONLY) for p in paths]
+        self._fds = [os.open(path, os.O_RDONLY) for path in paths]
 
     def __len__(self) -> int:
         return int(self._ends[-1]) if len(self._ends) else 0

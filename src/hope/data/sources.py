@@ -92,7 +92,10 @@ def _jsonl(path: Path, name: str, text_field: str) -> Iterator[Document]:
 
 
 def _parquet(path: Path, name: str, text_field: str) -> Iterator[Document]:
-    import pyarrow.parquet  # optional: pip install 'hope[datasets]'
+    try:
+        import pyarrow.parquet  # optional
+    except ImportError:
+        raise HopeError(f"source {path} needs the datasets extra (pyarrow): pip install 'hope[datasets]'") from None
 
     try:
         file = pyarrow.parquet.ParquetFile(path)
@@ -110,13 +113,15 @@ def _parquet(path: Path, name: str, text_field: str) -> Iterator[Document]:
 
 def _hugging_face(spec: str, text_field: str) -> Iterator[Document]:
     """``NAME[:CONFIG][:SPLIT]`` (split ``train`` by default); a ``save_to_disk`` folder is loaded from disk."""
-    import datasets  # optional: pip install 'hope[datasets]'
-
     parts = spec.split(":")
     if not parts[0] or len(parts) > 3:
         raise HopeError(f"hf source {spec!r}: expected hf:NAME[:CONFIG][:SPLIT]")
     name, config, split = parts[0], (parts[1] if len(parts) > 1 and parts[1] else None), \
         (parts[2] if len(parts) > 2 and parts[2] else "train")
+    try:
+        import datasets  # optional
+    except ImportError:
+        raise HopeError(f"source {'hf:' + spec} needs the datasets extra: pip install 'hope[datasets]'") from None
     try:
         if Path(name).is_dir():
             loaded = datasets.load_from_disk(name)
@@ -131,5 +136,14 @@ def _hugging_face(spec: str, text_field: str) -> Iterator[Document]:
     except Exception as err:  # datasets raises many kinds (offline, not found, bad config)
         raise HopeError(f"could not load Hugging Face dataset {spec!r} ({type(err).__name__}: "
                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
-    for row, record in enumerate(loaded):
+    row, records = 0, iter(loaded)
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            return
+        except Exception as err:  # a streamed dataset can fail mid-way (network, a bad file)
+            raise HopeError(f"reading Hugging Face dataset {spec!r} failed at row {row} ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0] if str(err) else ''})") from None
         yield Document(f"{name}/{split}#{row}", _text_of(record, text_field, f"dataset {spec} row {row}"))
+        row += 1
