@@ -136,6 +136,12 @@ def test_bpe_and_tokenizer_file_forms_give_the_same_shards(tmp_path):
         load_dataset(str(first), "bytes")
 
 
+@pytest.mark.parametrize("spec", ["bpee", "missing.json"])
+def test_an_unknown_tokenizer_is_refused_without_the_network(tmp_path, spec):
+    with pytest.raises(HopeError, match="unknown tokenizer|is missing"):
+        prepared(tmp_path, write_jsonl(tmp_path / "docs.jsonl", make_texts()), tokenizer=spec)
+
+
 def test_train_texts_with_an_existing_tokenizer_file(tmp_path, text_folder):
     out = prepared(tmp_path, write_jsonl(tmp_path / "docs.jsonl", make_texts()), tokenizer="bpe", vocab_size=280)
     dataset = load_dataset(str(text_folder), str(out / "tokenizer.json"))

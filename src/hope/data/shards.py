@@ -47,7 +47,7 @@ class PrepareConfig:
     .jsonl or .parquet file, or hf:NAME[:CONFIG][:SPLIT] (a Hugging Face dataset, streamed; a save_to_disk folder)."""
     tokenizer: str = field(metadata={"required": True, "metavar": "TOK"})
     """bpe (byte-level BPE trained on a sample of the training split), bytes, a tokenizer.json file, or a
-    pretrained Hugging Face tokenizer name (it must have <|endoftext|>)."""
+    pretrained Hugging Face tokenizer ORG/NAME (it must have <|endoftext|>)."""
     out: str = field(metadata={"required": True, "metavar": "DIR"})
     """The folder to write (it must not hold a prepared dataset)."""
     vocab_size: int = 4096

@@ -118,11 +118,15 @@ def load_tokenizer(path: Path) -> Tokenizer:
 
 
 def pretrained_tokenizer(name: str) -> Tokenizer:
-    """A tokenizer from the Hugging Face Hub (``tokenizers.Tokenizer.from_pretrained``), with ``<|endoftext|>``."""
+    """A tokenizer from the Hugging Face Hub (``tokenizers.Tokenizer.from_pretrained``), with ``<|endoftext|>``;
+    ``name`` is ``ORG/NAME`` (a bare word is a typo of bpe or bytes more often than a Hub name)."""
+    if "/" not in name:
+        raise HopeError(f"unknown tokenizer {name!r}; expected bpe, bytes, a tokenizer.json file or a Hugging Face "
+                        f"Hub name ORG/NAME (e.g. openai-community/gpt2)")
     try:
         tok = tokenizers.Tokenizer.from_pretrained(name)
     except Exception as err:  # tokenizers raises a bare Exception when offline or the name is unknown
-        raise HopeError(f"tokenizer {name!r} is not bpe, bytes or a tokenizer.json file, and loading it from the "
+        raise HopeError(f"tokenizer {name!r} is not a tokenizer.json file, and loading it from the "
                         f"Hugging Face Hub failed ({str(err).splitlines()[0] if str(err) else type(err).__name__})") \
             from None
     return tokenizer_from_json(tok.to_str(), origin=f"pretrained tokenizer {name}")
@@ -130,7 +134,7 @@ def pretrained_tokenizer(name: str) -> Tokenizer:
 
 def build_tokenizer(kind: str, train_texts: Iterable[str], vocab_size: int) -> Tokenizer:
     """``bytes``; ``bpe``: a BPE trained on ``train_texts`` (cached by content hash); a ``tokenizer.json`` path;
-    or a pretrained tokenizer's name on the Hugging Face Hub."""
+    or a pretrained tokenizer's name ``ORG/NAME`` on the Hugging Face Hub."""
     if kind == "bytes":
         return BytesTokenizer()
     if kind != "bpe":

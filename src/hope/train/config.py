@@ -25,7 +25,7 @@ class TrainConfig:
     disk as training goes; docs/data.md); default: the embedded State of the Union corpus."""
     tokenizer: str = "bpe"
     """bpe (byte-level BPE trained on the training split), bytes, a tokenizer.json file, or a pretrained Hugging
-    Face tokenizer name; token shards bring their own (a tokenizer given must be it)."""
+    Face tokenizer ORG/NAME; token shards bring their own (a tokenizer given must be it)."""
     vocab_size: int = 4096
     """BPE vocabulary size (ignored for bytes)."""
     seq_len: int = 256
