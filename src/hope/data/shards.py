@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import array
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -171,7 +172,7 @@ def prepare(config: PrepareConfig) -> dict[str, object]:
     writers = {s: ShardWriter(out, s, dtype, config.shard_tokens) for s in SPLITS}
     bar = tqdm(desc=f"prepare {config.source}", unit="doc", disable=not config.progress, dynamic_ncols=True)
     with bar:
-        for batch in _batches(_chain(first, documents), config.batch_documents):
+        for batch in _batches(itertools.chain([first], documents), config.batch_documents):
             texts = [doc.text for doc in batch]
             for doc, ids in zip(batch, tokenizer.encode_batch(texts)):
                 tokens = np.fromiter((*ids, tokenizer.eot_id), dtype=np.int64, count=len(ids) + 1)
@@ -191,11 +192,6 @@ def prepare(config: PrepareConfig) -> dict[str, object]:
     _write_atomic(out / TOKENIZER, lambda tmp: save_tokenizer(tokenizer, tmp))
     _write_atomic(out / INDEX, lambda tmp: tmp.write_text(json.dumps(index, indent=2)))
     return index
-
-
-def _chain(first: Document, rest: Iterator[Document]) -> Iterator[Document]:
-    yield first
-    yield from rest
 
 
 def _save_npy(path: Path, values: np.ndarray) -> None:
@@ -288,7 +284,7 @@ def open_shards(path: str | Path) -> tuple[Tokenizer, str, dict[str, PreparedSpl
         if _sha256(tokenizer_json) != index["tokenizer_sha256"]:
             raise _index_error(path, f"{TOKENIZER} is not the tokenizer the shards were written with")
         tokenizer = tokenizer_from_json(tokenizer_json, origin=str(path / TOKENIZER))
-        dtype = np.dtype(index["dtype"])
+        dtype = np.dtype(index["dtype"]).newbyteorder("<")
         if dtype not in (np.dtype("<u2"), np.dtype("<u4")) or tokenizer.vocab_size > np.iinfo(dtype).max + 1:
             raise _index_error(path, f"a vocabulary of {tokenizer.vocab_size} ids does not fit dtype {dtype.name}")
         splits = {}
