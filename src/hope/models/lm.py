@@ -27,7 +27,7 @@ from hope.layers.norm import rms_norm
 from hope.models.config import ModelConfig
 from hope.models.hope.cms import CMS
 from hope.models.hope.in_context import forward_in_context
-from hope.models.state import BlockState, ModelState
+from hope.models.state import BlockState, ModelState, restart_rows
 
 
 @dataclass
@@ -103,6 +103,8 @@ class LanguageModel(nn.Module):
         else:
             position = state.position if state is not None else 0
             layers = state.layers if state is not None else []
+            if state is not None and state.restart is not None:
+                layers = self.restarted(layers, state.restart)
             logits, new_layers, hidden = self.run_blocks(input_ids, layers, position)
             new_state = ModelState(position + input_ids.shape[1], new_layers)
         loss = None
@@ -110,6 +112,22 @@ class LanguageModel(nn.Module):
             wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
             loss = F.cross_entropy(wide.flatten(0, 1), targets.flatten())
         return LMOutput(logits, new_state, loss, hidden if output_hidden_states else None)
+
+    def initial_layers(self, batch: int) -> list[BlockState]:
+        """Each block's state for ``batch`` fresh sequences (``None`` for a part that keeps none across streamed
+        windows: static MLPs and attention); parameter-derived parts are views of the parameters."""
+        like = self.embed.weight
+
+        def initial(module: nn.Module) -> object:
+            make = getattr(module, "initial_state", None)
+            return None if make is None else make(batch, like)
+
+        return [BlockState(initial(block.mixer), initial(block.channel)) for block in self.blocks]
+
+    def restarted(self, layers: list[BlockState], rows: torch.Tensor) -> list[BlockState]:
+        """``layers`` (at a streamed window start) with the rows ``rows`` (bool ``[B]``) back at the initial state
+        (``ModelState.restart``; ``[]``, a fresh batch, stays ``[]``)."""
+        return restart_rows(layers, self.initial_layers(rows.shape[0]), rows) if layers else layers
 
     def run_blocks(self, input_ids: torch.Tensor, layers: list[BlockState],
                    position: int) -> tuple[torch.Tensor, list[BlockState], torch.Tensor]:
