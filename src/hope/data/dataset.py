@@ -21,10 +21,15 @@ from hope.errors import HopeError
 
 @dataclass
 class TokenSplit:
-    """One split as a single token stream (documents joined by end-of-text) and its size in bytes."""
+    """One split as a single token stream (documents joined by end-of-text) and its size in bytes.
+
+    ``document_starts``: the offset in ``tokens`` of each document's first token (each document ends with its
+    end-of-text token), when the store knows them; ``None``: streaming derives them from the end-of-text tokens
+    (``hope.data.stream.document_starts``)."""
 
     tokens: np.ndarray
     n_bytes: int
+    document_starts: np.ndarray | None = None
 
     @property
     def bytes_per_token(self) -> float:

@@ -188,7 +188,7 @@ def _carried_block(block: BlockState, initial: BlockState) -> BlockState:
         if start is None:
             return pytree.tree_map(lambda x: x.detach() if isinstance(x, torch.Tensor) else x, state)
         return _zip_leaves(state, start, lambda now, first: first.to(now.dtype) + (now - first.to(now.dtype)).detach()
-                           if first.requires_grad else now.detach())
+                           if first.requires_grad and first.shape == now.shape else now.detach())
 
     return BlockState(*(carry(state, start) for state, start in zip(block, initial)))
 
@@ -200,7 +200,7 @@ def restart_rows(layers: list[BlockState], initial: list[BlockState], rows: torc
         if start is None or state is None:
             return None if start is None else state
         return _zip_leaves(state, start, lambda now, first: torch.where(
-            rows.view(-1, *[1] * (now.ndim - 1)), first.to(now.dtype), now))
+            rows.view(-1, *[1] * (now.ndim - 1)), _same_shape(first, now).to(now.dtype), now))
 
     return [BlockState(*(restart(state, start) for state, start in zip(block, first)))
             for block, first in zip(layers, initial)]
@@ -208,20 +208,20 @@ def restart_rows(layers: list[BlockState], initial: list[BlockState], rows: torc
 
 def _zip_leaves(state: Any, initial: Any, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Any:
     """``state`` with ``fn(tensor, its initial tensor)`` at every tensor (other leaves, such as a position in a
-    chunk, kept); the two must have the same structure and shapes."""
+    chunk, kept); the two must have the same structure."""
     leaves, spec = pytree.tree_flatten(state)
     starts, start_spec = pytree.tree_flatten(initial)
     if spec != start_spec:
         raise ValueError(f"a state and the initial state differ in structure ({spec} vs {start_spec})")
-    out = []
-    for now, first in zip(leaves, starts):
-        if isinstance(now, torch.Tensor):
-            if now.shape != first.shape:
-                raise ValueError(f"a state tensor of shape {list(now.shape)} has initial shape {list(first.shape)}: "
-                                 "streamed windows must end at chunk boundaries (docs/training.md, streaming)")
-            now = fn(now, first)
-        out.append(now)
-    return pytree.tree_unflatten(out, spec)
+    return pytree.tree_unflatten([fn(now, first) if isinstance(now, torch.Tensor) else now
+                                  for now, first in zip(leaves, starts)], spec)
+
+
+def _same_shape(initial: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    if initial.shape != state.shape:
+        raise ValueError(f"a state tensor of shape {list(state.shape)} has initial shape {list(initial.shape)}: rows "
+                         "restart only where every memory starts a chunk (docs/training.md, streaming)")
+    return initial
 
 
 def _unshared(flat: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
