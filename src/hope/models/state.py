@@ -197,8 +197,8 @@ def restart_rows(layers: list[BlockState], initial: list[BlockState], rows: torc
     """``layers`` with the rows where ``rows`` (bool ``[B]``) is true replaced by ``initial``; a part whose
     initial state is ``None`` (attention, which keeps no state across streamed windows) restarts in every row."""
     def restart(state: Any, start: Any) -> Any:
-        if start is None or state is None:
-            return None if start is None else state
+        if start is None:
+            return None
         return _zip_leaves(state, start, lambda now, first: torch.where(
             rows.view(-1, *[1] * (now.ndim - 1)), _same_shape(first, now).to(now.dtype), now))
 

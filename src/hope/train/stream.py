@@ -64,6 +64,7 @@ class StreamedBatches:
     def advance(self, _result: Any = None) -> None:
         """After a step's backward: every micro-batch's next state (:func:`next_window_state`)."""
         self.states = [None if state is None else next_window_state(state) for state in self._read]
+        self._read = list(self.states)  # drops the last window's graph
 
     def state_dict(self) -> list[dict[str, Any] | None]:
         """Each micro-batch's carried state as tensors (copies: a checkpoint stores no shared memory) and metadata."""
