@@ -6,7 +6,9 @@ Each configuration runs in a fresh process (so its peak resident set size is its
 not grow with the number of windows per document: the target is 64 windows within 5 % of 1 window. A third
 configuration, "independent", trains 20 steps on the same windows without any state (``model(x, targets=y)``): the
 ratio of its step time to the 64-window run's shows what carrying the state costs, including the replay of the
-CMS step left pending at each window end (docs/cms.md). Writes ``docs/stream_memory.json`` and ``docs/stream_memory.md``.
+CMS step left pending at each window end (docs/cms.md). As separate processes are timed at different moments, the
+same cost is also timed in one process ("interleaved"): forward + backward of a window from the carried state,
+then of the same window with no state, alternately, 10 windows, median of the last 8. Writes ``docs/stream_memory.json`` and ``docs/stream_memory.md``.
 
     python benchmarks/stream_memory.py [--archs hope,gated-deltanet] [--steps 70] [--out docs/NAME]
 """
@@ -17,6 +19,7 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -71,6 +74,28 @@ def child(arch: str, config: str, steps: int) -> dict[str, float]:
             "seconds_per_step": float(np.mean(times[2:]))}
 
 
+def interleaved(arch: str) -> dict[str, float]:
+    """Median seconds of forward + backward of a window from the carried state and with no state, alternately."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build(arch, None, vocab_size=VOCAB, **MODEL, **(HOPE if arch.startswith("hope") else {}))
+    ids = torch.randint(1, VOCAB, (BATCH, 12 * WINDOW + 1))
+    rows = torch.zeros(BATCH, dtype=torch.bool)
+    state = model(ids[:, :WINDOW]).state.detach()
+    times: dict[str, list[float]] = {"streamed": [], "independent": []}
+    for k in range(1, 11):
+        x, y = ids[:, k * WINDOW:(k + 1) * WINDOW], ids[:, k * WINDOW + 1:(k + 1) * WINDOW + 1]
+        started = time.perf_counter()
+        out = model(x, state=model.window_state(state, rows), targets=y)
+        out.loss.backward()
+        times["streamed"].append(time.perf_counter() - started)
+        state = out.state.detach()
+        started = time.perf_counter()
+        model(x, targets=y).loss.backward()
+        times["independent"].append(time.perf_counter() - started)
+    return {name: statistics.median(values[2:]) for name, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", default="hope,gated-deltanet")
@@ -79,7 +104,8 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, metavar=("ARCH", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(*args.child, args.steps)))
+        arch, config = args.child
+        print(json.dumps(interleaved(arch) if config == "interleaved" else child(arch, config, args.steps)))
         return
     rows = []
     for arch in args.archs.split(","):
@@ -92,7 +118,14 @@ def main() -> None:
             print(f"{arch:<16}{config:<14}{results[config]['peak_rss_mib']:>10.1f} MiB"
                   f"{results[config]['seconds_per_step']:>9.3f} s/step  ({time.perf_counter() - started:.0f} s)",
                   flush=True)
-        rows.append({"arch": arch, **{config: results[config] for config in CONFIGS},
+        out = subprocess.run([sys.executable, __file__, "--child", arch, "interleaved"], check=True,
+                             capture_output=True, text=True).stdout
+        results["interleaved"] = json.loads(out.strip().splitlines()[-1])
+        print(f"{arch:<16}interleaved   {results['interleaved']['streamed']:.3f} s streamed, "
+              f"{results['interleaved']['independent']:.3f} s independent", flush=True)
+        rows.append({"arch": arch, **results,
+                     "interleaved_streamed_over_independent": results["interleaved"]["streamed"]
+                     / results["interleaved"]["independent"],
                      "rss_64_over_1": results["64 windows"]["peak_rss_mib"] / results["1 window"]["peak_rss_mib"],
                      "step_time_streamed_over_independent": results["64 windows"]["seconds_per_step"]
                      / results["independent"]["seconds_per_step"]})
@@ -105,11 +138,13 @@ def main() -> None:
              f"model {MODEL}, Hope CMS/chunks {HOPE}). Each configuration in a fresh process; documents of exactly "
              "1 or 64 windows; *independent*: the same windows with no state.", "",
              "| arch | peak RSS, 1 window / doc (MiB) | 64 windows / doc (MiB) | ratio | s/step streamed "
-             "(64 windows / doc) | s/step independent | ratio |", "|---|---|---|---|---|---|---|"]
+             "(64 windows / doc) | s/step independent | ratio | interleaved ratio |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['arch']} | {row['1 window']['peak_rss_mib']:.1f} | {row['64 windows']['peak_rss_mib']:.1f}"
                      f" | {row['rss_64_over_1']:.3f} | {row['64 windows']['seconds_per_step']:.3f} | "
-                     f"{row['independent']['seconds_per_step']:.3f} | {row['step_time_streamed_over_independent']:.2f} |")
+                     f"{row['independent']['seconds_per_step']:.3f} | {row['step_time_streamed_over_independent']:.2f} | "
+                     f"{row['interleaved_streamed_over_independent']:.2f} |")
     Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print(f"written to {args.out}.json and {args.out}.md")
 

@@ -78,6 +78,7 @@ def test_streaming_is_not_sampling_random_windows(tmp_path, short_documents):
 def test_bad_streaming_options_are_refused(tmp_path, short_documents):
     with pytest.raises(HopeError, match="multiple of 16"):
         train(config(tmp_path, short_documents, "misaligned", seq_len=24))
+    assert not (tmp_path / "misaligned" / "train_config.json").exists()
     train(config(tmp_path, short_documents, "run", max_steps=2, grad_accum=1))
     with pytest.raises(HopeError, match="stream"):
         train(config(tmp_path, short_documents, "run", max_steps=4, grad_accum=1, stream=False, resume=True))

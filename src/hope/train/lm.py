@@ -140,6 +140,16 @@ def _train(config: TrainConfig, dist_: Distributed, out: Path) -> TrainResult:
         except (KeyError, ValueError, TypeError, RuntimeError) as err:
             raise HopeError(f"checkpoint {out / 'checkpoint'}: the trainer state does not match this run "
                             f"({type(err).__name__}: {err})") from None
+    autocast = torch.autocast(dist_.device.type, dtype=torch.bfloat16, enabled=config.bf16)
+    streamed = None
+    if config.stream:
+        split = dataset["train"]
+        stream = DocumentStream(split.tokens, document_starts(split, dataset.tokenizer.eot_id),
+                                seq_len=config.seq_len, eot_id=dataset.tokenizer.eot_id)
+        streamed = StreamedBatches(model, stream, batch_size=config.batch_size, grad_accum=config.grad_accum,
+                                   seed=config.seed, device=dist_.device, autocast=autocast)
+        if state is not None:
+            streamed.load_state_dict(state.get("stream"))
     if dist_.main:
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     trained = torch.nn.parallel.DistributedDataParallel(model) if dist_.world > 1 else model
@@ -147,16 +157,6 @@ def _train(config: TrainConfig, dist_: Distributed, out: Path) -> TrainResult:
                       max_bad_steps=config.max_bad_steps, outer_periods=levels, params=model.parameters(),
                       distributed=dist_, step=step, bad_steps=bad_steps,
                       diverged_hint=f"the last checkpoint in {out / 'checkpoint'} is untouched")
-    autocast = torch.autocast(dist_.device.type, dtype=torch.bfloat16, enabled=config.bf16)
-    streamed = None
-    if config.stream:
-        train = dataset["train"]
-        stream = DocumentStream(train.tokens, document_starts(train, dataset.tokenizer.eot_id),
-                                seq_len=config.seq_len, eot_id=dataset.tokenizer.eot_id)
-        streamed = StreamedBatches(model, stream, batch_size=config.batch_size, grad_accum=config.grad_accum,
-                                   seed=config.seed, device=dist_.device, autocast=autocast)
-        if state is not None:
-            streamed.load_state_dict(state.get("stream"))
     with compiling(config.compile):
         return _run(config, dist_, model, dataset, trainer, autocast, streamed, resumed=state is not None)
 
