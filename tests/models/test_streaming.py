@@ -127,3 +127,10 @@ def test_parameters_that_start_fast_weights_get_the_identity_jacobian():
     direct = torch.zeros_like(level) if direct is None else direct
     assert weight.abs().sum() > 0
     torch.testing.assert_close(through_state, direct + weight.sum(0), rtol=0, atol=1e-12)
+
+
+def test_a_model_without_test_time_learning_streams_like_one_long_forward():
+    model = build("hope", None, vocab_size=VOCAB, d_model=16, n_layers=2, n_heads=2, chunk_size=4,
+                  memory_chunk_size=4, cms_periods=(None, 4, 8), test_time_learning=False).double()
+    ids = torch.randint(0, VOCAB, (BATCH, WINDOW * WINDOWS))
+    torch.testing.assert_close(stream(model, ids), model(ids).logits, rtol=0, atol=1e-10)

@@ -183,9 +183,10 @@ def _from_flat(flat: dict[str, torch.Tensor], position: int, model: LanguageMode
 
 
 def _carried_block(block: BlockState, initial: BlockState) -> BlockState:
-    """:meth:`ModelState.carried` of one layer: a part with no initial state (attention) is only detached."""
+    """:meth:`ModelState.carried` of one layer: a part with no initial state (attention) is only detached, a
+    part that keeps none (a CMS without learning levels) stays ``None``."""
     def carry(state: Any, start: Any) -> Any:
-        if start is None:
+        if start is None or state is None:
             return pytree.tree_map(lambda x: x.detach() if isinstance(x, torch.Tensor) else x, state)
         return _zip_leaves(state, start, lambda now, first: first.to(now.dtype) + (now - first.to(now.dtype)).detach()
                            if first.requires_grad and first.shape == now.shape else now.detach())
@@ -197,7 +198,7 @@ def restart_rows(layers: list[BlockState], initial: list[BlockState], rows: torc
     """``layers`` with the rows where ``rows`` (bool ``[B]``) is true replaced by ``initial``; a part whose
     initial state is ``None`` (attention, which keeps no state across streamed windows) restarts in every row."""
     def restart(state: Any, start: Any) -> Any:
-        if start is None:
+        if start is None or state is None:
             return None
         return _zip_leaves(state, start, lambda now, first: torch.where(
             rows.view(-1, *[1] * (now.ndim - 1)), _same_shape(first, now).to(now.dtype), now))
