@@ -127,9 +127,9 @@ def test_resume_drops_the_records_after_the_checkpoint(tmp_path, text_folder, mo
     train(config(tmp_path, text_folder, "full"))
     real_save, real_batch_at = train_module._save, train_module.batch_at
 
-    def save_until_step_4(cfg, model, dataset, trainer):
+    def save_until_step_4(cfg, model, dataset, trainer, streamed):
         if trainer.step <= 4:
-            real_save(cfg, model, dataset, trainer)
+            real_save(cfg, model, dataset, trainer, streamed)
 
     def interrupt_at_step_7(tokens, step, **kwargs):
         if step == 6:

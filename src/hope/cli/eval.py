@@ -29,6 +29,9 @@ class EvalOptions:
     """Window length (default: the training seq_len)."""
     max_windows: int | None = None
     """Evaluate at most this many windows (default: the whole split)."""
+    stream: bool = False
+    """Read every document whole, window after window, with the model's state carried and restarted at each
+    document (docs/training.md, streaming); default: independent windows."""
     out: Path | None = None
     """JSON file to write (default: RUN/eval_SPLIT.json beside the checkpoint)."""
     device: str = "auto"
@@ -137,8 +140,14 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
     if options.lm_eval is not None:
         return run_lm_eval(options)
     from hope.checkpoint import checkpoint_dir, load_checkpoint  # after parsing: see hope.cli
+<<<<<<< HEAD
     from hope.data.dataset import load_encoded
     from hope.eval.perplexity import evaluate_lm
+=======
+    from hope.data.corpus import load_corpus
+    from hope.data.dataset import encode_corpus
+    from hope.eval.perplexity import evaluate_lm, evaluate_lm_streamed
+>>>>>>> stream
     from hope.runtime import resolve_device
     from hope.threads import apply_threads, plan_threads
 
@@ -148,10 +157,14 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
     apply_threads(plan_threads(options.threads, d_model=model.config.d_model, device=device.type))
     dataset = load_encoded(options.data, tokenizer)
     seq_len = options.seq_len or _training_seq_len(checkpoint)
-    result = evaluate_lm(model, dataset[options.split], seq_len=seq_len, max_windows=options.max_windows,
-                         device=device)
+    if options.stream:
+        result = evaluate_lm_streamed(model, dataset[options.split], seq_len=seq_len, eot_id=tokenizer.eot_id,
+                                      max_windows=options.max_windows, device=device)
+    else:
+        result = evaluate_lm(model, dataset[options.split], seq_len=seq_len, max_windows=options.max_windows,
+                             device=device)
     report = {"checkpoint": str(checkpoint), "data": dataset.source, "split": options.split, "seq_len": seq_len,
-              **result.to_dict()}
+              "stream": options.stream, **result.to_dict()}
     out = options.out or checkpoint.parent / f"eval_{options.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -26,7 +26,8 @@ class TokenSplit:
 
     ``tokens`` is an array in memory or, for prepared token shards, a ``ShardedTokens`` reading the shard files
     (``len`` and ``[a:b]`` slicing either way); ``document_starts`` is the offset of each document's first token
-    (each document ends with its end-of-text token), where known.
+    (each document ends with its end-of-text token), where known; ``None``: streaming derives them from the
+    end-of-text tokens (``hope.data.stream.document_starts``).
     """
 
     tokens: np.ndarray | ShardedTokens

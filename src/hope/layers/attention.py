@@ -72,6 +72,11 @@ class Attention(nn.Module):
         y = y.transpose(1, 2).reshape(b, t, -1)
         return self.out(y), AttentionState(k, v)
 
+    def initial_state(self, batch: int, like: torch.Tensor) -> None:
+        """``None``: attention keeps no state across streamed windows; its cache restarts at every window start
+        (``ModelState.restart``; docs/training.md, streaming)."""
+        return None
+
     def state_from_flat(self, flat: dict[str, torch.Tensor], position: int) -> AttentionState:
         """The state saved under ``AttentionState.to_flat``'s names."""
         return AttentionState.from_flat(flat)

@@ -145,6 +145,12 @@ class BDHLayer(nn.Module):
         out = w.out_norm(w.readout((x_sparse * y_sparse).flatten(2)))
         return out, BDHState(synapses)
 
+    def initial_state(self, batch: int, like: torch.Tensor) -> BDHState:
+        """The state of a fresh sequence: no synapses (zero, in the dtype ``hope.ops.dgd`` keeps them in)."""
+        w = self._shared[0]
+        return BDHState(like.new_zeros(batch, w.n_heads, w.readout.out_features, w.per_head,
+                                       dtype=torch.promote_types(like.dtype, torch.float32)))
+
     def state_from_flat(self, flat: dict[str, torch.Tensor], position: int) -> BDHState:
         """The state saved under ``BDHState.to_flat``'s names."""
         return BDHState(flat["synapses"])

@@ -105,6 +105,12 @@ class GatedDeltaNet(nn.Module):
                             output_final_state=True, chunk_size=self.chunk_size, mode=mode)
         return self.output(reads, x), GatedDeltaNetState(memory, conv_tail)
 
+    def initial_state(self, batch: int, like: torch.Tensor) -> GatedDeltaNetState:
+        """The state of a fresh sequence: zero memory (in the dtype ``hope.ops.dgd`` keeps it in), zero tail."""
+        memory = like.new_zeros(batch, self.n_heads, self.head_dim, self.head_dim,
+                                dtype=torch.promote_types(like.dtype, torch.float32))
+        return GatedDeltaNetState(memory, like.new_zeros(batch, self.conv.width - 1, self.conv.channels))
+
     def state_from_flat(self, flat: dict[str, torch.Tensor], position: int) -> GatedDeltaNetState:
         """The state saved under ``GatedDeltaNetState.to_flat``'s names."""
         return GatedDeltaNetState.from_flat(flat)

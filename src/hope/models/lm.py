@@ -17,6 +17,8 @@ whole input in one pass.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +29,9 @@ from hope.layers.norm import rms_norm
 from hope.models.config import ModelConfig
 from hope.models.hope.cms import CMS
 from hope.models.hope.in_context import forward_in_context
-from hope.models.state import BlockState, ModelState
+from hope.models.hope.self_modifying_titans import SelfModifyingTitans
+from hope.models.state import BlockState, ModelState, restart_rows
+from hope.models.titans import Titans
 
 
 @dataclass
@@ -103,6 +107,8 @@ class LanguageModel(nn.Module):
         else:
             position = state.position if state is not None else 0
             layers = state.layers if state is not None else []
+            if state is not None and state.restart is not None:
+                layers = self.restarted(layers, state.restart)
             logits, new_layers, hidden = self.run_blocks(input_ids, layers, position)
             new_state = ModelState(position + input_ids.shape[1], new_layers)
         loss = None
@@ -110,6 +116,42 @@ class LanguageModel(nn.Module):
             wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
             loss = F.cross_entropy(wide.flatten(0, 1), targets.flatten())
         return LMOutput(logits, new_state, loss, hidden if output_hidden_states else None)
+
+    def initial_layers(self, batch: int) -> list[BlockState]:
+        """Each block's state for ``batch`` fresh sequences (``None`` for a part that keeps none across streamed
+        windows: static MLPs and attention); parameter-derived parts are views of the parameters."""
+        like = self.embed.weight
+
+        def initial(module: nn.Module) -> object:
+            make = getattr(module, "initial_state", None)
+            return None if make is None else make(batch, like)
+
+        return [BlockState(initial(block.mixer), initial(block.channel)) for block in self.blocks]
+
+    def restarted(self, layers: list[BlockState], rows: torch.Tensor) -> list[BlockState]:
+        """``layers`` (at a streamed window start) with the rows ``rows`` (bool ``[B]``) back at the initial state
+        (``ModelState.restart``; ``[]``, a fresh batch, stays ``[]``)."""
+        return restart_rows(layers, self.initial_layers(rows.shape[0]), rows) if layers else layers
+
+    def window_multiple(self) -> int:
+        """What a streamed window's length must be a multiple of, so that every window starts where each state
+        is aligned (docs/training.md, streaming): the CMS periods that learn in context and the chunk sizes of
+        the memories that keep a chunk's position (Titans, self-modifying Titans)."""
+        sizes = list(self.cms_periods)
+        for block in self.blocks:
+            if isinstance(block.mixer, Titans):
+                sizes.append(block.mixer.chunk_size)
+            elif isinstance(block.mixer, SelfModifyingTitans) and block.mixer.test_time_learning:
+                sizes.extend(block.mixer.chunk_sizes.values())
+        return math.lcm(1, *sizes)
+
+    def window_state(self, state: ModelState | None, restart: torch.Tensor) -> ModelState | None:
+        """The state a streamed window starts from: the previous window's ``state`` (``None`` at the first
+        window) carried across the cut (:meth:`ModelState.carried`), with the rows ``restart`` (bool ``[B]``,
+        those that start a document) restarting from the initial state (``ModelState.restart``)."""
+        if state is None:
+            return None
+        return dataclasses.replace(state.carried(self.initial_layers(restart.shape[0])), restart=restart)
 
     def run_blocks(self, input_ids: torch.Tensor, layers: list[BlockState],
                    position: int) -> tuple[torch.Tensor, list[BlockState], torch.Tensor]:

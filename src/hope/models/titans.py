@@ -152,13 +152,16 @@ class Titans(nn.Module):
         q, k, v = qkv.view(b, t, 3, self.n_heads, self.head_dim).unbind(2)
         q, k = l2_normalize(q), l2_normalize(k)
         theta, beta, forget = torch.sigmoid(self.gates(x)).split(self.n_heads, dim=-1)
-        if state is None:
-            memory = TitansMemoryState.start(self.w1.expand(b, *self.w1.shape), self.w2.expand(b, *self.w2.shape))
-        else:
-            memory = state.memory
+        memory = self.initial_state(b, x).memory if state is None else state.memory
         reads, memory = titans_memory_prefill(q, k, v, theta, beta, forget, memory, chunk_size=self.chunk_size,
                                               max_grad_norm=self.max_grad_norm, read=self.memory_read)
         return self.output(reads, x), TitansLayerState(memory, conv_tail)
+
+    def initial_state(self, batch: int, like: torch.Tensor) -> TitansLayerState:
+        """The state of a fresh sequence (at a chunk boundary): the meta-learned initial weights, zero momentum,
+        zero convolution tail."""
+        memory = TitansMemoryState.start(self.w1.expand(batch, *self.w1.shape), self.w2.expand(batch, *self.w2.shape))
+        return TitansLayerState(memory, like.new_zeros(batch, self.conv.width - 1, self.conv.channels))
 
     def state_from_flat(self, flat: dict[str, torch.Tensor], position: int) -> TitansLayerState:
         """The state saved by :meth:`TitansLayerState.to_flat` after ``position`` tokens."""

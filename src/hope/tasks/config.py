@@ -10,6 +10,10 @@ from hope.tasks.registry import get_task
 from hope.train.loggers import check_loggers
 
 
+CORPUS_TASKS = ("continual_sotu_eras",)
+"""The tasks that train a language model on a corpus (the ones ``--stream`` applies to)."""
+
+
 @dataclass
 class TaskRunConfig:
     """Options of ``hope tasks run``."""
@@ -76,6 +80,9 @@ class TaskRunConfig:
     cms_outer_periods: tuple[int, ...] | None = None
     """One period per CMS level, in optimizer steps: level l steps only after every N-th step, with the mean
     gradient (NL Eq. 71; docs/cms.md, outer-loop periods; hope.optim.cms_outer)."""
+    stream: bool = False
+    """Tasks that train a language model on a corpus (continual_sotu_eras): each batch row reads consecutive
+    windows of one document with the model's state carried (docs/training.md, streaming)."""
 
     def __post_init__(self) -> None:
         get_task(self.task)
@@ -91,5 +98,8 @@ class TaskRunConfig:
         if self.cms_outer_periods is not None:
             self.cms_outer_periods = tuple(self.cms_outer_periods)
         self.logger = check_loggers(self.logger)
+        if self.stream and self.task not in CORPUS_TASKS:
+            raise HopeError(f"--stream applies to the tasks that train a language model on a corpus "
+                            f"({', '.join(CORPUS_TASKS)}), not {self.task}")
         if any(n < 1 for n in self.lengths):
             raise HopeError(f"lengths must be positive, got {self.lengths}")

@@ -11,6 +11,7 @@ evaluation metrics to the loggers of ``--logger`` (``hope.train.loggers``; defau
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 
 from hope.checkpoint import load_checkpoint
 from hope.compiling import compiling
+from hope.data.stream import DocumentStream
 from hope.data.tokenizer import BytesTokenizer, load_tokenizer
 from hope.errors import HopeError
 from hope.eval.report import plot_run, run_markdown
@@ -40,6 +42,7 @@ from hope.tasks.heads import Predictor, ReconstructionDecoder
 from hope.tasks.registry import TASKS, TaskSpec, get_task
 from hope.train.loggers import Loggers, require_packages
 from hope.train.loop import StepResult, Trainer, lr_schedule
+from hope.train.stream import StreamedBatches
 
 QUICK_MODEL = {"d_model": 32, "n_layers": 2, "n_heads": 2}
 
@@ -299,13 +302,17 @@ def _run_eras(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict[s
     bar = tqdm(total=config.steps * len(stages), desc=f"{spec.name} {config.arch}", disable=not config.progress)
     for i, tokens in enumerate(train):
 
-        def batches(step: int, tokens=tokens) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        def sampled(step: int, tokens=tokens) -> list[tuple[torch.Tensor, torch.Tensor]]:
             starts = rng.integers(tokens.size - config.seq_len - 1, size=config.batch_size)
             windows = torch.from_numpy(np.stack([tokens[s: s + config.seq_len + 1] for s in starts])).to(device)
             return [step_log.count((windows[:, :-1], windows[:, 1:]))]
 
-        last = trainer.fit(batches, lambda lm, batch: _answer_loss(lm(batch[0]).logits, batch[1]),
-                           (i + 1) * config.steps, callbacks=[step_log], bar=bar)
+        if config.stream:
+            batches, loss, advance = _era_stream(config, model, tokenizer, stages[i].train, i, step_log, device)
+            callbacks = [advance, step_log]
+        else:
+            batches, loss, callbacks = sampled, _window_batch_loss, [step_log]
+        last = trainer.fit(batches, loss, (i + 1) * config.steps, callbacks=callbacks, bar=bar)
         curve.append([i, round(last.loss.item(), 5)])
         model.eval()
         for j, tokens_j in enumerate(test):
@@ -315,6 +322,28 @@ def _run_eras(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict[s
     return {"params": sum(p.numel() for p in model.parameters()), "stages": [s.name for s in stages],
             "matrix": matrix.round(5).tolist(), "metric": "loss", "loss_curve": curve,
             "continual": continual_metrics(matrix, higher_is_better=False)}
+
+
+def _window_batch_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    return _answer_loss(model(batch[0]).logits, batch[1])
+
+
+def _era_stream(config: TaskRunConfig, model: LanguageModel, tokenizer, texts, era: int, step_log: StepLog,
+                device: torch.device):
+    """``(batches, loss, advance)`` of a streamed era (docs/training.md, streaming): its documents, each ended
+    by end-of-text, read window after window with the state carried; every era starts fresh rows."""
+    documents = [np.append(np.asarray(tokenizer.encode(t), dtype=np.int64), tokenizer.eot_id) for t in texts]
+    starts = np.cumsum([0] + [len(d) for d in documents[:-1]])
+    stream = DocumentStream(np.concatenate(documents), starts, seq_len=config.seq_len, eot_id=tokenizer.eot_id)
+    streamed = StreamedBatches(model, stream, batch_size=config.batch_size, grad_accum=1, seed=config.seed,
+                               device=device, autocast=contextlib.nullcontext())
+
+    def batches(step: int) -> list:
+        micro_batches = streamed.batches(step - era * config.steps)
+        step_log.count((micro_batches[0][1].inputs,))
+        return micro_batches
+
+    return batches, streamed.loss, streamed.advance
 
 
 @torch.no_grad()

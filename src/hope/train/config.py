@@ -79,6 +79,10 @@ class TrainConfig:
     (minutes the first time, seconds with a warm Inductor cache); speed-ups measured in docs/training.md."""
     model: dict[str, Any] = field(default_factory=dict)
     """Model config overrides, KEY=VALUE (a mapping in YAML), e.g. d_model=256 or cms_levels=1."""
+    stream: bool = False
+    """Streaming (stateful) training: each batch row reads consecutive windows of one document with the model's
+    state carried from window to window (truncated backpropagation through time) and restarted at each new
+    document; validation reads whole documents the same way (docs/training.md, streaming)."""
     cms_outer_periods: tuple[int, ...] | None = None
     """One period per CMS level, in optimizer steps: level l's parameters are stepped only after every
     periods[l]-th step, with the mean gradient of those steps (NL Eq. 71; docs/cms.md, outer-loop periods;

@@ -4,6 +4,8 @@
   gradient clipping, gradient accumulation, optional bf16 autocast.
 - Batches are a pure function of ``(seed, step)`` (``hope.data.batch_at``), so ``resume`` continues
   with exactly the loss curve of the uninterrupted run.
+- ``stream``: each row reads whole documents window after window with the model's state carried
+  (``hope.train.stream``); the states are saved in the checkpoint, so ``resume`` continues them exactly.
 - A non-finite loss or gradient skips the step with a warning; ``max_bad_steps`` in a row abort.
 - Checkpoints (``OUT/checkpoint``) are written atomically; Ctrl-C writes one before stopping.
 - Metrics go to the loggers of ``--logger`` (``hope.train.loggers``; default ``OUT/metrics.jsonl``, one JSON object
@@ -26,7 +28,8 @@ from hope.checkpoint import load_checkpoint, save_checkpoint
 from hope.compiling import compiling
 from hope.data.dataset import Dataset, batch_at, load_dataset, load_encoded
 from hope.errors import HopeError
-from hope.eval import evaluate_lm
+from hope.data.stream import DocumentStream, document_starts
+from hope.eval import evaluate_lm, evaluate_lm_streamed
 from hope.models import LanguageModel, build, make_config
 from hope.optim import build_optimizer
 from hope.optim.cms_outer import CMSOuterPeriods
@@ -36,6 +39,7 @@ from hope.threads import apply_threads, plan_threads
 from hope.train.config import TrainConfig
 from hope.train.loggers import Loggers, require_packages
 from hope.train.loop import StepResult, Trainer, lr_schedule
+from hope.train.stream import StreamedBatches
 
 
 @dataclass
@@ -49,14 +53,14 @@ class TrainResult:
 
 
 RESUME_MUST_MATCH = ("arch", "size", "data", "tokenizer", "vocab_size", "seq_len", "batch_size", "seed", "model",
-                     "optimizer", "cms_outer_periods")
+                     "optimizer", "cms_outer_periods", "stream")
 """Options that a resumed run must share with its checkpoint (the others, e.g. ``max_steps``, may change)."""
 
 
 def _check_resume(config: TrainConfig, saved: dict[str, Any]) -> None:
     """Refuse to resume with options that differ from the checkpoint's, before anything is written."""
     for key in RESUME_MUST_MATCH:
-        value, before = getattr(config, key), saved.get(key)
+        value, before = getattr(config, key), saved.get(key, False if key == "stream" else None)
         if isinstance(before, list):
             before = tuple(before)
         if before != value:
@@ -99,6 +103,9 @@ def train(config: TrainConfig) -> TrainResult:
     if config.batch_size % (config.grad_accum * dist_.world):
         raise HopeError(f"batch_size ({config.batch_size}) must be divisible by grad_accum x processes "
                         f"({config.grad_accum} x {dist_.world})")
+    if config.stream and dist_.world > 1:
+        raise HopeError("--stream runs on one process for now (each rank's streamed state would need its own "
+                        "checkpoint file)")
     plan = plan_threads(config.threads, d_model=make_config(config.arch, config.size, **config.model).d_model,
                         device=dist_.device.type)
     apply_threads(plan)
@@ -132,6 +139,16 @@ def _train(config: TrainConfig, dist_: Distributed, out: Path) -> TrainResult:
         except (KeyError, ValueError, TypeError, RuntimeError) as err:
             raise HopeError(f"checkpoint {out / 'checkpoint'}: the trainer state does not match this run "
                             f"({type(err).__name__}: {err})") from None
+    autocast = torch.autocast(dist_.device.type, dtype=torch.bfloat16, enabled=config.bf16)
+    streamed = None
+    if config.stream:
+        split = dataset["train"]
+        stream = DocumentStream(split.tokens, document_starts(split, dataset.tokenizer.eot_id),
+                                seq_len=config.seq_len, eot_id=dataset.tokenizer.eot_id)
+        streamed = StreamedBatches(model, stream, batch_size=config.batch_size, grad_accum=config.grad_accum,
+                                   seed=config.seed, device=dist_.device, autocast=autocast)
+        if state is not None:
+            streamed.load_state_dict(state.get("stream"))
     if dist_.main:
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     trained = torch.nn.parallel.DistributedDataParallel(model) if dist_.world > 1 else model
@@ -140,25 +157,27 @@ def _train(config: TrainConfig, dist_: Distributed, out: Path) -> TrainResult:
                       distributed=dist_, step=step, bad_steps=bad_steps,
                       diverged_hint=f"the last checkpoint in {out / 'checkpoint'} is untouched")
     with compiling(config.compile):
-        return _run(config, dist_, model, dataset, trainer, resumed=state is not None)
+        return _run(config, dist_, model, dataset, trainer, autocast, streamed, resumed=state is not None)
 
 
-def _save(config: TrainConfig, model: LanguageModel, dataset: Dataset, trainer: Trainer) -> None:
+def _save(config: TrainConfig, model: LanguageModel, dataset: Dataset, trainer: Trainer,
+          streamed: StreamedBatches | None) -> None:
     save_checkpoint(Path(config.out) / "checkpoint", model, dataset.tokenizer, {
         "step": trainer.step, "bad_steps": trainer.bad_steps, "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict(), "train_config": dataclasses.asdict(config),
         "cms_outer": trainer.outer_periods.state_dict() if trainer.outer_periods is not None else None,
+        "stream": streamed.state_dict() if streamed is not None else None,
     })
 
 
 def _run(config: TrainConfig, dist_: Distributed, model: LanguageModel, dataset: Dataset, trainer: Trainer,
-         resumed: bool) -> TrainResult:
-    """``trainer.fit`` on this rank's rows of the global batches, with metrics, validation and checkpoints."""
+         autocast: Any, streamed: StreamedBatches | None, resumed: bool) -> TrainResult:
+    """``trainer.fit`` on this rank's rows of the global batches (``streamed``: the streamed windows of each row),
+    with metrics, validation and checkpoints."""
     device, out = dist_.device, Path(config.out)
     train_tokens = dataset["train"].tokens
     micro = config.batch_size // config.grad_accum
     per_rank = micro // dist_.world
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
 
     def batches(step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         rows = [slice(m * micro + dist_.rank * per_rank, m * micro + (dist_.rank + 1) * per_rank)
@@ -177,7 +196,7 @@ def _run(config: TrainConfig, dist_: Distributed, model: LanguageModel, dataset:
     last_loss = losses[-1] if losses else float("nan")
     bar = tqdm(total=config.max_steps, initial=trainer.step, disable=not (config.progress and dist_.main),
                desc=f"train {config.arch}/{config.size}", unit="step", dynamic_ncols=True)
-    last = {"loss": last_loss, "validation": {}, "seconds": 0.0, "tokens": 0}
+    last = {"loss": last_loss, "validation": {}, "seconds": 0.0, "tokens": 0, "resets": 0}
 
     def log(result: StepResult) -> None:
         last["loss"] = result.loss.item()
@@ -185,16 +204,27 @@ def _run(config: TrainConfig, dist_: Distributed, model: LanguageModel, dataset:
         last["seconds"] += result.seconds
         tokens_per_s = last["tokens"] / last["seconds"]
         bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+        if streamed is not None:
+            last["resets"] += streamed.resets
+            bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}", docs=streamed.documents)
         if loggers and (result.step % config.log_every == 0 or result.step == config.max_steps):
+            stream_facts = {} if streamed is None else {
+                "stream_documents": streamed.documents, "stream_resets": last["resets"],
+                "stream_padding": streamed.stream.padding}
             loggers.log(result.step, {"loss": last["loss"], "lr": trainer.scheduler.get_last_lr()[0],
                                       "grad_norm": result.grad_norm.item(), "tokens_per_s": tokens_per_s,
-                                      "peak_memory_mb": peak_memory_mb(device)})
+                                      "peak_memory_mb": peak_memory_mb(device), **stream_facts})
 
     def validate(result: StepResult) -> None:
         if result.step % config.eval_every == 0 or result.step == config.max_steps:
             if dist_.main:
-                last["validation"] = evaluate_lm(model, dataset["validation"], seq_len=config.seq_len,
-                                                 max_windows=config.eval_windows, device=device).to_dict()
+                if streamed is not None:
+                    last["validation"] = evaluate_lm_streamed(
+                        model, dataset["validation"], seq_len=config.seq_len, eot_id=dataset.tokenizer.eot_id,
+                        max_windows=config.eval_windows, device=device).to_dict()
+                else:
+                    last["validation"] = evaluate_lm(model, dataset["validation"], seq_len=config.seq_len,
+                                                     max_windows=config.eval_windows, device=device).to_dict()
                 loggers.log(result.step, {f"val_{k}": v for k, v in last["validation"].items()})
                 bar.set_postfix(loss=f"{last['loss']:.3f}", val_bpb=f"{last['validation']['bits_per_byte']:.3f}")
             dist_.barrier()
@@ -202,14 +232,18 @@ def _run(config: TrainConfig, dist_: Distributed, model: LanguageModel, dataset:
     def save(result: StepResult) -> None:
         if result.step % config.save_every == 0 or result.step == config.max_steps:
             if dist_.main:
-                _save(config, model, dataset, trainer)
+                _save(config, model, dataset, trainer, streamed)
             dist_.barrier()
 
+    if streamed is None:
+        step_batches, step_loss, callbacks = batches, loss_fn, (log, validate, save)
+    else:
+        step_batches, step_loss, callbacks = streamed.batches, streamed.loss, (streamed.advance, log, validate, save)
     try:
-        trainer.fit(batches, loss_fn, config.max_steps, callbacks=(log, validate, save), bar=bar)
+        trainer.fit(step_batches, step_loss, config.max_steps, callbacks=callbacks, bar=bar)
     except KeyboardInterrupt:
         if dist_.main:
-            _save(config, model, dataset, trainer)
+            _save(config, model, dataset, trainer, streamed)
             tqdm.write(f"interrupted: checkpoint of step {trainer.step} written to {out / 'checkpoint'}")
         raise
     finally:

@@ -101,7 +101,7 @@ class CMS(nn.Module):
                 teachers[fast] = min(above, key=lambda i: (self.periods[i], i))
         return teachers
 
-    def initial_state(self, batch: int) -> CMSState:
+    def initial_state(self, batch: int, like: torch.Tensor | None = None) -> CMSState:
         """Fast weights at position 0: every learning level's parameters, one copy per sequence (a view)."""
         levels = {i: LevelWeights(*(getattr(self.levels[i], name).weight.expand(batch, -1, -1) for name in WEIGHTS))
                   for i in self.learning}

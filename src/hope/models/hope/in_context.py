@@ -17,6 +17,9 @@ Pending steps live in the ``ModelState``: for each learning level, a snapshot of
 stepped, and the tokens read since the oldest snapshot. A call that reaches a pending boundary re-runs the
 model from that snapshot over the stored tokens, so the step sees the same graph as one full forward would:
 prefill + decode == one full forward. Decoding between boundaries costs one ordinary forward per token.
+
+A streamed state whose rows restart (``ModelState.restart``, at a boundary of every level) restarts them after the
+replay has taken the pending steps at ``position``, so those rows drop their pending step (docs/training.md).
 """
 
 from __future__ import annotations
@@ -91,14 +94,19 @@ def forward_in_context(model, input_ids: torch.Tensor,
     last = {c: last_step(position, c) for c in periods}
     start = min((last[c] for c in periods if last[c] + c < end), default=position)
     origin = state.snapshots[0].position if state.snapshots else position
+    if state.restart is not None and any(position % c for c in periods):
+        raise ValueError(f"rows can restart only at a boundary of every CMS level {periods}, not at {position}")
     if start < position:
         begin = _snapshot_at(state, start)
         ids = torch.cat([state.replay_ids[:, start - origin:], input_ids], dim=1)
+        restart = None if state.restart is None else (position, state.restart)
+        layers = begin.layers
     else:
-        begin, ids = state, input_ids
+        begin, ids, restart = state, input_ids, None
+        layers = begin.layers if state.restart is None else model.restarted(begin.layers, state.restart)
     keep = {last_step(end, c) for c in periods}
     outer_grad = torch.is_grad_enabled()
-    logits, hidden, layers, captured = _run_segments(model, ids, start, begin.layers, keep, outer_grad)
+    logits, hidden, layers, captured = _run_segments(model, ids, start, layers, keep, outer_grad, restart)
     snapshots = [captured[p] if p >= start else _snapshot_at(state, p) for p in sorted(keep)]
     known = input_ids if state.replay_ids is None else torch.cat([state.replay_ids, input_ids], dim=1)
     new_state = ModelState(end, layers, known[:, min(keep) - origin:], snapshots)
@@ -117,8 +125,10 @@ def _snapshot_at(state: ModelState, position: int) -> ModelState:
 
 
 def _run_segments(model, ids: torch.Tensor, start: int, layers: list[BlockState], keep: set[int],
-                  outer_grad: bool) -> tuple[torch.Tensor, torch.Tensor, list[BlockState], dict[int, ModelState]]:
-    """Read ``ids`` (positions ``start ..``) segment by segment, stepping the CMS levels at every boundary.
+                  outer_grad: bool, restart: tuple[int, torch.Tensor] | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor, list[BlockState], dict[int, ModelState]]:
+    """Read ``ids`` (positions ``start ..``) segment by segment, stepping the CMS levels at every boundary
+    (``restart``: at that boundary, after the steps, those rows go back to the initial state).
 
     Returns all the logits and head inputs, the final per-layer states and the states at the positions in ``keep``."""
     periods, end = model.cms_periods, start + ids.shape[1]
@@ -130,7 +140,8 @@ def _run_segments(model, ids: torch.Tensor, start: int, layers: list[BlockState]
     second_order = outer_grad and any(model.blocks[i].channel.second_order for i in model.cms_layers)
     with torch.enable_grad(), _twice_differentiable() if second_order else contextlib.nullcontext():
         layers = _fast_weights_requiring_grad(model, layers)
-        return _learning_loop(model, ids, start, layers, boundaries, keep, captured, outer_grad, second_order)
+        return _learning_loop(model, ids, start, layers, boundaries, keep, captured, outer_grad, second_order,
+                              restart)
 
 
 @contextlib.contextmanager
@@ -142,8 +153,9 @@ def _twice_differentiable() -> Iterator[None]:
 
 
 def _learning_loop(model, ids: torch.Tensor, start: int, layers: list[BlockState], boundaries: list[int],
-                   keep: set[int], captured: dict[int, ModelState], outer_grad: bool,
-                   second_order: bool) -> tuple[torch.Tensor, torch.Tensor, list[BlockState], dict[int, ModelState]]:
+                   keep: set[int], captured: dict[int, ModelState], outer_grad: bool, second_order: bool,
+                   restart: tuple[int, torch.Tensor] | None,
+                   ) -> tuple[torch.Tensor, torch.Tensor, list[BlockState], dict[int, ModelState]]:
     """The segments and steps; ``second_order`` runs attention on the math kernel, which has a double backward.
     Without an outer graph (``outer_grad`` False), the graph is cut wherever every level starts a new period
     (no pending step reaches back past it), so a long no-grad call holds at most one slowest period of it."""
@@ -163,6 +175,8 @@ def _learning_loop(model, ids: torch.Tensor, start: int, layers: list[BlockState
         layers = _after_everything(model, layers, _apply_steps(model, layers, grads), logits)
         if not outer_grad and all(boundary % c == 0 for c in periods):
             layers = _fast_weights_requiring_grad(model, ModelState(boundary, layers).detach().layers)
+        if restart is not None and boundary == restart[0]:
+            layers = model.restarted(layers, restart[1])
         if boundary in keep:
             captured[boundary] = ModelState(boundary, layers)
         oldest_needed = min(boundary // c * c for c in periods)

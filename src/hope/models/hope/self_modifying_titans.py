@@ -152,9 +152,10 @@ class SelfModifyingTitans(nn.Module):
             self.readout_bias.copy_(torch.stack([initial[name] for name in self.gate_names]))
 
     def initial_state(self, batch: int, like: torch.Tensor) -> HopeMixerState:
-        """The state of a fresh sequence: meta-learned initial weights, zero momentum, no pending tokens."""
+        """The state of a fresh sequence: meta-learned initial weights, zero momentum, no pending tokens (no
+        memories with ``test_time_learning=False``, as ``forward`` returns)."""
         memories = {}
-        for group, bank in self.banks.items():
+        for group, bank in self.banks.items() if self.test_time_learning else ():
             weights = bank.initial(batch)
             momentum = {key: torch.zeros_like(weight) for key, weight in weights.items()} if self.momentum else {}
             pending = PendingTokens(**{

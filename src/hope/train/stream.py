@@ -1,0 +1,82 @@
+"""Streaming (stateful) training, ``hope train --stream`` (docs/training.md, streaming).
+
+Each row of the batch reads consecutive windows of one document (``hope.data.stream``); the model's state (every
+mixer memory, CMS fast weights, convolution tails) is carried from window to window of that row and cut from the
+autograd graph between them (truncated backpropagation through time), so memory does not grow with the number of
+windows. Tensors that start as parameters are carried as ``parameter + detached displacement``
+(``ModelState.carried``), so the parameters keep learning from every window, not only from each document's first.
+A row whose document ends restarts from the initial state (``ModelState.restart``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from hope.data.stream import DocumentStream, StreamBatch
+from hope.errors import HopeError
+from hope.models import LanguageModel, ModelState
+
+
+def next_window_state(state: ModelState) -> ModelState:
+    """The state a row's next window starts from, made from this window's final ``state`` once the training
+    backward and the optimizer step are done: the truncated-BPTT cut. This is the one place where a change
+    computed from that backward (such as a CMS step for a period longer than the window, from the gradient of
+    the level's fast weights) would enter the carried state."""
+    return state.detach()
+
+
+class StreamedBatches:
+    """The batches and the loss of a streamed run, and the state of each micro-batch's rows between steps.
+
+    ``batches(step)`` gives the micro-batches of a step, ``loss(model, micro_batch)`` reads one window from its
+    carried state, ``advance`` (a ``Trainer.fit`` callback, after the backward) carries the states on."""
+
+    def __init__(self, model: LanguageModel, stream: DocumentStream, *, batch_size: int, grad_accum: int,
+                 seed: int, device: torch.device, autocast: Any) -> None:
+        if stream.seq_len % model.window_multiple():
+            raise HopeError(f"--stream needs seq_len a multiple of {model.window_multiple()} (the CMS periods and "
+                            f"memory chunk sizes of this model), got {stream.seq_len}")
+        self.model, self.stream, self.seed, self.device, self.autocast = model, stream, seed, device, autocast
+        self.batch_size, self.micro = batch_size, batch_size // grad_accum
+        self.states: list[ModelState | None] = [None] * grad_accum
+        self._read: list[ModelState | None] = [None] * grad_accum
+        self.documents, self.resets = 0, 0
+
+    def batches(self, step: int) -> list[tuple[int, StreamBatch]]:
+        micro_batches = [(m, self.stream.batch_at(step, batch_size=self.batch_size, seed=self.seed,
+                                                  rows=slice(m * self.micro, (m + 1) * self.micro)))
+                         for m in range(len(self.states))]
+        self.documents = sum(batch.documents for _, batch in micro_batches)
+        self.resets = sum(int(batch.restart.sum()) for _, batch in micro_batches) if step else 0
+        return [(m, StreamBatch(*(t.to(self.device) for t in batch[:3]), batch.documents))
+                for m, batch in micro_batches]
+
+    def loss(self, trained: torch.nn.Module, micro_batch: tuple[int, StreamBatch]) -> torch.Tensor:
+        m, batch = micro_batch
+        state = self.model.window_state(self.states[m], batch.restart)
+        with self.autocast:
+            out = trained(batch.inputs, state=state, targets=batch.targets)
+        self._read[m] = out.state
+        return out.loss
+
+    def advance(self, _result: Any = None) -> None:
+        """After a step's backward: every micro-batch's next state (:func:`next_window_state`)."""
+        self.states = [None if state is None else next_window_state(state) for state in self._read]
+        self._read = list(self.states)  # drops the last window's graph
+
+    def state_dict(self) -> list[dict[str, Any] | None]:
+        """Each micro-batch's carried state as tensors (copies: a checkpoint stores no shared memory) and metadata."""
+        return [None if state is None else {"meta": state.metadata(),
+                                            "tensors": {k: t.detach().clone() for k, t in state.tensors().items()}}
+                for state in self.states]
+
+    def load_state_dict(self, saved: list[dict[str, Any] | None]) -> None:
+        if not isinstance(saved, list) or len(saved) != len(self.states):
+            raise HopeError(f"the checkpoint holds {len(saved) if isinstance(saved, list) else 'no'} streamed "
+                            f"states, this run needs {len(self.states)} (one per micro-batch)")
+        self.states = [None if item is None else ModelState.from_tensors(
+            {k: t.to(self.device) for k, t in item["tensors"].items()}, item["meta"], self.model, "streamed state")
+            for item in saved]
+        self._read = list(self.states)

@@ -1,0 +1,84 @@
+"""``hope train --stream`` (docs/training.md, streaming): rows restart at document ends, ``--resume`` mid-document
+reproduces the uninterrupted loss curve bit for bit (streamed states in the checkpoint), bad options are refused."""
+
+import json
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hope.checkpoint import load_checkpoint
+from hope.data.stream import DocumentStream
+from hope.errors import HopeError
+from hope.train.config import TrainConfig
+from hope.train.lm import train
+
+WORDS = "the of and to in a is that for it as was with be by on not he this are or his from at which".split()
+HOPE = {"d_model": 16, "n_layers": 2, "n_heads": 2, "chunk_size": 4, "memory_chunk_size": 4,
+        "cms_periods": (None, 8, 16), "cms_lr": 0.5}
+
+
+@pytest.fixture(scope="module")
+def short_documents(tmp_path_factory):
+    """80 documents of 40 to 120 characters: rows finish several documents in a few steps of 16 bytes."""
+    folder = tmp_path_factory.mktemp("short")
+    rng = random.Random(0)
+    for i in range(80):
+        text = " ".join(rng.choice(WORDS) for _ in range(40))[: rng.randint(40, 120)]
+        (folder / f"doc{i:03d}.txt").write_text(text, encoding="utf-8")
+    return folder
+
+
+def config(tmp_path, folder, name, **overrides):
+    values = dict(arch="hope", size="tiny", out=str(tmp_path / name), data=str(folder), tokenizer="bytes",
+                  seq_len=16, batch_size=4, grad_accum=2, max_steps=10, warmup_steps=2, eval_every=5,
+                  eval_windows=8, save_every=5, log_every=1, progress=False, stream=True, model=dict(HOPE))
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_mid_document_reproduces_the_curve_bit_for_bit(tmp_path, short_documents, monkeypatch):
+    train(config(tmp_path, short_documents, "full"))
+    real_batch_at = DocumentStream.batch_at
+
+    def interrupt_at_step_5(self, step, **kwargs):
+        if step == 5:
+            raise KeyboardInterrupt
+        return real_batch_at(self, step, **kwargs)
+
+    monkeypatch.setattr(DocumentStream, "batch_at", interrupt_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path, short_documents, "cut"))
+    monkeypatch.setattr(DocumentStream, "batch_at", real_batch_at)
+    _, _, saved = load_checkpoint(tmp_path / "cut" / "checkpoint", with_trainer_state=True)
+    assert saved["step"] == 5 and len(saved["stream"]) == 2
+    assert int(saved["stream"][0]["meta"]["position"]) == 5 * 16
+    train(config(tmp_path, short_documents, "cut", resume=True))
+    full, cut = records(tmp_path / "full"), records(tmp_path / "cut")
+    assert [(r["step"], r.get("loss"), r.get("val_loss")) for r in full] == \
+        [(r["step"], r.get("loss"), r.get("val_loss")) for r in cut]
+    steps = [r for r in full if "loss" in r]
+    assert steps[-1]["stream_resets"] > 0 and steps[-1]["stream_documents"] > steps[0]["stream_documents"]
+    a = load_file(str(tmp_path / "full" / "checkpoint" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "checkpoint" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_streaming_is_not_sampling_random_windows(tmp_path, short_documents):
+    streamed = train(config(tmp_path, short_documents, "streamed", max_steps=3, grad_accum=1))
+    sampled = train(config(tmp_path, short_documents, "sampled", max_steps=3, grad_accum=1, stream=False))
+    assert streamed.train_loss != sampled.train_loss
+
+
+def test_bad_streaming_options_are_refused(tmp_path, short_documents):
+    with pytest.raises(HopeError, match="multiple of 16"):
+        train(config(tmp_path, short_documents, "misaligned", seq_len=24))
+    assert not (tmp_path / "misaligned" / "train_config.json").exists()
+    train(config(tmp_path, short_documents, "run", max_steps=2, grad_accum=1))
+    with pytest.raises(HopeError, match="stream"):
+        train(config(tmp_path, short_documents, "run", max_steps=4, grad_accum=1, stream=False, resume=True))
