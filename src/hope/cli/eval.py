@@ -140,14 +140,8 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
     if options.lm_eval is not None:
         return run_lm_eval(options)
     from hope.checkpoint import checkpoint_dir, load_checkpoint  # after parsing: see hope.cli
-<<<<<<< HEAD
     from hope.data.dataset import load_encoded
-    from hope.eval.perplexity import evaluate_lm
-=======
-    from hope.data.corpus import load_corpus
-    from hope.data.dataset import encode_corpus
     from hope.eval.perplexity import evaluate_lm, evaluate_lm_streamed
->>>>>>> stream
     from hope.runtime import resolve_device
     from hope.threads import apply_threads, plan_threads
 
