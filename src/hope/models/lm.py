@@ -11,8 +11,9 @@ fresh sequence) and ``module.state_from_flat(tensors, position)`` to read it bac
 (``hope.models.state``).
 
 A model whose CMS levels learn in context runs segment by segment between their boundaries, with one
-inner gradient step per boundary (``hope.models.hope.in_context``, docs/cms.md); every other model reads the
-whole input in one pass.
+inner gradient step per boundary (``hope.models.hope.in_context``, docs/cms.md), or, with ``window=True`` (a
+training window whose length divides every period), in one pass whose CMS steps come from the training backward
+(``hope.models.hope.window``); every other model reads the whole input in one pass.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hope.errors import HopeError
 from hope.layers.norm import rms_norm
 from hope.models.config import ModelConfig
 from hope.models.hope.cms import CMS
 from hope.models.hope.in_context import forward_in_context
+from hope.models.hope.window import forward_window, is_window_state
 from hope.models.state import BlockState, ModelState
 
 
@@ -56,7 +59,10 @@ class Block(nn.Module):
 
 
 class LanguageModel(nn.Module):
-    """``model(input_ids, state=None, targets=None, output_hidden_states=False) -> LMOutput``."""
+    """``model(input_ids, state=None, targets=None, output_hidden_states=False, window=False) -> LMOutput``.
+
+    ``window=True``: ``input_ids`` is one training window of a stream; the CMS levels step at window boundaries
+    from the training backward (``hope.models.hope.window.step_after_backward``; docs/cms.md)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -91,14 +97,19 @@ class LanguageModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, input_ids: torch.Tensor, state: ModelState | None = None,
-                targets: torch.Tensor | None = None, output_hidden_states: bool = False) -> LMOutput:
+                targets: torch.Tensor | None = None, output_hidden_states: bool = False,
+                window: bool = False) -> LMOutput:
         if input_ids.ndim != 2 or input_ids.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"input_ids must be an integer tensor [batch, time], got {input_ids.dtype} {list(input_ids.shape)}")
         if targets is not None and targets.shape != input_ids.shape:
             raise ValueError(f"targets must have the shape of input_ids {list(input_ids.shape)}, got {list(targets.shape)}")
         if state is not None and len(state.layers) not in (0, len(self.blocks)):
             raise ValueError(f"state has {len(state.layers)} layers, the model {len(self.blocks)}")
-        if self.cms_periods:
+        if self.cms_periods and window:
+            logits, hidden, new_state = forward_window(self, input_ids, state)
+        elif self.cms_periods:
+            if is_window_state(self, state):
+                raise HopeError("this state was made by window-aligned CMS steps: continue it with window=True")
             logits, hidden, new_state = forward_in_context(self, input_ids, state)
         else:
             position = state.position if state is not None else 0
