@@ -8,6 +8,7 @@ from torch.utils import _pytree as pytree
 from hope.errors import HopeError
 from hope.models import ModelState, build
 from hope.models.hope.window import step_after_backward
+from hope.optim import CMSOuterPeriods
 
 VOCAB, T = 23, 4
 
@@ -155,3 +156,25 @@ def test_misuse_is_a_clear_error():
         model(ids, state=model(ids).state, window=True)
     with pytest.raises(HopeError, match="continue it with window=True"):
         model(ids, state=model(ids, window=True).state)
+
+
+def test_outer_loop_periods_hold_back_levels_under_window_steps():
+    """``--cms-outer-periods`` with window-aligned steps: level 1's parameters (outer period 2) move only at
+    every second optimizer step, level 0's at every step, while both levels' fast weights step in context."""
+    model = tiny(cms_periods=(T, T))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    held = CMSOuterPeriods(model, (1, 2))
+    ids = torch.randint(0, VOCAB, (2, 2 * T + 1))
+    levels = model.blocks[0].channel.levels
+    state, before = None, [levels[i].gate_up.weight.detach().clone() for i in (0, 1)]
+    for j, level_1_moves in enumerate((False, True)):
+        out = model(ids[:, j * T:(j + 1) * T], state=state, targets=ids[:, j * T + 1:(j + 1) * T + 1], window=True)
+        optimizer.zero_grad()
+        out.loss.backward()
+        state = step_after_backward(model, out.state, 2 * T).detach()
+        held.hold_back()
+        optimizer.step()
+        after = [levels[i].gate_up.weight.detach().clone() for i in (0, 1)]
+        assert not torch.equal(after[0], before[0]) and torch.equal(after[1], before[1]) != level_1_moves
+        before = after
+    assert all(total.abs().max() > 0 for pair in state.layers[0].channel.sums.values() for total in pair)
