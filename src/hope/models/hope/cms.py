@@ -187,8 +187,8 @@ class CMS(nn.Module):
     def window_state(self, batch: int) -> WindowCMSState:
         """The window-aligned state of ``batch`` fresh rows (all zeros)."""
         def zeros(i: int) -> LevelWeights:
-            return LevelWeights(*(torch.zeros_like(getattr(self.levels[i], name).weight).expand(batch, -1, -1)
-                                  .contiguous() for name in WEIGHTS))
+            return LevelWeights(*(getattr(self.levels[i], name).weight.detach().new_zeros(
+                batch, *getattr(self.levels[i], name).weight.shape) for name in WEIGHTS))
 
         return WindowCMSState({i: zeros(i) for i in self.learning}, {i: zeros(i) for i in self.learning},
                               torch.zeros(batch, dtype=torch.long, device=self.log_lr.device))
