@@ -7,9 +7,9 @@ from its start (after one end-of-text token) for ``--length`` tokens, in windows
 training backward (``model(..., window=True)`` + ``step_after_backward``); after ``--length`` tokens every row
 starts a new document. Then every held-out document (validation + test) is read for ``--length`` tokens with the
 in-context forward (NL Eq. 71, under ``torch.no_grad()``), with test-time learning on and off (same weights), and
-its loss is averaged per position bucket. Writes ``docs/cms_periods.json`` and ``docs/cms_periods.md``.
+its loss is averaged per position bucket. Writes ``docs/cms_periods_seed{seed}.json`` and ``.md``.
 
-    nice -n 10 python benchmarks/cms_periods.py
+    nice -n 10 python benchmarks/cms_periods.py --seed 0
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def train(model: LanguageModel, docs: list[list[int]], args: argparse.Namespace)
     """Streamed training: ``--batches`` batches of ``--batch`` documents, each read in windows. Returns the loss of
     every window."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    order = random.Random(0)
+    order = random.Random(args.seed)
     losses = []
     model.train()
     for _ in range(args.batches):
@@ -103,16 +103,18 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=24)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--eval-docs", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0, help="initialisation and document order")
     parser.add_argument("--sets", nargs="*", default=list(PERIOD_SETS))
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "cms_periods")
+    parser.add_argument("--out", type=Path, default=None, help="default: docs/cms_periods_seed{seed}")
     args = parser.parse_args()
+    args.out = args.out or ROOT / "docs" / f"cms_periods_seed{args.seed}"
     torch.set_num_threads(1)
     train_docs = documents("train", args.length)
     held_out = torch.tensor(documents("validation+test", args.length)[:args.eval_docs])
     edges = [0, 128, 512, 2048, args.length]
     results = {}
     for name in args.sets:
-        torch.manual_seed(0)
+        torch.manual_seed(args.seed)
         model = LanguageModel(make_config("hope-attention", None, vocab_size=BytesTokenizer.vocab_size,
                                           cms_periods=PERIOD_SETS[name], **MODEL))
         began = time.perf_counter()
@@ -128,7 +130,7 @@ def main() -> None:
             row[f"buckets_{key}"] = [per_position[lo:hi].mean().item() for lo, hi in zip(edges, edges[1:])]
         results[name] = row
         print(name, json.dumps(row), flush=True)
-    payload = {"args": {k: v for k, v in vars(args).items() if k != "out"}, "model": MODEL, "buckets": edges,
+    payload = {"args": {k: str(v) if k == "out" else v for k, v in vars(args).items()}, "model": MODEL, "buckets": edges,
                "results": results}
     args.out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [
@@ -137,7 +139,7 @@ def main() -> None:
         f"`benchmarks/cms_periods.py` (hope-attention d_model {MODEL['d_model']}, {MODEL['n_layers']} layers, bytes; "
         f"{args.batches} batches x {args.batch} training documents x {args.length} tokens in windows of "
         f"{args.window}, window-aligned CMS steps; {len(held_out)} held-out documents read for {args.length} "
-        "tokens with the in-context forward; loss in nats per byte). Test-time learning off: the same weights, "
+        f"tokens with the in-context forward; loss in nats per byte; seed {args.seed}). Test-time learning off: the same weights, "
         "every CMS step frozen.",
         "",
         "| periods | held-out, TTL on | TTL off | on - off | "
