@@ -15,8 +15,10 @@ TEXT = "The cat sat on the mat. " * 4
 
 
 def tiny(arch: str):
+    """Short CMS periods (the defaults step past 512 tokens): the CMS steps inside the inspected text."""
     torch.manual_seed(0)
-    return build(arch, "tiny", vocab_size=257, d_model=32, n_layers=2, n_heads=2)
+    periods = {"cms_periods": (32, 64, 128)} if arch == "hope" else {}
+    return build(arch, "tiny", vocab_size=257, d_model=32, n_layers=2, n_heads=2, **periods)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 reproduces the uninterrupted loss curve bit for bit (streamed states in the checkpoint), bad options are refused."""
 
 import json
+import math
 import random
 
 import pytest
@@ -42,8 +43,13 @@ def records(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_resume_mid_document_reproduces_the_curve_bit_for_bit(tmp_path, short_documents, monkeypatch):
-    train(config(tmp_path, short_documents, "full"))
+WINDOW_ALIGNED = dict(HOPE, cms_periods=(None, 32, 64))
+"""CMS periods that the 16-token window divides: window-aligned steps (docs/cms.md)."""
+
+
+@pytest.mark.parametrize("model", [HOPE, WINDOW_ALIGNED], ids=["in-context", "window-aligned"])
+def test_resume_mid_document_reproduces_the_curve_bit_for_bit(tmp_path, short_documents, monkeypatch, model):
+    train(config(tmp_path, short_documents, "full", model=dict(model)))
     real_batch_at = DocumentStream.batch_at
 
     def interrupt_at_step_5(self, step, **kwargs):
@@ -53,12 +59,12 @@ def test_resume_mid_document_reproduces_the_curve_bit_for_bit(tmp_path, short_do
 
     monkeypatch.setattr(DocumentStream, "batch_at", interrupt_at_step_5)
     with pytest.raises(KeyboardInterrupt):
-        train(config(tmp_path, short_documents, "cut"))
+        train(config(tmp_path, short_documents, "cut", model=dict(model)))
     monkeypatch.setattr(DocumentStream, "batch_at", real_batch_at)
     _, _, saved = load_checkpoint(tmp_path / "cut" / "checkpoint", with_trainer_state=True)
     assert saved["step"] == 5 and len(saved["stream"]) == 2
     assert int(saved["stream"][0]["meta"]["position"]) == 5 * 16
-    train(config(tmp_path, short_documents, "cut", resume=True))
+    train(config(tmp_path, short_documents, "cut", model=dict(model), resume=True))
     full, cut = records(tmp_path / "full"), records(tmp_path / "cut")
     assert [(r["step"], r.get("loss"), r.get("val_loss")) for r in full] == \
         [(r["step"], r.get("loss"), r.get("val_loss")) for r in cut]
@@ -82,3 +88,19 @@ def test_bad_streaming_options_are_refused(tmp_path, short_documents):
     train(config(tmp_path, short_documents, "run", max_steps=2, grad_accum=1))
     with pytest.raises(HopeError, match="stream"):
         train(config(tmp_path, short_documents, "run", max_steps=4, grad_accum=1, stream=False, resume=True))
+
+
+
+def test_window_aligned_levels_step_and_their_learning_rates_train(tmp_path, short_documents):
+    """Periods of 32 and 64 tokens over 16-token windows: the carried states are the period sums of
+    window-aligned steps (per-row token counts included), and each level's learning rate gets the gradient of
+    the windows after its first step."""
+    train(config(tmp_path, short_documents, "aligned", model=dict(WINDOW_ALIGNED), grad_accum=1))
+    _, _, saved = load_checkpoint(tmp_path / "aligned" / "checkpoint", with_trainer_state=True)
+    names = saved["stream"][0]["tensors"]
+    assert any(name.endswith(".tokens") for name in names) and any(".sum." in name for name in names)
+    sums = [t for name, t in names.items() if ".sum." in name]
+    assert any(t.abs().max() > 0 for t in sums)
+    weights = load_file(str(tmp_path / "aligned" / "checkpoint" / "model.safetensors"))
+    log_lrs = [t for name, t in weights.items() if name.endswith("log_lr")]
+    assert log_lrs and all(not torch.allclose(t, torch.full_like(t, math.log(0.5))) for t in log_lrs)

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from hope.data.dataset import TokenSplit, eval_windows
 from hope.data.stream import IGNORE_INDEX, DocumentStream, document_starts
 from hope.errors import HopeError
+from hope.models.hope.window import fast_weights_read, step_after_backward
+from hope.models.state import ModelState
 
 
 @dataclass
@@ -57,9 +59,12 @@ def evaluate_lm_streamed(model: torch.nn.Module, split: TokenSplit, *, seq_len: 
     """Evaluate on whole documents: each of ``batch_size`` rows reads its documents window after window with the
     state carried (``hope.data.stream``); at most ``max_windows`` windows in all, rounded up to whole batches
     (default: every document)."""
-    if seq_len % model.window_multiple():
-        raise HopeError(f"streaming needs seq_len a multiple of {model.window_multiple()} (CMS periods and memory "
-                        f"chunk sizes of this model), got {seq_len}")
+    window = model.window_aligned(seq_len)
+    multiple = model.window_multiple(window)
+    if seq_len % multiple:
+        raise HopeError(f"streaming needs seq_len a multiple of {multiple} (memory chunk sizes and CMS periods "
+                        f"shorter than the window), or dividing every CMS period {list(model.cms_periods)}; "
+                        f"got {seq_len}")
     was_training = model.training
     model.eval()
     stream = DocumentStream(split.tokens, document_starts(split, eot_id), seq_len=seq_len, eot_id=eot_id)
@@ -67,12 +72,35 @@ def evaluate_lm_streamed(model: torch.nn.Module, split: TokenSplit, *, seq_len: 
     max_steps = None if max_windows is None else -(-max_windows // batch_size)
     for batch in stream.evaluation_batches(batch_size, max_steps):
         inputs, targets = batch.inputs.to(device), batch.targets.to(device)
-        out = model(inputs, state=model.window_state(state, batch.restart.to(device)))
-        total_nats += F.cross_entropy(out.logits.float().flatten(0, 1), targets.flatten(), reduction="sum",
-                                      ignore_index=IGNORE_INDEX).item()
+        state = model.window_state(state, batch.restart.to(device), window)
+        nats, state = (_read_window if window else _read_in_context)(model, inputs, targets, state)
+        total_nats += nats
         total_tokens += int((targets != IGNORE_INDEX).sum())
-        state = out.state
     model.train(was_training)
     loss = total_nats / total_tokens
     n_bytes = total_tokens * split.bytes_per_token
     return EvalResult(loss, math.exp(min(loss, 700.0)), total_nats / (math.log(2) * n_bytes), total_tokens)
+
+
+def _read_in_context(model, inputs: torch.Tensor, targets: torch.Tensor,
+                     state: ModelState | None) -> tuple[float, ModelState]:
+    """One streamed window's summed loss (nats) and the state after it."""
+    out = model(inputs, state=state)
+    return _summed_loss(out.logits, targets).item(), out.state
+
+
+def _read_window(model, inputs: torch.Tensor, targets: torch.Tensor,
+                 state: ModelState | None) -> tuple[float, ModelState]:
+    """:func:`_read_in_context` with window-aligned CMS steps: the levels step from the gradient of the window's
+    loss with respect to their fast weights only (the parameters are not touched), as in training."""
+    tokens = max(1, int((targets != IGNORE_INDEX).sum()))
+    with torch.enable_grad():
+        out = model(inputs, state=state, window=True)
+        nats = _summed_loss(out.logits, targets)
+        torch.autograd.backward(nats / tokens, inputs=fast_weights_read(model, out.state))
+    return nats.item(), step_after_backward(model, out.state, tokens).detach()
+
+
+def _summed_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    wide = logits if logits.dtype == torch.float64 else logits.float()
+    return F.cross_entropy(wide.flatten(0, 1), targets.flatten(), reduction="sum", ignore_index=IGNORE_INDEX)

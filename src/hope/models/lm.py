@@ -11,8 +11,9 @@ fresh sequence) and ``module.state_from_flat(tensors, position)`` to read it bac
 (``hope.models.state``).
 
 A model whose CMS levels learn in context runs segment by segment between their boundaries, with one
-inner gradient step per boundary (``hope.models.hope.in_context``, docs/cms.md); every other model reads the
-whole input in one pass.
+inner gradient step per boundary (``hope.models.hope.in_context``, docs/cms.md), or, with ``window=True`` (a
+training window whose length divides every period), in one pass whose CMS steps come from the training backward
+(``hope.models.hope.window``); every other model reads the whole input in one pass.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hope.errors import HopeError
 from hope.layers.norm import rms_norm
 from hope.models.config import ModelConfig
 from hope.models.hope.cms import CMS
 from hope.models.hope.in_context import forward_in_context
 from hope.models.hope.self_modifying_titans import SelfModifyingTitans
+from hope.models.hope.window import forward_window, is_window_state
 from hope.models.state import BlockState, ModelState, restart_rows
 from hope.models.titans import Titans
 
@@ -60,7 +63,10 @@ class Block(nn.Module):
 
 
 class LanguageModel(nn.Module):
-    """``model(input_ids, state=None, targets=None, output_hidden_states=False) -> LMOutput``."""
+    """``model(input_ids, state=None, targets=None, output_hidden_states=False, window=False) -> LMOutput``.
+
+    ``window=True``: ``input_ids`` is one training window of a stream; the CMS levels step at window boundaries
+    from the training backward (``hope.models.hope.window.step_after_backward``; docs/cms.md)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -95,14 +101,19 @@ class LanguageModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, input_ids: torch.Tensor, state: ModelState | None = None,
-                targets: torch.Tensor | None = None, output_hidden_states: bool = False) -> LMOutput:
+                targets: torch.Tensor | None = None, output_hidden_states: bool = False,
+                window: bool = False) -> LMOutput:
         if input_ids.ndim != 2 or input_ids.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"input_ids must be an integer tensor [batch, time], got {input_ids.dtype} {list(input_ids.shape)}")
         if targets is not None and targets.shape != input_ids.shape:
             raise ValueError(f"targets must have the shape of input_ids {list(input_ids.shape)}, got {list(targets.shape)}")
         if state is not None and len(state.layers) not in (0, len(self.blocks)):
             raise ValueError(f"state has {len(state.layers)} layers, the model {len(self.blocks)}")
-        if self.cms_periods:
+        if self.cms_periods and window:
+            logits, hidden, new_state = forward_window(self, input_ids, state)
+        elif self.cms_periods:
+            if is_window_state(self, state):
+                raise HopeError("this state was made by window-aligned CMS steps: continue it with window=True")
             logits, hidden, new_state = forward_in_context(self, input_ids, state)
         else:
             position = state.position if state is not None else 0
@@ -117,27 +128,36 @@ class LanguageModel(nn.Module):
             loss = F.cross_entropy(wide.flatten(0, 1), targets.flatten())
         return LMOutput(logits, new_state, loss, hidden if output_hidden_states else None)
 
-    def initial_layers(self, batch: int) -> list[BlockState]:
+    def initial_layers(self, batch: int, window: bool = False) -> list[BlockState]:
         """Each block's state for ``batch`` fresh sequences (``None`` for a part that keeps none across streamed
-        windows: static MLPs and attention); parameter-derived parts are views of the parameters."""
+        windows: static MLPs and attention); parameter-derived parts are views of the parameters. ``window``:
+        the CMS states of window-aligned steps (``hope.models.hope.window``; all zeros)."""
         like = self.embed.weight
 
         def initial(module: nn.Module) -> object:
+            if window and isinstance(module, CMS) and module.learning:
+                return module.window_state(batch)
             make = getattr(module, "initial_state", None)
             return None if make is None else make(batch, like)
 
         return [BlockState(initial(block.mixer), initial(block.channel)) for block in self.blocks]
 
-    def restarted(self, layers: list[BlockState], rows: torch.Tensor) -> list[BlockState]:
+    def restarted(self, layers: list[BlockState], rows: torch.Tensor, window: bool = False) -> list[BlockState]:
         """``layers`` (at a streamed window start) with the rows ``rows`` (bool ``[B]``) back at the initial state
         (``ModelState.restart``; ``[]``, a fresh batch, stays ``[]``)."""
-        return restart_rows(layers, self.initial_layers(rows.shape[0]), rows) if layers else layers
+        return restart_rows(layers, self.initial_layers(rows.shape[0], window), rows) if layers else layers
 
-    def window_multiple(self) -> int:
+    def window_aligned(self, seq_len: int) -> bool:
+        """Whether streamed windows of ``seq_len`` tokens take window-aligned CMS steps (``window=True``;
+        docs/cms.md): the model has learning CMS levels and ``seq_len`` divides each of their periods."""
+        return bool(self.cms_periods) and all(period % seq_len == 0 for period in self.cms_periods)
+
+    def window_multiple(self, window: bool = False) -> int:
         """What a streamed window's length must be a multiple of, so that every window starts where each state
-        is aligned (docs/training.md, streaming): the CMS periods that learn in context and the chunk sizes of
-        the memories that keep a chunk's position (Titans, self-modifying Titans)."""
-        sizes = list(self.cms_periods)
+        is aligned (docs/training.md, streaming): the chunk sizes of the memories that keep a chunk's position
+        (Titans, self-modifying Titans) and, unless the CMS steps are window-aligned (``window``), the CMS
+        periods that learn in context."""
+        sizes = [] if window else list(self.cms_periods)
         for block in self.blocks:
             if isinstance(block.mixer, Titans):
                 sizes.append(block.mixer.chunk_size)
@@ -145,13 +165,15 @@ class LanguageModel(nn.Module):
                 sizes.extend(block.mixer.chunk_sizes.values())
         return math.lcm(1, *sizes)
 
-    def window_state(self, state: ModelState | None, restart: torch.Tensor) -> ModelState | None:
+    def window_state(self, state: ModelState | None, restart: torch.Tensor,
+                     window: bool = False) -> ModelState | None:
         """The state a streamed window starts from: the previous window's ``state`` (``None`` at the first
         window) carried across the cut (:meth:`ModelState.carried`), with the rows ``restart`` (bool ``[B]``,
-        those that start a document) restarting from the initial state (``ModelState.restart``)."""
+        those that start a document) restarting from the initial state (``ModelState.restart``); ``window``:
+        the state of window-aligned CMS steps."""
         if state is None:
             return None
-        return dataclasses.replace(state.carried(self.initial_layers(restart.shape[0])), restart=restart)
+        return dataclasses.replace(state.carried(self.initial_layers(restart.shape[0], window)), restart=restart)
 
     def run_blocks(self, input_ids: torch.Tensor, layers: list[BlockState],
                    position: int) -> tuple[torch.Tensor, list[BlockState], torch.Tensor]:

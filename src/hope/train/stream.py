@@ -6,6 +6,10 @@ autograd graph between them (truncated backpropagation through time), so memory 
 windows. Tensors that start as parameters are carried as ``parameter + detached displacement``
 (``ModelState.carried``), so the parameters keep learning from every window, not only from each document's first.
 A row whose document ends restarts from the initial state (``ModelState.restart``).
+
+When every learning CMS period is a multiple of the window (the paper's periods, 512 tokens or more, over windows
+of 256 or 512), the levels take window-aligned steps (``hope.models.hope.window``; docs/cms.md): a window reads
+fixed fast weights, and the level steps at its boundary from the gradient the training backward computed.
 """
 
 from __future__ import annotations
@@ -14,16 +18,18 @@ from typing import Any
 
 import torch
 
-from hope.data.stream import DocumentStream, StreamBatch
+from hope.data.stream import IGNORE_INDEX, DocumentStream, StreamBatch
 from hope.errors import HopeError
 from hope.models import LanguageModel, ModelState
+from hope.models.hope.window import is_window_state, step_after_backward
 
 
-def next_window_state(state: ModelState) -> ModelState:
+def next_window_state(model: LanguageModel, state: ModelState, loss_tokens: int) -> ModelState:
     """The state a row's next window starts from, made from this window's final ``state`` once the training
-    backward and the optimizer step are done: the truncated-BPTT cut. This is the one place where a change
-    computed from that backward (such as a CMS step for a period longer than the window, from the gradient of
-    the level's fast weights) would enter the carried state."""
+    backward is done: the window-aligned CMS step, from the gradient of the levels' fast weights of a loss
+    averaged over ``loss_tokens`` target tokens (``step_after_backward``), then the truncated-BPTT cut."""
+    if is_window_state(model, state):
+        state = step_after_backward(model, state, loss_tokens)
     return state.detach()
 
 
@@ -35,13 +41,17 @@ class StreamedBatches:
 
     def __init__(self, model: LanguageModel, stream: DocumentStream, *, batch_size: int, grad_accum: int,
                  seed: int, device: torch.device, autocast: Any) -> None:
-        if stream.seq_len % model.window_multiple():
-            raise HopeError(f"--stream needs seq_len a multiple of {model.window_multiple()} (the CMS periods and "
-                            f"memory chunk sizes of this model), got {stream.seq_len}")
+        self.window = model.window_aligned(stream.seq_len)
+        multiple = model.window_multiple(self.window)
+        if stream.seq_len % multiple:
+            raise HopeError(f"--stream needs seq_len a multiple of {multiple} (the memory chunk sizes of this model "
+                            f"and the CMS periods shorter than the window), or dividing every CMS period "
+                            f"{list(model.cms_periods)}; got {stream.seq_len}")
         self.model, self.stream, self.seed, self.device, self.autocast = model, stream, seed, device, autocast
         self.batch_size, self.micro = batch_size, batch_size // grad_accum
         self.states: list[ModelState | None] = [None] * grad_accum
         self._read: list[ModelState | None] = [None] * grad_accum
+        self._loss_tokens = [0] * grad_accum
         self.documents, self.resets = 0, 0
 
     def batches(self, step: int) -> list[tuple[int, StreamBatch]]:
@@ -55,15 +65,19 @@ class StreamedBatches:
 
     def loss(self, trained: torch.nn.Module, micro_batch: tuple[int, StreamBatch]) -> torch.Tensor:
         m, batch = micro_batch
-        state = self.model.window_state(self.states[m], batch.restart)
+        state = self.model.window_state(self.states[m], batch.restart, self.window)
         with self.autocast:
-            out = trained(batch.inputs, state=state, targets=batch.targets)
+            out = trained(batch.inputs, state=state, targets=batch.targets,
+                          **({"window": True} if self.window else {}))
         self._read[m] = out.state
+        # the step's loss is the mean of the micro-batches' mean losses (Trainer.fit)
+        self._loss_tokens[m] = max(1, int((batch.targets != IGNORE_INDEX).sum())) * len(self.states)
         return out.loss
 
     def advance(self, _result: Any = None) -> None:
         """After a step's backward: every micro-batch's next state (:func:`next_window_state`)."""
-        self.states = [None if state is None else next_window_state(state) for state in self._read]
+        self.states = [None if state is None else next_window_state(self.model, state, tokens)
+                       for state, tokens in zip(self._read, self._loss_tokens)]
         self._read = list(self.states)  # drops the last window's graph
 
     def state_dict(self) -> list[dict[str, Any] | None]:

@@ -15,6 +15,10 @@ boundary and differentiates it (docs/cms.md). Variants:
 - ``independent`` (NL Eq. 74): ``y = sum_l mix_l f(x; W_l)`` with learnable ``mix``.
 
 With one static level the output is exactly the SwiGLU of Transformer++.
+
+Window-aligned steps (``hope.models.hope.window``): when every learning period is a multiple of the training
+window, the fast weights are ``W = parameter - eta_l * S`` with ``S`` the sum of the steps' gradients
+(constants, :class:`WindowCMSState`), read unchanged for a whole window, and stepped after the training backward.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import nn
 
+from hope.errors import HopeError
 from hope.layers.mlp import SwiGLU, swiglu
 
 if TYPE_CHECKING:
@@ -52,6 +57,32 @@ class CMSState(NamedTuple):
         ``{l}.start.down``."""
         flat = {f"{i}.{name}": t for i, weights in self.levels.items() for name, t in zip(WEIGHTS, weights)}
         flat.update({f"{i}.start.{name}": t for i, weights in self.starts.items() for name, t in zip(WEIGHTS, weights)})
+        return flat
+
+
+class WindowCMSState(NamedTuple):
+    """The channel state of a CMS stepped at window boundaries (docs/cms.md, "Window-aligned steps"), per row:
+
+    - ``sums[l]``: the sum ``S`` of the gradients of every step level ``l`` took since the row's document start
+      (constants); its fast weights are ``parameter - eta_l * S``.
+    - ``grads[l]``: the gradient of Eq. 71's loss accumulated over the windows of the current period.
+    - ``tokens [B]``: the tokens the row has read since its document start; level ``l`` steps when it reaches a
+      multiple of its period.
+    - ``used[l]``: the fast weights the last window read (graph tensors whose ``.grad`` the training backward
+      fills); ``None`` after a step or a load.
+
+    Every tensor is zero for a fresh row, so zeroing a row's tensors restarts its document."""
+
+    sums: dict[int, LevelWeights]
+    grads: dict[int, LevelWeights]
+    tokens: torch.Tensor
+    used: dict[int, LevelWeights] | None = None
+
+    def to_flat(self) -> dict[str, torch.Tensor]:
+        """``{l}.sum.gate_up``, ``{l}.sum.down``, ``{l}.grad.gate_up``, ``{l}.grad.down`` and ``tokens``."""
+        flat = {f"{i}.{kind}.{name}": t for kind, per_level in (("sum", self.sums), ("grad", self.grads))
+                for i, weights in per_level.items() for name, t in zip(WEIGHTS, weights)}
+        flat["tokens"] = self.tokens
         return flat
 
 
@@ -107,10 +138,14 @@ class CMS(nn.Module):
                   for i in self.learning}
         return CMSState(levels, {fast: levels[fast] for fast in self.teacher})
 
-    def state_from_flat(self, flat: dict[str, torch.Tensor], position: int) -> CMSState | None:
-        """The state saved by :meth:`CMSState.to_flat`."""
+    def state_from_flat(self, flat: dict[str, torch.Tensor],
+                        position: int) -> CMSState | WindowCMSState | None:
+        """The state saved by :meth:`CMSState.to_flat` or :meth:`WindowCMSState.to_flat`."""
         if not self.learning:
             return None
+        if "tokens" in flat:
+            return WindowCMSState(*({i: LevelWeights(*(flat[f"{i}.{kind}.{name}"] for name in WEIGHTS))
+                                     for i in self.learning} for kind in ("sum", "grad")), flat["tokens"])
         return CMSState({i: LevelWeights(*(flat[f"{i}.{name}"] for name in WEIGHTS)) for i in self.learning},
                         {i: LevelWeights(*(flat[f"{i}.start.{name}"] for name in WEIGHTS)) for i in self.teacher})
 
@@ -148,6 +183,64 @@ class CMS(nn.Module):
         for i in range(1, len(self.periods)):
             delta = delta + swiglu(x + delta, *self._weights(state, i))
         return delta, state
+
+    def window_state(self, batch: int) -> WindowCMSState:
+        """The window-aligned state of ``batch`` fresh rows (all zeros)."""
+        def zeros(i: int) -> LevelWeights:
+            return LevelWeights(*(getattr(self.levels[i], name).weight.detach().new_zeros(
+                batch, *getattr(self.levels[i], name).weight.shape) for name in WEIGHTS))
+
+        return WindowCMSState({i: zeros(i) for i in self.learning}, {i: zeros(i) for i in self.learning},
+                              torch.zeros(batch, dtype=torch.long, device=self.log_lr.device))
+
+    def check_window(self, state: WindowCMSState, length: int) -> None:
+        """A clear error unless ``length`` tokens from every row's position cross no boundary strictly inside
+        (the periods divide one another, so the fastest level decides)."""
+        if self.variant == "nested" or self.second_order:
+            raise HopeError("window-aligned CMS steps are first order and sequential/independent only: "
+                            "use the in-context forward (window=False) for nested or cms_second_order")
+        fastest = min(self.periods[i] for i in self.learning)
+        offset = int((state.tokens % fastest).max())
+        if offset + length > fastest:
+            raise HopeError(f"window-aligned CMS steps need windows that end on every level boundary they reach: a "
+                            f"row at offset {offset} in the period {fastest} cannot read {length} tokens (window "
+                            "lengths must divide every period; shorter periods use window=False)")
+
+    def window_weights(self, state: WindowCMSState) -> CMSState:
+        """The fast weights a window reads, ``parameter - eta_l * S`` per row, made tensors whose ``.grad`` the
+        backward fills (so the step reads the gradient the training backward computes)."""
+        lr = self.log_lr.exp()
+        levels = {}
+        for i in self.learning:
+            pair = []
+            for name, total in zip(WEIGHTS, state.sums[i]):
+                weight = getattr(self.levels[i], name).weight - lr[i].to(total.dtype) * total
+                if weight.requires_grad:
+                    weight.retain_grad()
+                else:
+                    weight = weight.detach().requires_grad_()
+                pair.append(weight)
+            levels[i] = LevelWeights(*pair)
+        return CMSState(levels, {})
+
+    def window_step(self, state: WindowCMSState, loss_tokens: int) -> WindowCMSState:
+        """Add the last window's gradient, rescaled from a loss averaged over ``loss_tokens`` tokens to Eq. 71's
+        per-row mean over the period, to ``grads``; rows whose ``tokens`` reached a multiple of a level's period
+        take that level's step (``S += G``, ``G = 0``; NL Eq. 71)."""
+        sums, grads = dict(state.sums), dict(state.grads)
+        for i in self.learning:
+            period = self.periods[i]
+            due = (state.tokens % period == 0).view(-1, 1, 1)
+            new_sums, new_grads = [], []
+            for used, total, grad in zip(state.used[i], state.sums[i], state.grads[i]):
+                if used.grad is None:
+                    raise HopeError("window_step needs the gradients of the window's fast weights: call "
+                                    "loss.backward() on a loss of that window's logits first")
+                grad = grad + used.grad.detach().to(grad.dtype) * (loss_tokens / period)
+                new_sums.append(torch.where(due, total + grad, total))
+                new_grads.append(torch.where(due, torch.zeros_like(grad), grad))
+            sums[i], grads[i] = LevelWeights(*new_sums), LevelWeights(*new_grads)
+        return WindowCMSState(sums, grads, state.tokens)
 
     def levels_with_period(self, period: int) -> list[int]:
         return [i for i in self.learning if self.periods[i] == period]

@@ -25,12 +25,13 @@ class CMSConfig(ModelConfig):
     Subclassed by ``HopeConfig`` (self-modifying Titans + CMS) and ``HopeAttentionConfig`` (attention + CMS).
     """
 
-    cms_periods: tuple[int | None, ...] = (32, 64, 128)
+    cms_periods: tuple[int | None, ...] = (512, 2048, 8192)
     """Update period of each level in tokens (the chunk size C of NL Eq. 71; labels such as "512" and "2K" in
     the paper are periods), in chain order (NL Eq. 70: the first level reads the input first).
     ``None`` is a static level (update frequency 0, a plain MLP). The periods that are not ``None`` must divide
-    one another (e.g. 16, 64, 256). A level only meta-learns its learning rate if it steps inside the training
-    sequences: the default suits the default ``seq_len`` of 256 (the slowest level steps at 128)."""
+    one another (e.g. 16, 64, 256). The default is the paper's (NL Fig. 7 finds 2K the sweet spot; docs/cms.md,
+    "Periods"): a level steps, and meta-learns its learning rate, only where training reads past its period,
+    i.e. in streamed training whose windows divide the periods (``window=True``, ``hope.models.hope.window``)."""
     cms_levels: int = 0
     """How many levels to use: the first ``cms_levels`` entries of ``cms_periods``; 0 means all of them.
     ``cms_levels=1`` is the one-level ablation; ``cms_periods=(None,)`` is the paper's "w/o CMS" (a static MLP)."""
