@@ -79,12 +79,13 @@ def fold_layer(
     ``eta: [..., C]``; optional ``queries x: [..., C, Din]`` with ``state_queries = x S^T``. Returns the reads
     ``S_t x_t`` (``S_{t-1} x_t`` if ``previous``; ``None`` without queries) and the end state.
     """
+    eta = eta[..., None]
     if dgd:
-        coupling = (inputs @ inputs.mT) * (eta[..., None] * decays[..., :-1, 1:])
-        rhs = eta[..., None] * (errors + decays[..., :-1, :1] * state_inputs)
+        coupling = (inputs @ inputs.mT) * (eta * decays[..., :-1, 1:])
+        rhs = eta * torch.addcmul(errors, decays[..., :-1, :1], state_inputs)
         written = torch.linalg.solve_triangular(coupling, rhs, upper=False, unitriangular=True)
     else:
-        written = eta[..., None] * errors
+        written = eta * errors
     end = decays[..., -1:, :1] * state - written.mT @ (inputs * decays[..., -1, 1:, None])
     if queries is None:
         return None, end
