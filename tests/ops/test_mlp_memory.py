@@ -566,3 +566,24 @@ def test_options_that_choose_the_memory_are_required() -> None:
     for missing in PLAIN:
         with pytest.raises(TypeError, match=missing):
             op.mlp_memory(*x.values(), **{k: v for k, v in PLAIN.items() if k != missing})
+
+
+# the keys as queries (the tensor itself): the chunk form makes one MLP pass over them (Hope's projection memories)
+
+
+@pytest.mark.parametrize("read", op.READS)
+@pytest.mark.parametrize("length", [1, 63, 130])
+def test_keys_as_queries_match_naive_outputs_and_gradients(read: str, length: int) -> None:
+    x = make_inputs(length)
+    for chunk_size in (1, 8, 64):
+        for objective in ("dot", "l2"):
+            results = []
+            for mode in ("naive", "chunk"):
+                leaves = {name: value.detach().clone().requires_grad_() for name, value in x.items() if name != "q"}
+                o, (w1, w2) = mlp_memory(leaves["k"], *leaves.values(), objective=objective, curvature=True,
+                                         chunk_size=chunk_size, read=read, mode=mode)
+                gen = torch.Generator().manual_seed(1)
+                loss = sum((y * torch.randn(y.shape, generator=gen, dtype=y.dtype)).sum() for y in (o, w1, w2))
+                results.append([o, w1, w2, *torch.autograd.grad(loss, list(leaves.values()))])
+            for got, want in zip(results[1], results[0], strict=True):
+                torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)

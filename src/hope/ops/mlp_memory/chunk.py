@@ -94,17 +94,22 @@ def fold_layer(
 
 
 def fold_chunk(
-    w1: torch.Tensor, w2: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v_hat: torch.Tensor, eta: torch.Tensor,
+    w1: torch.Tensor, w2: torch.Tensor, q: torch.Tensor | None, k: torch.Tensor, v_hat: torch.Tensor, eta: torch.Tensor,
     decays: torch.Tensor, objective: str, proximal: bool, dgd: bool, curvature: bool, read: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One chunk of the deep memory: ``w1: [..., D, E]``, ``w2: [..., E, D]``, ``q, k, v_hat: [..., C, D]``,
-    ``eta: [..., C]``, ``decays`` of its ``alpha``. Returns the reads ``[..., C, D]`` and the end weights."""
+    """One chunk of the deep memory: ``w1: [..., D, E]``, ``w2: [..., E, D]``, ``q, k, v_hat: [..., C, D]``
+    (``q=None``: the queries are the keys), ``eta: [..., C]``, ``decays`` of its ``alpha``. Returns the reads
+    ``[..., C, D]`` and the end weights."""
     c = k.shape[-2]
-    start_reads, z, h, w1_h, g, delta2 = read_and_errors(w1, w2, torch.cat([q, k], dim=-2), c, v_hat, objective)
+    if q is None:  # the queries are the keys: one MLP pass over them gives the reads too
+        _, z_k, h, w1_h, g, delta2 = read_and_errors(w1, w2, k, 0, v_hat, objective)
+        q, z_q, start_reads = k, z_k, k + w1_h
+    else:
+        start_reads, z, h, w1_h, g, delta2 = read_and_errors(w1, w2, torch.cat([q, k], dim=-2), c, v_hat, objective)
+        z_q, z_k = z[..., :c, :], z[..., c:, :]
     gain1, gain2 = curvature_gains(w1, objective) if curvature and proximal else (0.0, 0.0)
     eta1 = proximal_eta(eta, h, gain1) if proximal else eta
     eta2 = proximal_eta(eta, k, gain2[..., None] if torch.is_tensor(gain2) else gain2) if proximal else eta
-    z_q, z_k = z[..., :c, :], z[..., c:, :]
     if read == "start":
         _, w2_end = fold_layer(w2, k, z_k, delta2, decays, eta2, dgd)
         _, w1_end = fold_layer(w1, h, w1_h, g, decays, eta1, dgd)
@@ -135,10 +140,11 @@ def mlp_memory_chunk(
     :func:`hope.ops.mlp_memory.naive.mlp_memory_naive`."""
     length = q.shape[1]
     c = min(chunk_size, length)
-    q, k, v_hat = (to_chunks(x, c, 0.0) for x in (q, k, v_hat))
+    queries = [None] * -(-length // c) if q is k else to_chunks(q, c, 0.0).unbind(2)
+    k, v_hat = (to_chunks(x, c, 0.0) for x in (k, v_hat))
     eta, decays = to_chunks(eta, c, 0.0), decay_products(to_chunks(alpha, c, 1.0))
     reads = []
-    for q_n, k_n, v_n, eta_n, decays_n in zip(q.unbind(2), k.unbind(2), v_hat.unbind(2), eta.unbind(2),
+    for q_n, k_n, v_n, eta_n, decays_n in zip(queries, k.unbind(2), v_hat.unbind(2), eta.unbind(2),
                                                decays.unbind(2), strict=True):
         o_n, w1, w2 = fold_chunk(w1, w2, q_n, k_n, v_n, eta_n, decays_n, objective, proximal, dgd, curvature, read)
         reads.append(o_n)
