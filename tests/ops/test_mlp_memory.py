@@ -12,10 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from hope.ops.dgd import dgd
-from hope.ops.dgd.chunk import decay_products
 from hope.ops import mlp_memory as op
 from hope.ops.mlp_memory import MLPMemoryState
-from hope.ops.mlp_memory.chunk import fold_layer, to_chunks
+from hope.ops.mlp_memory.chunk import Decays, fold_layer, to_chunks
 
 B, H, D, E = 2, 2, 4, 8
 PLAIN = dict(objective="dot", chunk_size=64, curvature=False, read="start")
@@ -183,11 +182,12 @@ def linear_memory_chunked(x: dict, state: torch.Tensor, chunk: int, rule: str,
     """
     q, k, v = (to_chunks(x[n], chunk, 0.0) for n in ("q", "k", "v_hat"))
     alpha, eta = to_chunks(x["alpha"], chunk, 1.0), to_chunks(x["eta"], chunk, 0.0)
-    decays = decay_products(alpha)
+    decays = Decays.of(alpha)
     ends = []
     for n in range(k.shape[2]):
         q_n, k_n, v_n = q[:, :, n], k[:, :, n], v[:, :, n]
-        reads, state = fold_layer(state, k_n, k_n @ state.mT, -v_n, decays[:, :, n], eta[:, :, n], rule == "dgd",
+        decays_n = Decays(*(part[:, :, n] for part in decays))
+        reads, state = fold_layer(state, k_n, k_n @ state.mT, -v_n, decays_n, eta[:, :, n], rule == "dgd",
                                   q_n, q_n @ state.mT, previous)
         ends.append((reads, state))
     return ends

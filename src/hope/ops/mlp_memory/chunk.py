@@ -36,6 +36,8 @@ A short last chunk is padded with identity steps (``alpha = 1``, ``eta = 0``, ze
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -59,12 +61,32 @@ def from_chunks(reads: list[torch.Tensor], length: int) -> torch.Tensor:
     return o.movedim(1, 3).reshape(b, n * c, h, -1)[:, :length]
 
 
+class Decays(NamedTuple):
+    """The parts of the decay products ``G: [..., C + 1, C + 1]`` (``decay_products(alpha)``) that a fold uses, cut
+    once per chunk and shared by both layers: ``coupling = G[:-1, 1:]``, ``before = G[:-1, :1]``,
+    ``running = G[1:, 1:]``, ``running_start = G[1:, :1]``, ``to_end = G[-1, 1:, None]``, ``total = G[-1:, :1]``."""
+
+    coupling: torch.Tensor
+    before: torch.Tensor
+    running: torch.Tensor
+    running_start: torch.Tensor
+    to_end: torch.Tensor
+    total: torch.Tensor
+
+    @classmethod
+    def of(cls, alpha: torch.Tensor) -> Decays:
+        """``alpha: [..., C]`` (the retention of each token of a chunk)."""
+        g = decay_products(alpha)
+        return cls(g[..., :-1, 1:], g[..., :-1, :1], g[..., 1:, 1:], g[..., 1:, :1], g[..., -1, 1:, None],
+                   g[..., -1:, :1])
+
+
 def fold_layer(
     state: torch.Tensor,
     inputs: torch.Tensor,
     state_inputs: torch.Tensor,
     errors: torch.Tensor,
-    decays: torch.Tensor,
+    decays: Decays,
     eta: torch.Tensor,
     dgd: bool,
     queries: torch.Tensor | None = None,
@@ -75,30 +97,30 @@ def fold_layer(
     not ``dgd``), in the WY form of the module docstring.
 
     ``state S: [..., Dout, Din]``, ``inputs u: [..., C, Din]``, ``state_inputs = u S^T: [..., C, Dout]``,
-    ``errors delta: [..., C, Dout]``, ``decays: [..., C + 1, C + 1]`` from ``decay_products(alpha)``,
+    ``errors delta: [..., C, Dout]``, ``decays``: :class:`Decays` of the chunk's ``alpha``,
     ``eta: [..., C]``; optional ``queries x: [..., C, Din]`` with ``state_queries = x S^T``. Returns the reads
     ``S_t x_t`` (``S_{t-1} x_t`` if ``previous``; ``None`` without queries) and the end state.
     """
     eta = eta[..., None]
     if dgd:
-        coupling = (inputs @ inputs.mT) * (eta * decays[..., :-1, 1:])
-        rhs = eta * torch.addcmul(errors, decays[..., :-1, :1], state_inputs)
+        coupling = (inputs @ inputs.mT) * (eta * decays.coupling)
+        rhs = eta * torch.addcmul(errors, decays.before, state_inputs)
         written = torch.linalg.solve_triangular(coupling, rhs, upper=False, unitriangular=True)
     else:
         written = eta * errors
-    end = decays[..., -1:, :1] * state - written.mT @ (inputs * decays[..., -1, 1:, None])
+    end = decays.total * state - written.mT @ (inputs * decays.to_end)
     if queries is None:
         return None, end
-    seen = decays[..., :-1, :] if previous else decays[..., 1:, :]
-    return seen[..., :1] * state_queries - ((queries @ inputs.mT) * seen[..., 1:]) @ written, end
+    seen, seen_start = (decays.coupling, decays.before) if previous else (decays.running, decays.running_start)
+    return seen_start * state_queries - ((queries @ inputs.mT) * seen) @ written, end
 
 
 def fold_chunk(
     w1: torch.Tensor, w2: torch.Tensor, q: torch.Tensor | None, k: torch.Tensor, v_hat: torch.Tensor, eta: torch.Tensor,
-    decays: torch.Tensor, objective: str, proximal: bool, dgd: bool, curvature: bool, read: str,
+    decays: Decays, objective: str, proximal: bool, dgd: bool, curvature: bool, read: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One chunk of the deep memory: ``w1: [..., D, E]``, ``w2: [..., E, D]``, ``q, k, v_hat: [..., C, D]``
-    (``q=None``: the queries are the keys), ``eta: [..., C]``, ``decays`` of its ``alpha``. Returns the reads
+    (``q=None``: the queries are the keys), ``eta: [..., C]``, the :class:`Decays` of its ``alpha``. Returns the reads
     ``[..., C, D]`` and the end weights."""
     c = k.shape[-2]
     if q is None:  # the queries are the keys: one MLP pass over them gives the reads too
@@ -142,10 +164,11 @@ def mlp_memory_chunk(
     c = min(chunk_size, length)
     queries = [None] * -(-length // c) if q is k else to_chunks(q, c, 0.0).unbind(2)
     k, v_hat = (to_chunks(x, c, 0.0) for x in (k, v_hat))
-    eta, decays = to_chunks(eta, c, 0.0), decay_products(to_chunks(alpha, c, 1.0))
+    eta, decays = to_chunks(eta, c, 0.0), Decays.of(to_chunks(alpha, c, 1.0))
     reads = []
-    for q_n, k_n, v_n, eta_n, decays_n in zip(queries, k.unbind(2), v_hat.unbind(2), eta.unbind(2),
-                                               decays.unbind(2), strict=True):
+    for q_n, k_n, v_n, eta_n, *decays_n in zip(queries, k.unbind(2), v_hat.unbind(2), eta.unbind(2),
+                                                *(part.unbind(2) for part in decays), strict=True):
+        decays_n = Decays(*decays_n)
         o_n, w1, w2 = fold_chunk(w1, w2, q_n, k_n, v_n, eta_n, decays_n, objective, proximal, dgd, curvature, read)
         reads.append(o_n)
     return from_chunks(reads, length), w1, w2
