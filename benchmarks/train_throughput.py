@@ -123,7 +123,7 @@ def report(meta: dict[str, Any], rows: list[dict[str, Any]], command: str) -> st
     lines = ["# Training throughput", "",
              f"`{command}`: forward + backward + AdamW, batch {meta['batch']} x {meta['seq_len']} random tokens "
              f"(vocabulary {VOCAB}), median step over at least {meta['min_steps']} timed steps and "
-             f"{meta['budget_s']:.0f} s per row; torch {meta['torch']}, {meta['cpus']} CPUs (load average "
+             f"{meta['budget_s']:g} s per row; torch {meta['torch']}, {meta['cpus']} CPUs (load average "
              f"{meta['load_average_start'][0]:.1f} at the start, {meta['load_average_end'][0]:.1f} at the end); "
              f"{meta['wall_s'] / 60:.0f} min in all. Ratios are to Transformer++ in the same run.", "",
              "| arch | size | threads | mode | params | tok/s | vs Transformer++ |",
