@@ -1,20 +1,27 @@
-"""Hope vs Transformer++ (and the recurrent baselines) at equal parameters: training, prefill and decoding speed.
+"""Hope vs Transformer++ and the other architectures at equal parameters: training, prefill and decoding speed.
 
-One run, 1 thread, random tokens (vocabulary 4096), every measurement bounded by a time budget:
+One run, 1 thread, random tokens (vocabulary 4096), at every size of ``--sizes`` (``tiny`` and ``small``), every
+measurement bounded by a time budget:
 
-* training tokens/s (forward + backward of the next-token loss, batch 1) at T in {512, 2048, 8192};
-* prefill tokens/s (one forward call without gradients) at prompt lengths 1K..64K; a length whose predicted
-  time (from the previous length, linear for recurrent mixers, quadratic for attention) exceeds the budget is
-  skipped and reported as such;
+* training tokens/s (forward + backward of the next-token loss, batch 1) at the ``--train-lengths`` (batched
+  training at 16 x 256 is ``benchmarks/train_throughput.py``);
+* prefill tokens/s (one forward call without gradients, test-time learning on) at prompt lengths 1K..64K; a length
+  whose predicted time (from the previous length, linear for recurrent mixers, quadratic for attention) exceeds the
+  budget is skipped and reported as such;
 * per-token decode latency, process RSS (``VmRSS`` of ``/proc/self/status``, after ``malloc_trim``) and the
-  size of the ``ModelState`` at positions 1K, 16K, 128K, 1M. The state is streamed forward without gradients
+  size of the ``ModelState`` at positions 1K, 16K, 128K. The state is streamed forward without gradients
   in pieces of 4096 tokens (attention models: one prefill call per position, since their chunked prefill
   materialises masks) for as long as the streaming budget lasts; positions not reached are reported.
 
-Writes ``model_throughput.json`` and ``model_throughput.md`` into ``--docs`` (default ``docs/``) and prints
-ratios against Transformer++ measured in the same run.
+Writes ``model_throughput.json`` and ``model_throughput.md`` into ``--docs`` (default ``docs/``), with ratios against
+Transformer++ (and, for decoding, Gated DeltaNet) measured in the same run and the targets of issue #15.
 
-    python benchmarks/model_throughput.py [--size tiny] [--archs transformer,hope,gated-deltanet,titans,bdh]
+    python benchmarks/model_throughput.py [--sizes tiny,small] [--archs transformer,hope,...]
+        [--train-budget 10] [--prefill-budget 40] [--stream-budget 45] [--window 256]
+
+Budget: per arch and size about ``train-budget x len(train-lengths) + (the prefill calls, each predicted under
+prefill-budget) + stream-budget + 3 decode windows``; the defaults (7 rows, 2 sizes) are sized for about 30 minutes
+on one quiet core. A reduced run: ``--sizes tiny --prefill-lengths 1024,4096 --positions 1024,16384 --window 64``.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,9 +45,9 @@ from hope.models import build
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 VOCAB = 4096
-TRAIN_LENGTHS = (512, 2048, 8192)
+TRAIN_LENGTHS = (2048,)
 PREFILL_LENGTHS = (1024, 4096, 16384, 65536)
-DECODE_POSITIONS = (1024, 16384, 131072, 1048576)
+DECODE_POSITIONS = (1024, 16384, 131072)
 PIECE = 4096
 
 
@@ -193,148 +201,157 @@ def ratio(rows: dict[str, Any], arch: str, base: str = "transformer") -> float |
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="tiny")
-    parser.add_argument("--archs", default="transformer,hope,hope-compiled,hope-static-channel,gated-deltanet,titans,bdh")
-    parser.add_argument("--train-budget", type=float, default=60.0, help="Seconds per training measurement.")
-    parser.add_argument("--prefill-budget", type=float, default=240.0, help="Seconds per prefill call (predicted).")
-    parser.add_argument("--stream-budget", type=float, default=240.0, help="Seconds of streaming per arch.")
-    parser.add_argument("--window", type=int, default=512,
+    parser.add_argument("--sizes", default="tiny,small")
+    parser.add_argument("--archs", default="transformer,hope,hope-static-channel,hope-attention,gated-deltanet,titans,"
+                        "bdh", help="Comma-separated; also the variants " + ", ".join(VARIANTS) + ".")
+    parser.add_argument("--train-budget", type=float, default=10.0, help="Seconds per training measurement.")
+    parser.add_argument("--prefill-budget", type=float, default=40.0, help="Seconds per prefill call (predicted).")
+    parser.add_argument("--stream-budget", type=float, default=45.0, help="Seconds of streaming per arch and size.")
+    parser.add_argument("--window", type=int, default=256,
                         help="Decoded tokens per position (at least the longest CMS period, to include its steps).")
-    parser.add_argument("--train-lengths", default=",".join(map(str, TRAIN_LENGTHS)))
+    parser.add_argument("--train-lengths", default=",".join(map(str, TRAIN_LENGTHS)), help="Empty: no training rows.")
     parser.add_argument("--prefill-lengths", default=",".join(map(str, PREFILL_LENGTHS)))
     parser.add_argument("--positions", default=",".join(map(str, DECODE_POSITIONS)))
     parser.add_argument("--docs", default=str(DOCS), help="Folder of model_throughput.json and .md.")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    archs = args.archs.split(",")
-    train_lengths, prefill_lengths, positions = (tuple(int(x) for x in getattr(args, a).split(","))
+    archs, sizes = args.archs.split(","), args.sizes.split(",")
+    train_lengths, prefill_lengths, positions = (tuple(int(x) for x in getattr(args, a).split(",") if x)
                                                  for a in ("train_lengths", "prefill_lengths", "positions"))
-    meta = {"size": args.size, "vocab": VOCAB, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    meta = {"sizes": sizes, "vocab": VOCAB, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "machine": platform.machine(), "cpus": os.cpu_count(), "load_average_start": os.getloadavg(),
             "budgets_s": {"train": args.train_budget, "prefill": args.prefill_budget, "stream": args.stream_budget},
             "decode_window": args.window, "variants": {k: v[1] for k, v in VARIANTS.items() if k in archs}}
-    result: dict[str, Any] = {"meta": meta, "parameters": {}, "warmup_s": {}, "training": {}, "prefill": {},
-                              "decode": {}}
+    result: dict[str, Any] = {"meta": meta, "sizes": {}}
     started = time.perf_counter()
-    for name in archs:
-        arch, overrides, compiled = spec(name)
-        with compiling(compiled):
-            measure(name, arch, overrides, args, result, train_lengths, prefill_lengths, positions)
+    for size in sizes:
+        result["sizes"][size] = {"parameters": {}, "warmup_s": {}, "training": {}, "prefill": {}, "decode": {}}
+        for name in archs:
+            arch, overrides, compiled = spec(name)
+            with compiling(compiled):
+                measure(name, arch, size, overrides, args, result["sizes"][size], train_lengths, prefill_lengths,
+                        positions)
     meta["load_average_end"] = os.getloadavg()
     meta["wall_s"] = time.perf_counter() - started
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "model_throughput.json").write_text(json.dumps(result, indent=2))
-    (docs / "model_throughput.md").write_text(report(result, archs, train_lengths, prefill_lengths, positions))
+    command = " ".join(["python benchmarks/model_throughput.py", *sys.argv[1:]])
+    (docs / "model_throughput.md").write_text(report(result, command, archs, train_lengths, prefill_lengths,
+                                                     positions))
     print(f"wrote {docs}/model_throughput.json and {docs}/model_throughput.md ({meta['wall_s']:.0f} s)")
 
 
-def measure(name: str, arch: str, overrides: dict[str, Any], args: argparse.Namespace, result: dict[str, Any],
-            train_lengths: tuple[int, ...], prefill_lengths: tuple[int, ...], positions: tuple[int, ...]) -> None:
-    """Training, prefill and decoding rows of one arch (or variant) into ``result``."""
-    model = fresh(arch, args.size, overrides)
+def measure(name: str, arch: str, size: str, overrides: dict[str, Any], args: argparse.Namespace,
+            result: dict[str, Any], train_lengths: tuple[int, ...], prefill_lengths: tuple[int, ...],
+            positions: tuple[int, ...]) -> None:
+    """Training, prefill and decoding rows of one arch (or variant) at one size into ``result``."""
+    model = fresh(arch, size, overrides)
     result["warmup_s"][name] = warm_up(model)
     result["parameters"][name] = model.num_parameters()
     result["training"][name] = {}
     for length in train_lengths:
         row = training(model, length, args.train_budget)
         result["training"][name][length] = row
-        print(f"train   {name:<20} T={length:<6} {row['tokens_per_s']:>9.1f} tok/s ({row['timed_steps']} steps)",
-              flush=True)
+        print(f"{size:<6} train   {name:<20} T={length:<6} {row['tokens_per_s']:>9.1f} tok/s "
+              f"({row['timed_steps']} steps)", flush=True)
     result["prefill"][name] = prefill(model, prefill_lengths, args.prefill_budget)
     for row in result["prefill"][name]:
-        print(f"prefill {name:<20} L={row['length']:<6} " + (f"{row['tokens_per_s']:>9.1f} tok/s" if
+        print(f"{size:<6} prefill {name:<20} L={row['length']:<6} " + (f"{row['tokens_per_s']:>9.1f} tok/s" if
               "tokens_per_s" in row else row["skipped"]), flush=True)
     del model
-    model = fresh(arch, args.size, overrides)
+    model = fresh(arch, size, overrides)
     result["decode"][name] = decode(model, positions, args.stream_budget, args.window)
     for row in result["decode"][name]:
-        print(f"decode  {name:<20} @{row['position']:<8} " + (
+        print(f"{size:<6} decode  {name:<20} @{row['position']:<8} " + (
             f"{row['ms_per_token_mean']:.2f} ms/token (median {row['ms_per_token_median']:.2f}), "
             f"RSS {row['rss_mib']:.1f} MiB, state {row['state_mib']:.2f} MiB" if "rss_mib" in row
             else row["skipped"]), flush=True)
     del model
 
 
-def report(result: dict[str, Any], archs: list[str], train_lengths: tuple[int, ...],
+def report(result: dict[str, Any], command: str, archs: list[str], train_lengths: tuple[int, ...],
            prefill_lengths: tuple[int, ...], positions: tuple[int, ...]) -> str:
     meta = result["meta"]
-    lines = ["# Model throughput: Hope vs Transformer++", "",
-             f"`python benchmarks/model_throughput.py` on the `{meta['size']}` preset (vocabulary {meta['vocab']}), "
-             f"{meta['threads']} thread, torch {meta['torch']}, {meta['cpus']} CPUs shared with other jobs (load "
-             f"average {meta['load_average_start'][0]:.1f} at the start, {meta['load_average_end'][0]:.1f} at the "
-             f"end; timings are noisy). Budgets: {meta['budgets_s']} s; {meta['wall_s'] / 60:.0f} min in all.", "",
-             "Parameters: " + ", ".join(f"{a} {n:,}" for a, n in result["parameters"].items()) + ".", "",
-             "Untimed warm-up (training and decoding calls at 64 and 96 tokens; for `-compiled` rows this is where "
-             "torch.compile runs): " + ", ".join(f"{a} {t:.0f} s" for a, t in result["warmup_s"].items()) + ".", ""]
-    lines += ["## Training (forward + backward, batch 1), tokens/s", "",
-              "| arch | " + " | ".join(f"T={t}" for t in train_lengths) + " |",
-              "|---|" + "---:|" * len(train_lengths)]
-    for a in archs:
-        cells = []
-        for t in train_lengths:
-            row = result["training"][a][t]
-            base = result["training"].get("transformer", {}).get(t)
-            rel = f" ({row['tokens_per_s'] / base['tokens_per_s']:.2f}x)" if base and a != "transformer" else ""
-            cells.append(f"{row['tokens_per_s']:,.1f}{rel}")
-        lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    lines += ["", "## Prefill (one no-grad forward over the prompt), tokens/s", "",
-              "| arch | " + " | ".join(f"L={n}" for n in prefill_lengths) + " |",
-              "|---|" + "---:|" * len(prefill_lengths)]
-    base_rows = {row["length"]: row for row in result["prefill"].get("transformer", [])}
-    for a in archs:
-        cells = []
-        for row in result["prefill"][a]:
-            if "tokens_per_s" not in row:
-                cells.append(f"skipped ({row['skipped']})")
-                continue
-            base = base_rows.get(row["length"], {})
-            rel = f" ({row['tokens_per_s'] / base['tokens_per_s']:.2f}x)" if "tokens_per_s" in base and a != "transformer" else ""
-            cells.append(f"{row['tokens_per_s']:,.1f}{rel}")
-        lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    lines += ["", f"## Decoding: mean (median) ms per token over {meta['decode_window']} tokens, RSS, state size", "",
-              "| arch | " + " | ".join(f"@{p:,}" for p in positions) + " |", "|---|" + "---|" * len(positions)]
-    for a in archs:
-        cells = []
-        for row in result["decode"][a]:
-            if "rss_mib" in row:
-                cells.append(f"{row['ms_per_token_mean']:.1f} ({row['ms_per_token_median']:.1f}) ms, "
-                             f"RSS {row['rss_mib']:.0f} MiB, state {row['state_mib']:.2f} MiB")
-            else:
-                cells.append(f"not measured: {row['skipped']}")
-        lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    lines += ["", "## Against the targets of issue 5", ""] + targets(result)
+    lines = ["# Model throughput: Hope vs Transformer++ and the other architectures", "",
+             f"`{command}`: vocabulary {meta['vocab']}, {meta['threads']} thread, torch {meta['torch']}, "
+             f"{meta['cpus']} CPUs (load average {meta['load_average_start'][0]:.1f} at the start, "
+             f"{meta['load_average_end'][0]:.1f} at the end). Budgets: {meta['budgets_s']} s; "
+             f"{meta['wall_s'] / 60:.0f} min in all. Ratios are to Transformer++ measured in the same run "
+             "(decoding: to Gated DeltaNet).", ""]
+    for size, sized in result["sizes"].items():
+        lines += [f"## `{size}`", "",
+                  "Parameters: " + ", ".join(f"{a} {n:,}" for a, n in sized["parameters"].items()) + ".", "",
+                  "Untimed warm-up (training and decoding calls at 64 and 96 tokens; for `-compiled` rows this is "
+                  "where torch.compile runs): " + ", ".join(f"{a} {t:.0f} s" for a, t in sized["warmup_s"].items())
+                  + "."]
+        if train_lengths:
+            lines += ["", "### Training (forward + backward, batch 1), tokens/s", "",
+                      "| arch | " + " | ".join(f"T={t}" for t in train_lengths) + " |",
+                      "|---|" + "---:|" * len(train_lengths)]
+            for a in archs:
+                cells = []
+                for t in train_lengths:
+                    row, base = sized["training"][a][t], sized["training"].get("transformer", {}).get(t)
+                    rel = f" ({row['tokens_per_s'] / base['tokens_per_s']:.2f}x)" if base and a != "transformer" else ""
+                    cells.append(f"{row['tokens_per_s']:,.1f}{rel}")
+                lines.append(f"| {a} | " + " | ".join(cells) + " |")
+        lines += ["", "### Prefill (one no-grad forward over the prompt), tokens/s", "",
+                  "| arch | " + " | ".join(f"L={n}" for n in prefill_lengths) + " |",
+                  "|---|" + "---:|" * len(prefill_lengths)]
+        base_rows = {row["length"]: row for row in sized["prefill"].get("transformer", [])}
+        for a in archs:
+            cells = []
+            for row in sized["prefill"][a]:
+                if "tokens_per_s" not in row:
+                    cells.append(f"skipped ({row['skipped']})")
+                    continue
+                base = base_rows.get(row["length"], {})
+                rel = (f" ({row['tokens_per_s'] / base['tokens_per_s']:.2f}x)"
+                       if "tokens_per_s" in base and a != "transformer" else "")
+                cells.append(f"{row['tokens_per_s']:,.1f}{rel}")
+            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+        lines += ["", f"### Decoding: mean (median) ms per token over {meta['decode_window']} tokens, RSS, state size",
+                  "", "| arch | " + " | ".join(f"@{p:,}" for p in positions) + " |", "|---|" + "---|" * len(positions)]
+        for a in archs:
+            cells = []
+            for row in sized["decode"][a]:
+                if "rss_mib" in row:
+                    cells.append(f"{row['ms_per_token_mean']:.1f} ({row['ms_per_token_median']:.1f}) ms, "
+                                 f"RSS {row['rss_mib']:.0f} MiB, state {row['state_mib']:.2f} MiB")
+                else:
+                    cells.append(f"not measured: {row['skipped']}")
+            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+        lines += ["", "### Against the targets of issue #15", ""] + targets(sized)
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
-def targets(result: dict[str, Any]) -> list[str]:
-    """The issue's targets, each with the measured value (or why there is none)."""
+def targets(sized: dict[str, Any]) -> list[str]:
+    """The issue's targets at one size, each with the measured value (or why there is none)."""
     out = []
-
-    hopes = [(a, label) for a, label in (("hope", "Hope"), ("hope-compiled", "Hope compiled"))
-             if a in result["training"]]
-    for length, goal in ((2048, 0.5), (8192, 1.0)):
-        for name, label in hopes:
-            rows = {a: result["training"].get(a, {}).get(length, {}) for a in (name, "transformer")}
-            r = ratio(rows, name)
-            out.append(f"- Training at T={length}: {label} / Transformer++ = " + (f"{r:.2f}x (target >= {goal}x: "
-                       f"{'met' if r >= goal else 'not met'})" if r is not None else "not measured"))
-    for name, label in hopes:
-        prefill_rows = {a: next((row for row in result["prefill"].get(a, []) if row["length"] == 16384), {})
-                        for a in (name, "transformer")}
-        r = ratio(prefill_rows, name)
-        out.append(f"- Prefill at 16K: {label} / Transformer++ = " + (f"{r:.2f}x (target >= 4x: "
-                   f"{'met' if r >= 4 else 'not met'})" if r is not None else "not measured (see the prefill table)"))
-    decoded = {row["position"]: row for row in result["decode"].get("hope", []) if "rss_mib" in row}
-    first, last = decoded.get(1024), decoded.get(max(decoded) if decoded else 0)
-    if first and last and last is not first:
-        speed = first["ms_per_token_mean"] / last["ms_per_token_mean"]
-        rss = last["rss_mib"] / first["rss_mib"] - 1
-        out.append(f"- Decoding: Hope at position {max(decoded):,} runs at {speed:.2f}x its speed at 1,024 and its RSS "
-                   f"changed by {100 * rss:+.1f}% (targets at 1M: >= 0.9x, within 1%); "
-                   + ("1M was reached." if 1048576 in decoded else "1M was not reached within the streaming budget."))
-    else:
-        out.append("- Decoding: not enough positions reached to compare (see the decode table).")
+    for length, goal in ((4096, 0.5), (16384, 1.0)):
+        rows = {a: next((row for row in sized["prefill"].get(a, []) if row["length"] == length), {})
+                for a in ("hope", "transformer")}
+        r = ratio(rows, "hope")
+        out.append(f"- Prefill at {length // 1024}K: Hope / Transformer++ = " + (
+            f"{r:.2f}x (target >= {goal}x: {'met' if r >= goal else 'not met'})" if r is not None
+            else "not measured (see the prefill table)"))
+    decoded = {a: {row["position"]: row for row in sized["decode"].get(a, []) if "rss_mib" in row}
+               for a in ("hope", "gated-deltanet")}
+    for position in sorted(set(decoded["hope"]) | set(decoded["gated-deltanet"])):
+        hope, gdn = decoded["hope"].get(position), decoded["gated-deltanet"].get(position)
+        if hope and gdn:
+            r = hope["ms_per_token_mean"] / gdn["ms_per_token_mean"]
+            out.append(f"- Decoding at {position:,}: Hope / Gated DeltaNet ms per token = {r:.2f}x (target <= 1.5x: "
+                       f"{'met' if r <= 1.5 else 'not met'})")
+        else:
+            out.append(f"- Decoding at {position:,}: not measured for both Hope and Gated DeltaNet")
+    reached = sorted(decoded["hope"])
+    if len(reached) > 1:
+        first, last = decoded["hope"][reached[0]], decoded["hope"][reached[-1]]
+        out.append(f"- Hope's RSS from position {reached[0]:,} to {reached[-1]:,}: {first['rss_mib']:.0f} -> "
+                   f"{last['rss_mib']:.0f} MiB ({100 * (last['rss_mib'] / first['rss_mib'] - 1):+.1f}%; target: flat)")
     return out
 
 

@@ -12,10 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from hope.ops.dgd import dgd
-from hope.ops.dgd.chunk import decay_products
 from hope.ops import mlp_memory as op
 from hope.ops.mlp_memory import MLPMemoryState
-from hope.ops.mlp_memory.chunk import chunk_transfer, fold_chunk_end, to_chunks
+from hope.ops.mlp_memory.chunk import Decays, fold_layer, to_chunks
 
 B, H, D, E = 2, 2, 4, 8
 PLAIN = dict(objective="dot", chunk_size=64, curvature=False, read="start")
@@ -171,42 +170,49 @@ def test_every_chunk_fold_is_linear_dgd_with_u_and_minus_delta(objective: str, p
         w1, w2 = w1_end, w2_end
 
 
-def linear_memory_chunked(x: dict, state: torch.Tensor, chunk: int, rule: str) -> list[tuple[torch.Tensor, ...]]:
-    """The chunk form's two fold primitives applied to a *linear* memory ``M(x) = S x``.
+def linear_memory_chunked(x: dict, state: torch.Tensor, chunk: int, rule: str,
+                          previous: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The chunk form's fold primitive applied to a *linear* memory ``M(x) = S x``.
 
     How the memory is made linear: a linear memory is one layer whose input is the key itself
     (``u = k``) and, under the "dot" objective ``-<S k, v_hat>``, whose error ``delta = -v_hat`` does
-    not depend on ``S``. Feeding those ``(u, delta)`` to the folds that the chunk form uses for the MLP
-    layers (the WY end-state fold of W1 and the precomputed transfer of W2) must give the gated delta
-    rule exactly, for any chunk size. Returns ``(S_fold, S_transfer)`` at the end of every chunk.
+    not depend on ``S``. Feeding those ``(u, delta)`` and the queries to the fold that the chunk form uses for
+    each MLP layer must give the gated delta rule exactly, outputs and states, for any chunk size. Returns the
+    reads ``S_t q_t`` (``S_{t-1} q_t`` if ``previous``) and the end state of every chunk.
     """
-    k, v = (to_chunks(x[n], chunk, 0.0) for n in ("k", "v_hat"))
+    q, k, v = (to_chunks(x[n], chunk, 0.0) for n in ("q", "k", "v_hat"))
     alpha, eta = to_chunks(x["alpha"], chunk, 1.0), to_chunks(x["eta"], chunk, 0.0)
-    phi, writes = chunk_transfer(k, alpha, eta, rule == "dgd")
-    decays = decay_products(alpha)
-    s_fold = s_transfer = state
+    decays = Decays.of(alpha)
     ends = []
     for n in range(k.shape[2]):
-        k_n, v_n = k[:, :, n], v[:, :, n]
-        s_fold = fold_chunk_end(s_fold, k_n, k_n @ s_fold.mT, -v_n, decays[:, :, n], eta[:, :, n], rule == "dgd")
-        s_transfer = s_transfer @ phi[:, :, n] + v_n.mT @ writes[:, :, n]
-        ends.append((s_fold, s_transfer))
+        q_n, k_n, v_n = q[:, :, n], k[:, :, n], v[:, :, n]
+        decays_n = Decays(*(part[:, :, n] for part in decays))
+        reads, state = fold_layer(state, k_n, k_n @ state.mT, -v_n, decays_n, eta[:, :, n], rule == "dgd",
+                                  q_n, q_n @ state.mT, previous)
+        ends.append((reads, state))
     return ends
 
 
 @pytest.mark.parametrize("rule", ["dgd", "gd"])
-@pytest.mark.parametrize("chunk", [1, 16, 64])
-def test_linear_memory_folds_equal_hope_ops_dgd(rule: str, chunk: int) -> None:
+@pytest.mark.parametrize("chunk", [1, 8, 16, 64])
+@pytest.mark.parametrize("previous", [False, True])
+def test_linear_memory_folds_equal_hope_ops_dgd(rule: str, chunk: int, previous: bool) -> None:
     length = 70
     x = make_inputs(length)
     state = torch.randn(B, H, D, D, dtype=torch.float64)
-    ends = linear_memory_chunked(x, state, chunk, rule)
-    for n, (s_fold, s_transfer) in enumerate(ends):
+    sequence = [x[name] for name in ("q", "k", "v_hat", "alpha", "eta")]
+    outputs, _ = dgd(*sequence, rule=rule, initial_state=state, mode="naive")
+    if previous:  # S_{t-1} q_t: the initial state reads q_0, then the outputs of a run with queries one token later
+        shifted, _ = dgd(x["q"][:, 1:], *(s[:, :-1] for s in sequence[1:]), rule=rule, initial_state=state,
+                         mode="naive")
+        outputs = torch.cat([(state @ x["q"][:, 0, :, :, None]).squeeze(-1)[:, None], shifted], dim=1)
+    for n, (reads, s_fold) in enumerate(linear_memory_chunked(x, state, chunk, rule, previous)):
         stop = min((n + 1) * chunk, length)
-        _, want = dgd(*(x[name][:, :stop] for name in ("q", "k", "v_hat", "alpha", "eta")), rule=rule,
-                      initial_state=state, output_final_state=True, mode="naive")
+        _, want = dgd(*(s[:, :stop] for s in sequence), rule=rule, initial_state=state, output_final_state=True,
+                      mode="naive")
         torch.testing.assert_close(s_fold, want, rtol=1e-10, atol=1e-10)
-        torch.testing.assert_close(s_transfer, want, rtol=1e-10, atol=1e-10)
+        want_reads = outputs[:, n * chunk : stop].transpose(1, 2)
+        torch.testing.assert_close(reads[:, :, : stop - n * chunk], want_reads, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("extra", [
@@ -560,3 +566,24 @@ def test_options_that_choose_the_memory_are_required() -> None:
     for missing in PLAIN:
         with pytest.raises(TypeError, match=missing):
             op.mlp_memory(*x.values(), **{k: v for k, v in PLAIN.items() if k != missing})
+
+
+# the keys as queries (the tensor itself): the chunk form makes one MLP pass over them (Hope's projection memories)
+
+
+@pytest.mark.parametrize("read", op.READS)
+@pytest.mark.parametrize("length", [1, 63, 130])
+def test_keys_as_queries_match_naive_outputs_and_gradients(read: str, length: int) -> None:
+    x = make_inputs(length)
+    for chunk_size in (1, 8, 64):
+        for objective in ("dot", "l2"):
+            results = []
+            for mode in ("naive", "chunk"):
+                leaves = {name: value.detach().clone().requires_grad_() for name, value in x.items() if name != "q"}
+                o, (w1, w2) = mlp_memory(leaves["k"], *leaves.values(), objective=objective, curvature=True,
+                                         chunk_size=chunk_size, read=read, mode=mode)
+                gen = torch.Generator().manual_seed(1)
+                loss = sum((y * torch.randn(y.shape, generator=gen, dtype=y.dtype)).sum() for y in (o, w1, w2))
+                results.append([o, w1, w2, *torch.autograd.grad(loss, list(leaves.values()))])
+            for got, want in zip(results[1], results[0], strict=True):
+                torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)

@@ -189,36 +189,21 @@ class SelfModifyingTitans(nn.Module):
         filled = {group: memory.pending.k.shape[1] for group, memory in state.memories.items()}
         pending = {group: [{name: getattr(memory.pending, name) for name in self.buffered}] if filled[group] else []
                    for group, memory in state.memories.items()}
-        sizes = self._segments(t, filled)
+        sizes = self._pieces(t, filled["proj"], "proj")
         pieces = [None] * len(sizes) if static is None else static.split(sizes, dim=1)
         tail, reads = state.conv, []
-        running = self.banks["mem"].read_mode != "start"  # reads made by a fold over the chunk so far
-        for size, segment, static_segment in zip(sizes, heads.split(sizes, dim=1), pieces):
+        for segment, static_segment in zip(heads.split(sizes, dim=1), pieces):
+            # The projection memories change only at their chunk ends: one read of the piece up to the next one.
             features, tail = self._features(segment, static_segment, weights["proj"], tail)
-            whole = self.banks["mem"].kind == "deep" and size == self.chunk_sizes["mem"]
-            if running:
-                read, folded = self._running_reads(weights["mem"], velocity["mem"], pending["mem"], features)
-                reads.append(read)
-            elif not whole:  # (a whole chunk of M_mem is read by its fold below, on the way)
-                reads.append(self.banks["mem"].read(weights["mem"], features["q"]))
-            due = []
-            for group in self.banks:
-                pending[group].append({name: features[name] for name in self.buffered})
-                filled[group] += size
-                if filled[group] == self.chunk_sizes[group]:
-                    due.append(group)
-            for group in due:
-                if group == "mem" and running:  # the fold that made the reads holds the chunk's end
-                    weights[group], velocity[group] = folded
-                    pending[group], filled[group] = [], 0
-                    continue
-                chunk = {name: torch.cat([p[name] for p in pending[group]], dim=1) for name in self.buffered}
-                queries = features["q"] if group == "mem" and whole else None
-                read, weights[group], velocity[group] = self._fold(group, weights[group], velocity[group], chunk,
-                                                                   queries)
-                if read is not None:
-                    reads.append(read)
-                pending[group], filled[group] = [], 0
+            parts = self._pieces(segment.shape[1], filled["mem"], "mem")
+            for part in zip(*(features[name].split(parts, dim=1) for name in features)):
+                reads += self._mem_segment(weights, velocity, pending, filled, dict(zip(features, part)))
+            pending["proj"].append({name: features[name] for name in self.buffered})
+            filled["proj"] += segment.shape[1]
+            if filled["proj"] == self.chunk_sizes["proj"]:
+                chunk = {name: torch.cat([p[name] for p in pending["proj"]], dim=1) for name in self.buffered}
+                _, weights["proj"], velocity["proj"] = self._fold("proj", weights["proj"], velocity["proj"], chunk)
+                pending["proj"], filled["proj"] = [], 0
         memories = {}
         for group, memory in state.memories.items():
             tokens = {}
@@ -242,16 +227,41 @@ class SelfModifyingTitans(nn.Module):
         read, new_weights, new_velocity = self._fold("mem", weights, velocity, chunk, queries)
         return read[:, earlier:], (new_weights, new_velocity)
 
-    def _segments(self, length: int, filled: dict[str, int]) -> list[int]:
-        """Lengths of the pieces of a call: each ends at the next chunk boundary of either group (or the end)."""
-        sizes, filled = [], dict(filled)
-        while sum(sizes) < length:
-            size = min(length - sum(sizes), *(self.chunk_sizes[g] - filled[g] for g in filled))
-            sizes.append(size)
-            filled = {g: (n + size) % self.chunk_sizes[g] for g, n in filled.items()}
-        return sizes
+    def _mem_segment(self, weights: dict, velocity: dict, pending: dict, filled: dict,
+                     features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The reads of ``M_mem`` over a segment inside one of its chunks (``weights``, ``velocity``, ``pending`` and
+        ``filled`` of the group are updated in place); a segment that ends the chunk folds it."""
+        size, bank = features["q"].shape[1], self.banks["mem"]
+        whole = bank.kind == "deep" and size == self.chunk_sizes["mem"]
+        reads = []
+        if bank.read_mode != "start":  # reads made by a fold over the chunk so far
+            read, folded = self._running_reads(weights["mem"], velocity["mem"], pending["mem"], features)
+            reads.append(read)
+        elif not whole:  # (a whole chunk of M_mem is read by its fold below, on the way)
+            reads.append(bank.read(weights["mem"], features["q"]))
+        pending["mem"].append({name: features[name] for name in self.buffered})
+        filled["mem"] += size
+        if filled["mem"] < self.chunk_sizes["mem"]:
+            return reads
+        if bank.read_mode != "start":  # the fold that made the reads holds the chunk's end
+            weights["mem"], velocity["mem"] = folded
+        else:
+            chunk = {name: torch.cat([p[name] for p in pending["mem"]], dim=1) for name in self.buffered}
+            read, weights["mem"], velocity["mem"] = self._fold("mem", weights["mem"], velocity["mem"], chunk,
+                                                               features["q"] if whole else None)
+            if read is not None:
+                reads.append(read)
+        pending["mem"], filled["mem"] = [], 0
+        return reads
 
-    @compilable(when=lambda self, heads, static, weights, tail: heads.shape[1] == self.chunk_sizes["mem"])
+    def _pieces(self, length: int, filled: int, group: str) -> list[int]:
+        """Lengths of the pieces of ``length`` tokens, each ending at a chunk end of ``group`` (or at the end), for
+        a group ``filled`` tokens into its chunk."""
+        chunk = self.chunk_sizes[group]
+        first = min(length, chunk - filled)
+        return [first] + [min(chunk, length - start) for start in range(first, length, chunk)]
+
+    @compilable(when=lambda self, heads, static, weights, tail: heads.shape[1] == self.chunk_sizes["proj"])
     def _features(self, heads: torch.Tensor, static: torch.Tensor | None, weights: dict[str, torch.Tensor],
                   tail: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Keys, values, queries and gates of a segment read at the projection memories' ``weights``

@@ -56,7 +56,7 @@ def step(
     if position == 0:
         chunk_start = (w1, w2)
     x = torch.stack([q, k], dim=-2)
-    o, h, _, g, delta2 = read_and_errors(*chunk_start, x, 1, v_hat.unsqueeze(-2), objective)
+    o, _, h, _, g, delta2 = read_and_errors(*chunk_start, x, 1, v_hat.unsqueeze(-2), objective)
     h, g, delta2 = h.squeeze(-2), g.squeeze(-2), delta2.squeeze(-2)
     if read == "previous":
         o = residual_mlp(q.unsqueeze(-2), w1, w2)

@@ -30,12 +30,13 @@ def residual_mlp(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.T
 
 def read_and_errors(
     w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor, n_reads: int, v_hat: torch.Tensor, objective: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One pass of the memory over queries and keys stacked on the token axis.
 
     ``w1: [..., D, E]``, ``w2: [..., E, D]``, ``x: [..., n_reads + N, D]`` (the first ``n_reads`` rows
     are queries, the other ``N`` rows keys), ``v_hat: [..., N, D]``. Returns the reads
-    ``M(q): [..., n_reads, D]``, the W1 inputs ``h: [..., N, E]``, their images ``W1 h: [..., N, D]``,
+    ``M(q): [..., n_reads, D]``, the hidden pre-activations of every row ``z = x W2^T: [..., n_reads + N, E]``,
+    the W1 inputs ``h: [..., N, E]``, their images ``W1 h: [..., N, D]``,
     the W1 errors ``g: [..., N, D]`` and the W2 errors ``delta2: [..., N, E]`` (the W2 inputs are the
     keys themselves).
     """
@@ -45,7 +46,7 @@ def read_and_errors(
     z_k, h, w1_h = z[..., n_reads:, :], hidden[..., n_reads:, :], residual[..., n_reads:, :]
     g = x[..., n_reads:, :] + w1_h - v_hat if objective == "l2" else -v_hat
     delta2 = (g @ w1) * (torch.sigmoid(z_k) * (1.0 + z_k - h))
-    return x[..., :n_reads, :] + residual[..., :n_reads, :], h, w1_h, g, delta2
+    return x[..., :n_reads, :] + residual[..., :n_reads, :], z, h, w1_h, g, delta2
 
 
 SILU_MAX_SLOPE = 1.0998393201285286

@@ -138,7 +138,7 @@ def titans_step(
     if position == 0:
         chunk_start = (w1, w2)
     x = torch.stack([q, k], dim=-2) if read == "start" else k.unsqueeze(-2)
-    o, h, _, g, delta2 = read_and_errors(*chunk_start, x, x.shape[-2] - 1, v.unsqueeze(-2), "l2")
+    o, _, h, _, g, delta2 = read_and_errors(*chunk_start, x, x.shape[-2] - 1, v.unsqueeze(-2), "l2")
     g, delta2 = g * clip_factor(g, h, max_grad_norm), delta2 * clip_factor(delta2, k.unsqueeze(-2), max_grad_norm)
     b_t, th_t, keep_t = beta[..., None, None], theta[..., None, None], 1.0 - forget[..., None, None]
     s1 = b_t * s1 - th_t * (g.mT @ h)
@@ -190,7 +190,7 @@ def titans_chunk(
     for x_n, q_n, k_n, v_n, (keep_w, s_to_w, keep_s, to_w, to_s), running_n in zip(
         inputs.unbind(2), q.unbind(2), k.unbind(2), v.unbind(2), coefficients, running, strict=True
     ):
-        o_n, h, _, g, delta2 = read_and_errors(w1, w2, x_n, x_n.shape[-2] - c, v_n, "l2")
+        o_n, _, h, _, g, delta2 = read_and_errors(w1, w2, x_n, x_n.shape[-2] - c, v_n, "l2")
         g, delta2 = g * clip_factor(g, h, max_grad_norm), delta2 * clip_factor(delta2, k_n, max_grad_norm)
         if read == "running":
             o_n = _running_read(q_n, k_n, h, g, delta2, (w1, w2), (s1, s2), *running_n)
