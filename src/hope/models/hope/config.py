@@ -128,13 +128,12 @@ class HopeConfig(CMSConfig):
     and gates, so a long chunk (cheaper: fewer, larger steps) costs the outputs little."""
     memory_chunk_size: int = 16
     """Chunk of the output memory M_mem (NL Sec. 8.2: it has its own)."""
-    memory_read: str = "running"
+    memory_read: str = "previous"
     """How a token reads M_mem inside its chunk (``hope.ops.mlp_memory``'s ``read``; docs/ops_mlp_memory.md):
-    ``running``, after the updates of the chunk's tokens up to itself (the dual form of Titans and TTT);
-    ``previous``, after those of the tokens before it, ``o_t = M_{mem,t-1}(q_t)`` as NL Eq. 94 writes it;
-    ``start``, at the chunk-start state (NL Eq. 90), so the mixer sees the tokens of its own chunk only through
-    the convolution. Why ``running``: docs/results.md,
-    "Why the defaults"."""
+    ``previous``, after the updates of the chunk's tokens before it, ``o_t = M_{mem,t-1}(q_t)`` as NL Eq. 94
+    writes it; ``running``, after its own update too (the dual form of Titans and TTT); ``start``, at the
+    chunk-start state (NL Eq. 90), so the mixer sees the tokens of its own chunk only through the convolution.
+    Why ``previous``: docs/results.md, "Ablations of Hope"."""
     objective: str = "l2"
     """Inner objective of every memory: ``l2`` (``0.5 ||M(k) - v_hat||^2``, NL Eq. 93 as printed) or ``dot``
     (``-<M(k), v_hat>``; a linear memory is then exactly the gated delta rule). ``dot`` is linear in a deep
