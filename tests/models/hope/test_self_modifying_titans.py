@@ -54,7 +54,7 @@ class Reference:
 
     def update(self, weights, running, key, target, alpha, eta):
         """Per-token DGD of every memory of a group; gradients at the chunk-start ``weights``."""
-        layer, b = self.layer, key.shape[0]
+        layer = self.layer
         objective = layer.banks["mem"].objective
         proximal, dgd = layer.banks["mem"].proximal, layer.banks["mem"].dgd
         curved = layer.banks["mem"].curvature and objective == "l2"

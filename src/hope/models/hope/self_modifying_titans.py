@@ -10,13 +10,15 @@ Every projection but the query is a memory that keeps learning in context (NL Eq
 for ``box`` in ``{k, v, eta, alpha, mem}``. Each memory is per head: a 2-layer residual MLP
 ``M(x) = x + W1 silu(W2 x)`` (NL Eq. 89) or, with ``memory="linear"``, a matrix ``M(x) = W x``; its initial
 state is an ordinary parameter, meta-learned through the unrolled in-context updates (full backpropagation,
-as in Titans and TTT). ``k``, ``q`` and ``v`` are L2-normalised (``v`` too, unlike the paper:
-the targets ``v_hat = M(v)`` feed a memory's own output back into its update, so a value norm above one
-multiplies the memory's gain at every chunk; measured at initialisation, unnormalised values drove the weights
-to overflow within 200-400 tokens of random text); ``k, v, q`` pass through a causal
+as in Titans and TTT). Every head's memories read all of ``x_t`` (``memory_input="full"``): head ``h`` reads
+head ``h``'s slice of a learned full-width map ``x_t W_in`` (one per memory with ``"full-separate"``; ``"head"``
+reads ``x_t``'s own slice, 1/H of it). ``k`` and ``q`` are L2-normalised, and ``v`` too unless
+``normalize_v=False`` (the paper does not: the targets ``v_hat = M(v)`` feed a memory's own output back into its
+update, so a value norm above one multiplies the memory's gain at every chunk); ``k, v, q`` pass through a causal
 depthwise convolution of width 4 and SiLU (Titans Sec. 4.4, after the reads); ``eta, alpha`` are per-head
-scalars read out of ``M_eta`` / ``M_alpha`` by a learned vector and a sigmoid. The output is
-normalised per head, gated and projected.
+scalars read out of ``M_eta`` / ``M_alpha`` by a learned vector and a sigmoid (``sigmoid_gates=False``: no
+sigmoid). The output is normalised per head, gated and projected. Where this departs from the paper and why:
+docs/paper_notes.md, "Where the code departs from the paper".
 
 Chunks (NL Eqs. 90-91). ``M_mem`` updates in chunks of ``memory_chunk_size`` tokens, the other
 memories in chunks of ``chunk_size``. Inside a chunk every read, target and gradient is computed with the
