@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ROWS: dict[str, dict] = {
     "default": {},
     "memory_input=head": {"memory_input": "head"},
+    "memory_input=head, mlp_hidden=299 (the model before)": {"memory_input": "head", "mlp_hidden": 299},
     "memory_input=full-separate": {"memory_input": "full-separate", "mlp_hidden": 144},
     "memory_read=running": {"memory_read": "running"},
     "memory_read=start": {"memory_read": "start"},
@@ -56,7 +57,8 @@ ROWS: dict[str, dict] = {
     "cms_hidden=264 (full-width levels)": {"cms_hidden": 264},
 }
 """Overrides of the default ``hope`` per row. ``full-separate`` gets the SwiGLU width that keeps the tiny preset
-within 1% of Transformer++'s parameters; the full-width CMS row keeps every level at the whole MLP width."""
+within 1% of Transformer++'s parameters, as does ``head`` with the width of the model before ``memory_input``
+(299); the full-width CMS row keeps every level at the whole MLP width."""
 
 
 def row_dir(args: argparse.Namespace, row: str, seed: int) -> Path:
@@ -94,6 +96,29 @@ def run_row(args: argparse.Namespace, row: str, seed: int) -> None:
     print(f"[{row} seed {seed}] done", flush=True)
 
 
+def stability(args: argparse.Namespace, row: str) -> dict:
+    """Before any training: whether the row's model (tiny, static CMS) keeps finite logits over 1536 tokens of
+    random text, and the largest |weight| its memories reach, for seeds 0 and 1 (as
+    tests/models/test_long_input_stability.py checks for the default). Cached in ``OUT/<row>/stability.json``."""
+    path = row_dir(args, row, 0).parent / "stability.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    torch.set_num_threads(1)
+    result = {}
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build("hope", "tiny", vocab_size=257, **{**ROWS[row], "cms_periods": (None,)})
+        with torch.no_grad():
+            out = model(torch.randint(0, 257, (1, 1536)))
+        weights = [t for layer in out.state.layers for name, t in layer.mixer.to_flat().items()
+                   if name.rsplit(".", 1)[-1] in ("w", "w1", "w2")]
+        result[str(seed)] = {"finite_logits": bool(torch.isfinite(out.logits).all()),
+                             "max_abs_weight": max(t.abs().max().item() for t in weights)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+    return result
+
+
 def collect(args: argparse.Namespace) -> dict[str, dict]:
     """Per row: parameters and, per complete seed, the language-model and formal-language scores."""
     rows = {}
@@ -113,7 +138,8 @@ def collect(args: argparse.Namespace) -> dict[str, dict]:
                                    {label: s["item_accuracy"] for label, s in done["evals"].items()})
             seeds[str(seed)] = entry
         rows[row] = {"overrides": overrides, "parameters": build("hope", "tiny", vocab_size=args.vocab_size,
-                                                                 **overrides).num_parameters(), "seeds": seeds}
+                                                                 **overrides).num_parameters(), "seeds": seeds,
+                     **({"stability": stability(args, row)} if args.stability and seeds else {})}
     return rows
 
 
@@ -128,7 +154,8 @@ def spread(values: list[float], digits: int = 4) -> str:
 
 def table(args: argparse.Namespace, rows: dict[str, dict]) -> str:
     lines = ["| row | params | val bpb | test bpb | "
-             f"{args.language} bin0 | {args.language} bin1 | seeds |", "|---|---:|---:|---:|---:|---:|---|"]
+             f"{args.language} bin0 | {args.language} bin1 | random text at init | seeds |",
+             "|---|---:|---:|---:|---:|---:|---|---|"]
     for row, r in rows.items():
         if not r["seeds"]:
             continue
@@ -140,6 +167,8 @@ def table(args: argparse.Namespace, rows: dict[str, dict]) -> str:
         cells = [spread([s[key] for s in done]) for key in ("val_bpb", "test_bpb")]
         cells += [spread(scores[label], digits=1)
                   + (f" ({failed} diverged)" if failed else "") for label in ("bin0", "bin1")]
+        cells.append(", ".join(f"{v['max_abs_weight']:.3g}" + ("" if v["finite_logits"] else " (NaN logits)")
+                               for v in r.get("stability", {}).values()) or "-")
         note = ", ".join(r["seeds"]) + (f"; diverged: {', '.join(diverged)}" if diverged else "")
         lines.append(f"| {row} | {r['parameters']:,} | " + " | ".join(cells) + f" | {note} |")
     return "\n".join(lines)
@@ -161,6 +190,8 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", default=list(ROWS), help="Rows to run (names of ROWS).")
     parser.add_argument("--jobs", type=int, default=1, help="Rows run at once (1 thread each).")
     parser.add_argument("--report-only", action="store_true", help="Only write the table of the finished runs.")
+    parser.add_argument("--stability", action="store_true",
+                        help="Add the random-text check at initialisation (max |memory weight|, per seed) per row.")
     parser.add_argument("--out", default=str(ROOT / "runs" / "ablate_hope"))
     parser.add_argument("--docs", default=str(ROOT / "docs" / "results"))
     args = parser.parse_args()
@@ -183,11 +214,12 @@ def main() -> None:
         "jobs": args.jobs, "tokens": args.tokens, "seq_len": args.seq_len, "batch_size": args.batch_size,
         "formal_language": args.language, "formal_steps": args.formal_steps, "rows": rows}, indent=2))
     (docs / "ablation_hope.md").write_text(
-        f"Hope tiny, {args.tokens:,} training tokens ({args.batch_size} x {args.seq_len} per step, the compare_archs "
-        f"recipe at a reduced budget), bits per byte over {args.eval_windows} windows of each split; formal language "
-        f"`{args.language}`, {args.formal_steps} steps of {args.formal_batch_size} strings, accuracy (%) over "
-        f"{args.formal_eval} strings at training lengths (bin0) and twice them (bin1). Several seeds: mean +- standard deviation (count).\n\n"
-        f"{text}\n")
+        f"Hope tiny, {args.tokens:,} training tokens ({args.batch_size} x {args.seq_len} per step, the "
+        f"compare_archs recipe at a reduced budget), bits per byte over {args.eval_windows} windows of each split; "
+        f"formal language `{args.language}`, {args.formal_steps} steps of {args.formal_batch_size} strings, "
+        f"accuracy (%) over {args.formal_eval} strings at training lengths (bin0) and twice them (bin1). Several "
+        f"seeds: mean +- standard deviation (count). Random text at init: the largest |weight| of the memories "
+        f"after 1536 random tokens, untrained (seeds 0 and 1).\n\n{text}\n")
     print(text)
 
 
