@@ -37,7 +37,9 @@ class CMSConfig(ModelConfig):
     ``cms_levels=1`` is the one-level ablation; ``cms_periods=(None,)`` is the paper's "w/o CMS" (a static MLP)."""
     cms_hidden: int = 0
     """Hidden width of each level's SwiGLU; 0 splits ``mlp_hidden`` evenly over the levels (rounded up to a
-    multiple of 8), so that the CMS has the parameter count of the static MLP it replaces."""
+    multiple of 8), so that the CMS has the parameter count of the static MLP it replaces (Hope-3's levels are then
+    a third as wide as Hope-1's; ``cms_hidden=mlp_hidden`` gives every level the full width: docs/results.md,
+    "Ablations of Hope")."""
     cms_variant: str = "sequential"
     """``sequential`` (NL Eq. 70 + 73: levels chained, every initial state meta-learned by the outer loop),
     ``nested`` (NL Eq. 72: at each boundary of a level the next faster level is re-initialised, and its initial
