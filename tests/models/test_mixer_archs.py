@@ -38,7 +38,7 @@ def test_mixers_and_their_fields():
     assert (bank.kind, bank.dgd, bank.objective, bank.proximal) == ("linear", False, "l2", False)
     assert build("hope", "tiny").blocks[0].mixer.banks["mem"].curvature
     banks = build("hope", "tiny").blocks[0].mixer.banks
-    assert (banks["mem"].read_mode, banks["proj"].read_mode) == ("running", "start")
+    assert (banks["mem"].read_mode, banks["proj"].read_mode) == ("previous", "start")
     assert build("hope", "tiny", memory_read="start").blocks[0].mixer.banks["mem"].read_mode == "start"
     assert not build("hope", "tiny", curvature=False).blocks[0].mixer.banks["proj"].curvature
 

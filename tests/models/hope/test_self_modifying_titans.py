@@ -54,7 +54,7 @@ class Reference:
 
     def update(self, weights, running, key, target, alpha, eta):
         """Per-token DGD of every memory of a group; gradients at the chunk-start ``weights``."""
-        layer, b = self.layer, key.shape[0]
+        layer = self.layer
         objective = layer.banks["mem"].objective
         proximal, dgd = layer.banks["mem"].proximal, layer.banks["mem"].dgd
         curved = layer.banks["mem"].curvature and objective == "l2"
@@ -79,10 +79,15 @@ class Reference:
         static = None if layer.static is None else layer.static(x).view(b, t, -1, h, d)
         width = layer.conv.width
         outputs = []
+        proj = layer.banks["proj"]
+        memories = len(proj.names)
         for i in range(t):
-            heads = x[:, i].view(b, h, d)
-            proj = layer.banks["proj"]
-            raw = self.read(self.start["proj"], heads.repeat(1, len(proj.names), 1)).view(b, -1, h, d)
+            if layer.memory_inputs is None:  # memory_input="head": head h reads x's h-th slice
+                inputs = x[:, i].view(b, h, d).repeat(1, memories, 1)
+            else:  # "full": one map of all of x (shared, or one per memory), cut into heads
+                inputs = (x[:, i] @ layer.memory_inputs.weight.T).view(b, -1, d)
+                inputs = inputs.repeat(1, memories * h // inputs.shape[1], 1)
+            raw = self.read(self.start["proj"], inputs).view(b, -1, h, d)
             source = {name: raw[:, j] for j, name in enumerate(proj.names)}
             source.update({name: static[:, i, j] for j, name in enumerate(layer.static_names)})
             self.history.append(torch.cat([source[n].reshape(b, -1) for n in ("k", "v", "q")], -1))
@@ -90,11 +95,14 @@ class Reference:
                       for j in range(width)]
             kvq = F.silu(sum(layer.conv.weight[:, j] * window[j] for j in range(width))).view(b, 3, h, d)
             k, v, q = kvq.unbind(1)
-            k, v, q = (u / (u.square().sum(-1, keepdim=True) + 1e-6).sqrt() for u in (k, v, q))
+            k, q = (u / (u.square().sum(-1, keepdim=True) + 1e-6).sqrt() for u in (k, q))
+            if layer.normalize_v:
+                v = v / (v.square().sum(-1, keepdim=True) + 1e-6).sqrt()
             gate = {}
             for g, name in enumerate(layer.gate_names):
                 read = source["alpha" if name == "alpha" else "eta"]
-                gate[name] = torch.sigmoid((read * layer.readout[g]).sum(-1) + layer.readout_bias[g])
+                logit = (read * layer.readout[g]).sum(-1) + layer.readout_bias[g]
+                gate[name] = torch.sigmoid(logit) if layer.sigmoid_gates else logit
             alpha = gate.get("alpha", torch.ones_like(gate["eta"]))
             mode = layer.banks["mem"].read_mode if layer.test_time_learning else "start"
             if mode == "start":
@@ -134,8 +142,8 @@ def self_modifying_titans(**fields) -> SelfModifyingTitans:
 def make(**kwargs):
     torch.manual_seed(1)
     layer = self_modifying_titans(**kwargs).double()
-    with torch.no_grad():  # livelier gates than the defaults, so every term matters
-        layer.readout.normal_(std=0.5)
+    with torch.no_grad():  # livelier gates than the defaults, so every term matters (linear gates stay near
+        layer.readout.normal_(std=0.5 if layer.sigmoid_gates else 0.05)  # their initial values, which keep it finite)
     return layer
 
 
@@ -161,6 +169,14 @@ CONFIGS = [
     dict(memory="deep", chunk_size=2, memory_chunk_size=3, proximal=False, momentum=False, retention=False,
          adaptive_q=True, adaptive_v=False),
     dict(memory="deep", chunk_size=3, memory_chunk_size=3, test_time_learning=False),
+    dict(memory="deep", chunk_size=3, memory_chunk_size=4, objective="l2", curvature=True, memory_input="head"),
+    dict(memory="linear", chunk_size=3, memory_chunk_size=2, memory_input="head", memory_read="previous"),
+    dict(memory="deep", chunk_size=2, memory_chunk_size=3, objective="l2", memory_input="full-separate",
+         memory_read="previous"),
+    dict(memory="deep", chunk_size=3, memory_chunk_size=2, objective="l2", curvature=True, normalize_v=False),
+    dict(memory="deep", chunk_size=2, memory_chunk_size=4, objective="l2", sigmoid_gates=False, memory_read="previous"),
+    dict(memory="linear", chunk_size=3, memory_chunk_size=2, objective="l2", sigmoid_gates=False, normalize_v=False,
+         memory_input="full-separate"),
 ]
 
 
@@ -182,8 +198,10 @@ def test_matches_per_token_reference_outputs_and_gradients(config):
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[6], CONFIGS[8], CONFIGS[11], CONFIGS[14], CONFIGS[17]],
-                         ids=["linear", "deep", "ablations", "deep-running", "deep-previous", "linear-previous"])
+@pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[6], CONFIGS[8], CONFIGS[11], CONFIGS[14], CONFIGS[17],
+                                    CONFIGS[21], CONFIGS[22], CONFIGS[24]],
+                         ids=["linear", "deep", "ablations", "deep-running", "deep-previous", "linear-previous",
+                              "head-input", "separate-input", "linear-gates"])
 def test_prefill_then_decode_equals_one_forward_at_any_cut(config):
     layer = make(**config)
     x = torch.randn(2, 17, D_MODEL, dtype=torch.float64)
@@ -276,12 +294,15 @@ def test_momentum_flag_is_the_momentum_and_nothing_else():
     torch.testing.assert_close(with_momentum(x)[0], without(x)[0], rtol=1e-12, atol=1e-12)
 
 
-def test_retention_flag_removes_alpha_and_nothing_else():
-    kept = make(memory="linear", chunk_size=2, memory_chunk_size=3, momentum=False)
+@pytest.mark.parametrize("memory_input", ["full", "full-separate", "head"])
+def test_retention_flag_removes_alpha_and_nothing_else(memory_input):
+    kept = make(memory="linear", chunk_size=2, memory_chunk_size=3, momentum=False, memory_input=memory_input)
     dropped = with_params_of(make(memory="linear", chunk_size=2, memory_chunk_size=3, momentum=False,
-                                  retention=False), kept)
+                                  retention=False, memory_input=memory_input), kept)
     with torch.no_grad():
         dropped.banks["proj"].w.copy_(kept.banks["proj"].w[: 3 * HEADS])  # memories k, v, eta (alpha is last)
+        if memory_input == "full-separate":
+            dropped.memory_inputs.weight.copy_(kept.memory_inputs.weight[: 3 * D_MODEL])
         dropped.readout.copy_(kept.readout[:1])
         dropped.readout_bias.copy_(kept.readout_bias[:1])
     x = torch.randn(2, 11, D_MODEL, dtype=torch.float64)
@@ -300,25 +321,33 @@ def test_dgd_flag_drops_only_the_erase_term():
     assert not torch.allclose(y_on[:, 2:], y_off[:, 2:])
 
 
+@pytest.mark.parametrize("memory_input", ["head", "full-separate"])
 @pytest.mark.parametrize("projection", ["q", "k", "v"])
-def test_adaptive_and_static_projections(projection):
-    """A projection that is a memory equals the static projection with the same (block-diagonal) weights while
-    nothing is learned; with learning, only the adaptive one changes in context."""
+def test_adaptive_and_static_projections(projection, memory_input):
+    """A projection that is a memory equals the static projection with the same weights (the block-diagonal
+    memories after the memory's input map) while nothing is learned; with learning, only the adaptive one changes
+    in context."""
     flag = f"adaptive_{projection}"
-    base = dict(memory="linear", chunk_size=2, memory_chunk_size=2)
+    base = dict(memory="linear", chunk_size=2, memory_chunk_size=2, memory_input=memory_input)
     adaptive = make(**base, **{flag: True})
     static = with_params_of(make(**base, **{flag: False}), adaptive)
     names = adaptive.banks["proj"].names
     index = names.index(projection)
     memory_init = adaptive.banks["proj"].w[index * HEADS:(index + 1) * HEADS]
+    weight = torch.block_diag(*memory_init)
+    if memory_input == "full-separate":
+        weight = weight @ adaptive.memory_inputs.weight[index * D_MODEL:(index + 1) * D_MODEL]
     with torch.no_grad():
         rows = static.static_names.index(projection) * D_MODEL
-        static.static.weight[rows:rows + D_MODEL] = torch.block_diag(*memory_init)
+        static.static.weight[rows:rows + D_MODEL] = weight
         for i, name in enumerate(adaptive.static_names):
             j = static.static_names.index(name)
             static.static.weight[j * D_MODEL:(j + 1) * D_MODEL] = adaptive.static.weight[i * D_MODEL:(i + 1) * D_MODEL]
         kept = [i for i, name in enumerate(names) if name != projection]
         static.banks["proj"].w.copy_(torch.cat([adaptive.banks["proj"].w[i * HEADS:(i + 1) * HEADS] for i in kept]))
+        if memory_input == "full-separate":
+            static.memory_inputs.weight.copy_(torch.cat([adaptive.memory_inputs.weight[i * D_MODEL:(i + 1) * D_MODEL]
+                                                         for i in kept]))
     x = torch.randn(2, 9, D_MODEL, dtype=torch.float64)
     y_adaptive, y_static = adaptive(x)[0], static(x)[0]
     torch.testing.assert_close(y_adaptive[:, :2], y_static[:, :2], rtol=1e-12, atol=1e-12)
@@ -326,6 +355,37 @@ def test_adaptive_and_static_projections(projection):
     for layer in (adaptive, static):
         layer.test_time_learning = False
     torch.testing.assert_close(adaptive(x)[0], static(x)[0], rtol=1e-12, atol=1e-12)
+
+
+def keys_values_and_gates(mixer, x):
+    """The projection memories' outputs at their initial state (keys, values, queries, gates), per head."""
+    b, t, _ = x.shape
+    static = None if mixer.static is None else mixer.static(x).view(b, t, -1, mixer.n_heads, mixer.head_dim)
+    features, _ = mixer._features(mixer._memory_inputs(x), static, mixer.banks["proj"].shared(), None)
+    return features
+
+
+@pytest.mark.parametrize("memory_input", ["full", "full-separate", "head"])
+def test_every_memory_reads_all_of_x(memory_input):
+    """NL Eqs. 83-85 (``k_t = M_k(x_t)``): changing head 1's channels of ``x`` moves the keys, values and gates
+    of every head under ``memory_input="full"`` (the default); under ``"head"`` head 0's stay as they were."""
+    config = {} if memory_input == "full" else dict(memory_input=memory_input)
+    model = build("hope", "tiny", vocab_size=37, **config)
+    mixer = model.blocks[0].mixer
+    assert model.config.memory_input == memory_input
+    d = mixer.head_dim
+    x = torch.randn(2, 5, model.config.d_model)
+    changed = x.clone()
+    changed[..., d:2 * d] += torch.randn_like(changed[..., d:2 * d])
+    with torch.no_grad():
+        before, after = keys_values_and_gates(mixer, x), keys_values_and_gates(mixer, changed)
+    for name in ("k", "v", "eta", "alpha", "beta"):
+        change = (before[name] - after[name]).abs()
+        moved = (change.amax(-1) if change.ndim == 4 else change).amax((0, 1)) > 1e-6  # per head
+        if memory_input == "head":
+            assert moved.tolist() == [False, True, False, False], name
+        else:
+            assert moved.all(), name
 
 
 def test_test_time_learning_false_freezes_every_memory():

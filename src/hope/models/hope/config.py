@@ -16,6 +16,7 @@ from hope.models.transformer import TransformerConfig
 from hope.ops.mlp_memory import READS
 
 CMS_VARIANTS = ("sequential", "nested", "independent")
+MEMORY_INPUTS = ("full", "full-separate", "head")
 
 
 @dataclass
@@ -37,7 +38,9 @@ class CMSConfig(ModelConfig):
     ``cms_levels=1`` is the one-level ablation; ``cms_periods=(None,)`` is the paper's "w/o CMS" (a static MLP)."""
     cms_hidden: int = 0
     """Hidden width of each level's SwiGLU; 0 splits ``mlp_hidden`` evenly over the levels (rounded up to a
-    multiple of 8), so that the CMS has the parameter count of the static MLP it replaces."""
+    multiple of 8), so that the CMS has the parameter count of the static MLP it replaces (Hope-3's levels are then
+    a third as wide as Hope-1's; ``cms_hidden=mlp_hidden`` gives every level the full width: docs/results.md,
+    "Ablations of Hope")."""
     cms_variant: str = "sequential"
     """``sequential`` (NL Eq. 70 + 73: levels chained, every initial state meta-learned by the outer loop),
     ``nested`` (NL Eq. 72: at each boundary of a level the next faster level is re-initialised, and its initial
@@ -105,10 +108,18 @@ class HopeConfig(CMSConfig):
     ``test_time_learning=False`` freezes every in-context update."""
 
     SIZE_OVERRIDES: ClassVar[dict[str, dict[str, int]]] = {
-        "tiny": {"mlp_hidden": 299}, "small": {"mlp_hidden": 913},
-        "760m": {"mlp_hidden": 4157}, "1.3b": {"mlp_hidden": 5760},
+        "tiny": {"mlp_hidden": 264}, "small": {"mlp_hidden": 816},
+        "760m": {"mlp_hidden": 3672}, "1.3b": {"mlp_hidden": 5064},
     }
-    """SwiGLU widths (split over the CMS levels) that put Hope's parameters within 1% of Transformer++."""
+    """SwiGLU widths (split over the CMS levels) that put the default Hope's parameters within 1% of
+    Transformer++ (with ``memory_input="full"``; docs/results.md, "Ablations of Hope", has the counts)."""
+    memory_input: str = "full"
+    """What the memories M_k, M_v, M_eta, M_alpha (and M_q) read. ``full``: all of ``x_t``, as NL Eqs. 83-85
+    write ``k_t = M_k(x_t)``: head ``h``'s memories read head ``h``'s slice of one learned full-width map
+    ``x_t W_in`` (``d x d``, shared by the memories). ``full-separate``: one such map per memory (``n d x d``;
+    each is the static projection that the "static k / v" ablations keep). ``head``: head ``h``'s memories read
+    only head ``h``'s slice of ``x_t`` (1/H of the input; the model before this field, kept for the ablation
+    and old checkpoints). Why ``full``: docs/results.md, "Ablations of Hope"."""
     memory: str = "deep"
     """``deep``: every memory is a 2-layer residual MLP per head (NL Eq. 89); ``linear``: a matrix per head (the
     fast path on ``hope.ops.dgd``)."""
@@ -120,13 +131,12 @@ class HopeConfig(CMSConfig):
     and gates, so a long chunk (cheaper: fewer, larger steps) costs the outputs little."""
     memory_chunk_size: int = 16
     """Chunk of the output memory M_mem (NL Sec. 8.2: it has its own)."""
-    memory_read: str = "running"
+    memory_read: str = "previous"
     """How a token reads M_mem inside its chunk (``hope.ops.mlp_memory``'s ``read``; docs/ops_mlp_memory.md):
-    ``running``, after the updates of the chunk's tokens up to itself (the dual form of Titans and TTT);
-    ``previous``, after those of the tokens before it, ``o_t = M_{mem,t-1}(q_t)`` as NL Eq. 94 writes it;
-    ``start``, at the chunk-start state (NL Eq. 90), so the mixer sees the tokens of its own chunk only through
-    the convolution. Why ``running``: docs/results.md,
-    "Why the defaults"."""
+    ``previous``, after the updates of the chunk's tokens before it, ``o_t = M_{mem,t-1}(q_t)`` as NL Eq. 94
+    writes it; ``running``, after its own update too (the dual form of Titans and TTT); ``start``, at the
+    chunk-start state (NL Eq. 90), so the mixer sees the tokens of its own chunk only through the convolution.
+    Why ``previous``: docs/results.md, "Ablations of Hope"."""
     objective: str = "l2"
     """Inner objective of every memory: ``l2`` (``0.5 ||M(k) - v_hat||^2``, NL Eq. 93 as printed) or ``dot``
     (``-<M(k), v_hat>``; a linear memory is then exactly the gated delta rule). ``dot`` is linear in a deep
@@ -138,6 +148,14 @@ class HopeConfig(CMSConfig):
     """With ``proximal`` and ``l2``: the proximal step also counts the objective's curvature along each layer's
     output (``hope.ops.mlp_memory``'s ``curvature``), so a deep memory's W2 steps do not overshoot once its W1
     grows (docs/results.md, "Why the defaults")."""
+    normalize_v: bool = True
+    """L2-normalise the values ``v`` (not in the paper, which normalises ``q`` and ``k``): the targets
+    ``v_hat = M(v)`` feed a memory's output back into its update, so a value norm above one multiplies the
+    memory's gain at every chunk (docs/paper_notes.md, "Where the code departs from the paper")."""
+    sigmoid_gates: bool = True
+    """Read ``eta``, ``alpha`` (and the momentum gate ``beta``) out of their memories through a sigmoid, so they
+    stay in (0, 1); False: the plain linear read-out, as NL Eqs. 85-86 write ``eta_t = M_eta(x_t)`` (biases then
+    start at the initial values themselves)."""
     dgd: bool = True
     """Delta gradient descent (NL Eq. 88); False drops the ``-eta u u^T`` term (the "w/o DGD" ablation)."""
     momentum: bool = True
@@ -163,6 +181,8 @@ class HopeConfig(CMSConfig):
         super().__post_init__()
         if self.memory not in ("deep", "linear"):
             raise HopeError(f"memory must be 'deep' or 'linear', got {self.memory!r}")
+        if self.memory_input not in MEMORY_INPUTS:
+            raise HopeError(f"memory_input must be one of {', '.join(MEMORY_INPUTS)}, got {self.memory_input!r}")
         if self.objective not in ("dot", "l2"):
             raise HopeError(f"objective must be 'dot' or 'l2', got {self.objective!r}")
         check_memory_read(self, READS)

@@ -10,13 +10,15 @@ Every projection but the query is a memory that keeps learning in context (NL Eq
 for ``box`` in ``{k, v, eta, alpha, mem}``. Each memory is per head: a 2-layer residual MLP
 ``M(x) = x + W1 silu(W2 x)`` (NL Eq. 89) or, with ``memory="linear"``, a matrix ``M(x) = W x``; its initial
 state is an ordinary parameter, meta-learned through the unrolled in-context updates (full backpropagation,
-as in Titans and TTT). ``k``, ``q`` and ``v`` are L2-normalised (``v`` too, unlike the paper:
-the targets ``v_hat = M(v)`` feed a memory's own output back into its update, so a value norm above one
-multiplies the memory's gain at every chunk; measured at initialisation, unnormalised values drove the weights
-to overflow within 200-400 tokens of random text); ``k, v, q`` pass through a causal
+as in Titans and TTT). Every head's memories read all of ``x_t`` (``memory_input="full"``): head ``h`` reads
+head ``h``'s slice of a learned full-width map ``x_t W_in`` (one per memory with ``"full-separate"``; ``"head"``
+reads ``x_t``'s own slice, 1/H of it). ``k`` and ``q`` are L2-normalised, and ``v`` too unless
+``normalize_v=False`` (the paper does not: the targets ``v_hat = M(v)`` feed a memory's own output back into its
+update, so a value norm above one multiplies the memory's gain at every chunk); ``k, v, q`` pass through a causal
 depthwise convolution of width 4 and SiLU (Titans Sec. 4.4, after the reads); ``eta, alpha`` are per-head
-scalars read out of ``M_eta`` / ``M_alpha`` by a learned vector and a sigmoid. The output is
-normalised per head, gated and projected.
+scalars read out of ``M_eta`` / ``M_alpha`` by a learned vector and a sigmoid (``sigmoid_gates=False``: no
+sigmoid). The output is normalised per head, gated and projected. Where this departs from the paper and why:
+docs/paper_notes.md, "Where the code departs from the paper".
 
 Chunks (NL Eqs. 90-91). ``M_mem`` updates in chunks of ``memory_chunk_size`` tokens, the other
 memories in chunks of ``chunk_size``. Inside a chunk every read, target and gradient is computed with the
@@ -125,12 +127,16 @@ class SelfModifyingTitans(nn.Module):
         self.test_time_learning = config.test_time_learning
         self.retention_init, self.step_init = config.retention_init, config.step_init
         self.momentum_init = config.momentum_init
+        self.normalize_v, self.sigmoid_gates = config.normalize_v, config.sigmoid_gates
         adaptive = {"k": config.adaptive_k, "v": config.adaptive_v, "q": config.adaptive_q, "eta": True,
                     "alpha": config.retention}
         self.static_names = tuple(name for name in ("q", "k", "v") if not adaptive[name])
         self.static = nn.Linear(d_model, len(self.static_names) * d_model, bias=False) if self.static_names else None
+        memory_names = tuple(name for name, on in adaptive.items() if on)
+        maps = {"full": 1, "full-separate": len(memory_names), "head": 0}[config.memory_input]
+        self.memory_inputs = nn.Linear(d_model, maps * d_model, bias=False) if maps else None
         self.banks = nn.ModuleDict({
-            "proj": MemoryBank(config, tuple(name for name, on in adaptive.items() if on), read="start"),
+            "proj": MemoryBank(config, memory_names, read="start"),
             "mem": MemoryBank(config, ("mem",), read=config.memory_read),
         })
         self.gate_names = ("eta",) + ("alpha",) * self.retention + ("beta",) * self.momentum
@@ -143,12 +149,17 @@ class SelfModifyingTitans(nn.Module):
 
     def init_weights(self) -> None:
         """Gate read-outs ``N(0, 0.02^2)``; biases so that ``eta = step_init``, ``beta = momentum_init`` and the
-        retention ``alpha`` is spread over ``retention_init`` across heads."""
+        retention ``alpha`` is spread over ``retention_init`` across heads. The memories' input maps
+        ``N(0, 1/d)``, so that a memory's input has the scale of ``x`` (as with ``memory_input="head"``)."""
         initial = {"eta": torch.logit(torch.tensor(self.step_init)).expand(self.n_heads),
                    "alpha": spread_logits(self.n_heads, *self.retention_init),
                    "beta": torch.logit(torch.tensor(self.momentum_init)).expand(self.n_heads)}
+        if not self.sigmoid_gates:
+            initial = {name: torch.sigmoid(logits) for name, logits in initial.items()}
         with torch.no_grad():
             self.readout.normal_(std=0.02)
+            if self.memory_inputs is not None:
+                self.memory_inputs.weight.normal_(std=self.memory_inputs.in_features ** -0.5)
             self.readout_bias.copy_(torch.stack([initial[name] for name in self.gate_names]))
 
     def initial_state(self, batch: int, like: torch.Tensor) -> HopeMixerState:
@@ -175,10 +186,10 @@ class SelfModifyingTitans(nn.Module):
         if x.ndim != 3 or x.shape[-1] != self.n_heads * self.head_dim:
             raise ValueError(f"x must be [batch, time, {self.n_heads * self.head_dim}], got {list(x.shape)}")
         b, t, _ = x.shape
-        heads = x.view(b, t, self.n_heads, self.head_dim)
+        inputs = self._memory_inputs(x)
         static = None if self.static is None else self.static(x).view(b, t, -1, self.n_heads, self.head_dim)
         if not self.test_time_learning:
-            features, tail = self._features(heads, static, self.banks["proj"].shared(),
+            features, tail = self._features(inputs, static, self.banks["proj"].shared(),
                                             None if state is None else state.conv)
             reads = self.banks["mem"].read(self.banks["mem"].shared(), features["q"])
             return self.output(reads, x), HopeMixerState(tail, {})
@@ -192,7 +203,7 @@ class SelfModifyingTitans(nn.Module):
         sizes = self._pieces(t, filled["proj"], "proj")
         pieces = [None] * len(sizes) if static is None else static.split(sizes, dim=1)
         tail, reads = state.conv, []
-        for segment, static_segment in zip(heads.split(sizes, dim=1), pieces):
+        for segment, static_segment in zip(inputs.split(sizes, dim=1), pieces):
             # The projection memories change only at their chunk ends: one read of the piece up to the next one.
             features, tail = self._features(segment, static_segment, weights["proj"], tail)
             parts = self._pieces(segment.shape[1], filled["mem"], "mem")
@@ -261,23 +272,35 @@ class SelfModifyingTitans(nn.Module):
         first = min(length, chunk - filled)
         return [first] + [min(chunk, length - start) for start in range(first, length, chunk)]
 
-    @compilable(when=lambda self, heads, static, weights, tail: heads.shape[1] == self.chunk_sizes["proj"])
-    def _features(self, heads: torch.Tensor, static: torch.Tensor | None, weights: dict[str, torch.Tensor],
+    def _memory_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """What the projection memories read, ``[B, T, n H, D]`` (memory after memory, head after head), by
+        ``memory_input``: ``full``, one full-width map of ``x`` shared by the memories (NL Eqs. 83-85: ``M_k(x_t)``
+        reads all of ``x_t``); ``full-separate``, one map per memory; ``head``, head ``h``'s slice of ``x``."""
+        b, t, _ = x.shape
+        inputs = x if self.memory_inputs is None else self.memory_inputs(x)
+        inputs = inputs.view(b, t, -1, self.head_dim)
+        return inputs.repeat(1, 1, len(self.banks["proj"].names) * self.n_heads // inputs.shape[2], 1)
+
+    @compilable(when=lambda self, inputs, static, weights, tail: inputs.shape[1] == self.chunk_sizes["proj"])
+    def _features(self, inputs: torch.Tensor, static: torch.Tensor | None, weights: dict[str, torch.Tensor],
                   tail: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Keys, values, queries and gates of a segment read at the projection memories' ``weights``
-        (NL Eqs. 83-85, 90). ``heads: [B, T, H, D]``; ``static: [B, T, n_static, H, D]`` or ``None``."""
-        b, t, h, d = heads.shape
+        (NL Eqs. 83-85, 90). ``inputs: [B, T, n H, D]`` (:meth:`_memory_inputs`); ``static: [B, T, n_static, H,
+        D]`` or ``None``."""
+        b, t, h, d = inputs.shape[0], inputs.shape[1], self.n_heads, self.head_dim
         bank = self.banks["proj"]
         n = len(bank.names)
-        raw = bank.read(weights, heads.repeat(1, 1, n, 1)).view(b, t, n, h, d)
+        raw = bank.read(weights, inputs).view(b, t, n, h, d)
         source = {name: raw[:, :, i] for i, name in enumerate(bank.names)}
         source.update({name: static[:, :, i] for i, name in enumerate(self.static_names)})
         kvq, tail = self.conv(torch.cat([source[name].flatten(2) for name in ("k", "v", "q")], dim=-1), tail)
         k, v, q = kvq.view(b, t, 3, h, d).unbind(2)
         gate_inputs = torch.stack([source["alpha" if name == "alpha" else "eta"] for name in self.gate_names], 2)
-        gates = torch.sigmoid(torch.einsum("btghd,ghd->btgh", gate_inputs, self.readout) + self.readout_bias)
+        gates = torch.einsum("btghd,ghd->btgh", gate_inputs, self.readout) + self.readout_bias
+        if self.sigmoid_gates:
+            gates = torch.sigmoid(gates)
         features = {name: gates[:, :, i] for i, name in enumerate(self.gate_names)}
-        features.update(k=l2_normalize(k), v=l2_normalize(v), q=l2_normalize(q))
+        features.update(k=l2_normalize(k), v=l2_normalize(v) if self.normalize_v else v, q=l2_normalize(q))
         if not self.retention:
             features["alpha"] = torch.ones_like(features["eta"])
         return features, tail
