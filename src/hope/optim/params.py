@@ -60,8 +60,8 @@ def reject_dtensor(params: Iterable[torch.Tensor], optimizer: str) -> None:
     except ImportError:
         return
     if any(isinstance(p, DTensor) for p in params):
-        raise HopeError(f"{optimizer} needs whole weight matrices, but got FSDP2-sharded (DTensor) parameters; "
-                        f"train with DDP or use --optimizer adamw")
+        raise HopeError(f"{optimizer} cannot update FSDP2-sharded (DTensor) parameters; train with DDP (no --fsdp) "
+                        f"or use --optimizer adamw, muon, m3 or m3-ema")
 
 
 def _is_dtensor(tensor: torch.Tensor) -> bool:
