@@ -67,3 +67,16 @@ def test_fsdp_on_one_process_trains(mixed_precision):
         assert losses[-1] < losses[0]
     finally:
         dist_.close()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"fsdp_mixed_precision": "fp8", "fsdp": True}, "fsdp_mixed_precision must be one of"),
+    ({"fsdp_mixed_precision": "bf16"}, "applies to --fsdp runs only"),
+    ({"fsdp": True, "cms_outer_periods": (1, 2)}, "does not work with --fsdp"),
+])
+def test_bad_fsdp_options_are_one_line_errors(options, message):
+    from hope.errors import HopeError
+    from hope.train.config import TrainConfig
+
+    with pytest.raises(HopeError, match=message):
+        TrainConfig(**options)

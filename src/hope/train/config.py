@@ -114,6 +114,9 @@ class TrainConfig:
                             f"got {self.fsdp_mixed_precision!r}")
         if self.fsdp_mixed_precision != "none" and not self.fsdp:
             raise HopeError("--fsdp-mixed-precision applies to --fsdp runs only (use --bf16 otherwise)")
+        if self.fsdp and self.cms_outer_periods is not None:
+            raise HopeError("--cms-outer-periods does not work with --fsdp (its held-back gradients are not sharded); "
+                            "train with DDP (no --fsdp)")
         if self.cms_outer_periods is not None:
             self.cms_outer_periods = tuple(self.cms_outer_periods)
         self.logger = check_loggers(self.logger)
