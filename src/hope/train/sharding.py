@@ -2,7 +2,8 @@
 docs/training.md, FSDP2).
 
 - ``shard_model``: ``torch.distributed.fsdp.fully_shard`` on every block, then on the root, so that one
-  block's parameters are gathered at a time; an optional ``MixedPrecisionPolicy``.
+  block's parameters are gathered at a time (the root alone for Hope learning in context); an optional
+  ``MixedPrecisionPolicy``.
 - ``checkpoint_blocks``: each block's forward under ``torch.utils.checkpoint`` (non-reentrant), its
   activations recomputed in the backward; applied before ``shard_model`` so the recomputation sees the
   gathered parameters.
@@ -29,7 +30,9 @@ gradient reductions; bf16 for both. The sharded parameters and the optimizer sta
 
 def shard_model(model: LanguageModel, mixed_precision: str = "none") -> LanguageModel:
     """Shard ``model`` in place over every process of the default group (FSDP2): each block, then the root
-    (embedding, final norm, head)."""
+    (embedding, final norm, head). A model whose CMS learns in context is one unit (the root alone): its
+    in-context steps (``hope.models.hope.in_context``) read the CMS weights between block calls, where a
+    per-block unit would hold only its shard (docs/training.md, FSDP2)."""
     policy = MIXED_PRECISION[mixed_precision]
     if not model.cms_periods:
         for block in model.blocks:
