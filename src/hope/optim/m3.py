@@ -35,6 +35,7 @@ import torch
 
 from hope.ops.newton_schulz import QUINTIC
 from hope.optim.hybrid import HybridOptimizer, orthogonalise
+from hope.optim.params import gathered
 
 ACCUMULATE = ("sum", "ema")
 
@@ -54,8 +55,8 @@ class M3(HybridOptimizer):
         adamw_lr, adamw_betas, adamw_eps: the AdamW groups (``adamw_lr=None``: ``lr``).
         foreach: batch same-shape matrices in one Newton-Schulz call.
 
-    Under DDP the gradients are all-reduced before ``step``, so every rank computes the same update;
-    FSDP2 (DTensor) parameters are refused with a ``HopeError`` (Newton-Schulz needs whole matrices).
+    Under DDP the gradients are all-reduced before ``step``, so every rank computes the same update; under
+    FSDP2 the state is sharded like the parameters and Newton-Schulz gathers whole matrices (``hope.optim.hybrid``).
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 0.02, betas: tuple[float, float, float] = (0.9, 0.999, 0.9),
@@ -110,9 +111,9 @@ class M3(HybridOptimizer):
         torch._foreach_add_(updates, [s["slow_update"] for s in states], alpha=group["alpha"])
         torch._foreach_div_(updates, denoms)
         if group["update_rms"] is not None:
-            norms = torch.stack(torch._foreach_norm(updates))
+            norms = torch.stack([gathered(n) for n in torch._foreach_norm(updates)])
             sizes = norms.new_tensor([u.numel() ** 0.5 for u in updates])
-            torch._foreach_mul_(updates, (group["update_rms"] * sizes / norms.clamp(min=1e-30)).unbind())
+            torch._foreach_mul_(updates, (group["update_rms"] * sizes / norms.clamp(min=1e-30)).tolist())
         if weight_decay:
             torch._foreach_mul_(params, 1 - lr * weight_decay)
         torch._foreach_add_(params, updates, alpha=-lr)

@@ -60,8 +60,29 @@ def reject_dtensor(params: Iterable[torch.Tensor], optimizer: str) -> None:
     except ImportError:
         return
     if any(isinstance(p, DTensor) for p in params):
-        raise HopeError(f"{optimizer} needs whole weight matrices, but got FSDP2-sharded (DTensor) parameters; "
-                        f"train with DDP or use --optimizer adamw")
+        raise HopeError(f"{optimizer} cannot update FSDP2-sharded (DTensor) parameters; train with DDP (no --fsdp) "
+                        f"or use --optimizer adamw, muon, m3 or m3-ema")
+
+
+def _is_dtensor(tensor: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+def gathered(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of an FSDP2 (DTensor) shard (a collective: every rank calls it); other tensors as they are."""
+    return tensor.full_tensor() if _is_dtensor(tensor) else tensor
+
+
+def sharded_like(whole: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``whole`` (the same on every rank) sharded as the DTensor ``like`` is, each rank keeping its own rows
+    (no communication); ``whole`` itself when ``like`` is a plain tensor."""
+    if not _is_dtensor(like):
+        return whole
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(whole, like.device_mesh, like.placements, src_data_rank=None)
 
 
 def as_matrix(tensor: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,9 @@ from typing import Any
 from hope.errors import HopeError
 from hope.train.loggers import check_loggers
 
+FSDP_MIXED_PRECISION = ("none", "bf16", "bf16-reduce")
+"""``--fsdp-mixed-precision`` values (``hope.train.sharding.MIXED_PRECISION`` holds their policies)."""
+
 
 @dataclass
 class TrainConfig:
@@ -77,6 +80,16 @@ class TrainConfig:
     compile: bool = False
     """torch.compile Hope's per-chunk mixer functions (hope.compiling), after a first step that compiles them
     (minutes the first time, seconds with a warm Inductor cache); speed-ups measured in docs/training.md."""
+    fsdp: bool = False
+    """Shard parameters, gradients and optimizer state over the processes with FSDP2 (fully_shard per block, then
+    the root) instead of DDP; checkpoints are sharded (torch.distributed.checkpoint) and resume on any number of
+    processes. adamw, muon, m3 and m3-ema only (docs/training.md, FSDP2)."""
+    fsdp_mixed_precision: str = "none"
+    """With --fsdp: none (float32), bf16 (bf16 parameters in forward and backward, float32 gradient reductions)
+    or bf16-reduce (bf16 reductions too); the sharded weights and the optimizer state stay float32."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in the backward instead of storing them (torch.utils.checkpoint):
+    less memory, about one more forward per step."""
     model: dict[str, Any] = field(default_factory=dict)
     """Model config overrides, KEY=VALUE (a mapping in YAML), e.g. d_model=256 or cms_levels=1."""
     stream: bool = False
@@ -102,6 +115,14 @@ class TrainConfig:
             raise HopeError("warmup_steps, grad_clip and weight_decay must be >= 0")
         if self.batch_size % self.grad_accum:
             raise HopeError(f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
+        if self.fsdp_mixed_precision not in FSDP_MIXED_PRECISION:
+            raise HopeError(f"fsdp_mixed_precision must be one of {', '.join(FSDP_MIXED_PRECISION)}, "
+                            f"got {self.fsdp_mixed_precision!r}")
+        if self.fsdp_mixed_precision != "none" and not self.fsdp:
+            raise HopeError("--fsdp-mixed-precision applies to --fsdp runs only (use --bf16 otherwise)")
+        if self.fsdp and self.cms_outer_periods is not None:
+            raise HopeError("--cms-outer-periods does not work with --fsdp (its held-back gradients are not sharded); "
+                            "train with DDP (no --fsdp)")
         if self.cms_outer_periods is not None:
             self.cms_outer_periods = tuple(self.cms_outer_periods)
         self.logger = check_loggers(self.logger)

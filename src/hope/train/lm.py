@@ -1,4 +1,5 @@
-"""The language-model trainer (``hope train``), on one process or under ``torchrun`` (DDP), driving ``hope.train.loop``.
+"""The language-model trainer (``hope train``), on one process or under ``torchrun`` (DDP, or FSDP2 with ``--fsdp``:
+``hope.train.sharding``), driving ``hope.train.loop``.
 
 - AdamW (or any optimizer of ``hope.optim``), linear warmup then cosine decay (``hope.train.loop.lr_schedule``),
   gradient clipping, gradient accumulation, optional bf16 autocast.
@@ -7,7 +8,8 @@
 - ``stream``: each row reads whole documents window after window with the model's state carried
   (``hope.train.stream``); the states are saved in the checkpoint, so ``resume`` continues them exactly.
 - A non-finite loss or gradient skips the step with a warning; ``max_bad_steps`` in a row abort.
-- Checkpoints (``OUT/checkpoint``) are written atomically; Ctrl-C writes one before stopping.
+- Checkpoints (``OUT/checkpoint``) are written atomically (sharded under ``--fsdp``); Ctrl-C writes one before
+  stopping (not under ``--fsdp``, whose save needs every process at the same point: the last one is kept).
 - Metrics go to the loggers of ``--logger`` (``hope.train.loggers``; default ``OUT/metrics.jsonl``, one JSON object
   per logged step or evaluation).
 """
@@ -24,7 +26,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from hope.checkpoint import load_checkpoint, save_checkpoint
+from hope.checkpoint import (is_sharded, load_checkpoint, load_sharded_checkpoint, read_header, save_checkpoint,
+                             save_sharded_checkpoint)
 from hope.compiling import compiling
 from hope.data.dataset import Dataset, batch_at, load_dataset, load_encoded
 from hope.errors import HopeError
@@ -40,6 +43,7 @@ from hope.train.config import TrainConfig
 from hope.train.loggers import Loggers, require_packages
 from hope.train.loop import StepResult, Trainer, lr_schedule
 from hope.train.stream import StreamedBatches
+from hope.train.sharding import checkpoint_blocks, shard_model
 
 
 @dataclass
@@ -74,7 +78,14 @@ def _prepare(config: TrainConfig, dist_: Distributed) -> tuple[LanguageModel, Da
     if config.resume:
         if not checkpoint.exists():
             raise HopeError(f"nothing to resume: {config.out} has no checkpoint (drop --resume to start a run there)")
-        model, tokenizer, state = load_checkpoint(checkpoint, with_trainer_state=True)
+        if is_sharded(checkpoint) != config.fsdp:
+            written = "with" if is_sharded(checkpoint) else "without"
+            raise HopeError(f"{config.out} holds a checkpoint written {written} --fsdp: resume it {written} --fsdp")
+        if config.fsdp:  # the weights come with the optimizer state, once the model is sharded
+            model_config, tokenizer, state = read_header(checkpoint, with_trainer_state=True)
+            model = LanguageModel(model_config)
+        else:
+            model, tokenizer, state = load_checkpoint(checkpoint, with_trainer_state=True)
         if not isinstance(state, dict) or not isinstance(state.get("train_config"), dict):
             raise HopeError(f"checkpoint {checkpoint}: the trainer state is corrupt (no train_config)")
         _check_resume(config, state["train_config"])
@@ -99,13 +110,13 @@ def _prepare(config: TrainConfig, dist_: Distributed) -> tuple[LanguageModel, Da
 def train(config: TrainConfig) -> TrainResult:
     """Train (or resume) a model as ``config`` says; returns the final metrics."""
     require_packages(config.logger)
-    dist_ = Distributed(resolve_device(config.device))
+    dist_ = Distributed(resolve_device(config.device), group=config.fsdp)
     if config.batch_size % (config.grad_accum * dist_.world):
         raise HopeError(f"batch_size ({config.batch_size}) must be divisible by grad_accum x processes "
                         f"({config.grad_accum} x {dist_.world})")
-    if config.stream and dist_.world > 1:
-        raise HopeError("--stream runs on one process for now (each rank's streamed state would need its own "
-                        "checkpoint file)")
+    if config.stream and (dist_.world > 1 or config.fsdp):
+        raise HopeError("--stream runs on one process without --fsdp for now (each rank's streamed state would "
+                        "need its own checkpoint file)")
     plan = plan_threads(config.threads, d_model=make_config(config.arch, config.size, **config.model).d_model,
                         device=dist_.device.type)
     apply_threads(plan)
@@ -124,6 +135,10 @@ def _train(config: TrainConfig, dist_: Distributed, out: Path) -> TrainResult:
     (when resuming) before anything in the folder is written."""
     model, dataset, state = _prepare(config, dist_)
     model.to(dist_.device)
+    if config.activation_checkpointing:
+        checkpoint_blocks(model)
+    if config.fsdp:
+        shard_model(model, config.fsdp_mixed_precision)
     optimizer = build_optimizer(config.optimizer, model, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_schedule(config.warmup_steps, config.max_steps, config.min_lr_ratio))
@@ -131,7 +146,10 @@ def _train(config: TrainConfig, dist_: Distributed, out: Path) -> TrainResult:
     step, bad_steps = 0, 0
     if state is not None:
         try:
-            optimizer.load_state_dict(state["optimizer"])
+            if config.fsdp:
+                load_sharded_checkpoint(out / "checkpoint", model, optimizer)
+            else:
+                optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             if levels is not None:
                 levels.load_state_dict(state["cms_outer"])
@@ -151,7 +169,8 @@ def _train(config: TrainConfig, dist_: Distributed, out: Path) -> TrainResult:
             streamed.load_state_dict(state.get("stream"))
     if dist_.main:
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-    trained = torch.nn.parallel.DistributedDataParallel(model) if dist_.world > 1 else model
+    ddp = dist_.world > 1 and not config.fsdp
+    trained = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
     trainer = Trainer(trained, optimizer, scheduler, grad_clip=config.grad_clip,
                       max_bad_steps=config.max_bad_steps, outer_periods=levels, params=model.parameters(),
                       distributed=dist_, step=step, bad_steps=bad_steps,
@@ -162,12 +181,16 @@ def _train(config: TrainConfig, dist_: Distributed, out: Path) -> TrainResult:
 
 def _save(config: TrainConfig, model: LanguageModel, dataset: Dataset, trainer: Trainer,
           streamed: StreamedBatches | None) -> None:
-    save_checkpoint(Path(config.out) / "checkpoint", model, dataset.tokenizer, {
-        "step": trainer.step, "bad_steps": trainer.bad_steps, "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict(), "train_config": dataclasses.asdict(config),
-        "cms_outer": trainer.outer_periods.state_dict() if trainer.outer_periods is not None else None,
-        "stream": streamed.state_dict() if streamed is not None else None,
-    })
+    """The checkpoint (every process calls it under ``--fsdp``, rank 0 alone otherwise)."""
+    state = {"step": trainer.step, "bad_steps": trainer.bad_steps, "scheduler": trainer.scheduler.state_dict(),
+             "train_config": dataclasses.asdict(config),
+             "cms_outer": trainer.outer_periods.state_dict() if trainer.outer_periods is not None else None,
+             "stream": streamed.state_dict() if streamed is not None else None}
+    if config.fsdp:
+        save_sharded_checkpoint(Path(config.out) / "checkpoint", model, trainer.optimizer, dataset.tokenizer, state)
+    else:
+        save_checkpoint(Path(config.out) / "checkpoint", model, dataset.tokenizer,
+                        {**state, "optimizer": trainer.optimizer.state_dict()})
 
 
 def _run(config: TrainConfig, dist_: Distributed, model: LanguageModel, dataset: Dataset, trainer: Trainer,
@@ -217,7 +240,7 @@ def _run(config: TrainConfig, dist_: Distributed, model: LanguageModel, dataset:
 
     def validate(result: StepResult) -> None:
         if result.step % config.eval_every == 0 or result.step == config.max_steps:
-            if dist_.main:
+            if config.fsdp or dist_.main:  # a sharded model's forward needs every process
                 if streamed is not None:
                     last["validation"] = evaluate_lm_streamed(
                         model, dataset["validation"], seq_len=config.seq_len, eot_id=dataset.tokenizer.eot_id,
@@ -225,13 +248,14 @@ def _run(config: TrainConfig, dist_: Distributed, model: LanguageModel, dataset:
                 else:
                     last["validation"] = evaluate_lm(model, dataset["validation"], seq_len=config.seq_len,
                                                      max_windows=config.eval_windows, device=device).to_dict()
+            if dist_.main:
                 loggers.log(result.step, {f"val_{k}": v for k, v in last["validation"].items()})
                 bar.set_postfix(loss=f"{last['loss']:.3f}", val_bpb=f"{last['validation']['bits_per_byte']:.3f}")
             dist_.barrier()
 
     def save(result: StepResult) -> None:
         if result.step % config.save_every == 0 or result.step == config.max_steps:
-            if dist_.main:
+            if config.fsdp or dist_.main:
                 _save(config, model, dataset, trainer, streamed)
             dist_.barrier()
 
@@ -242,7 +266,7 @@ def _run(config: TrainConfig, dist_: Distributed, model: LanguageModel, dataset:
     try:
         trainer.fit(step_batches, step_loss, config.max_steps, callbacks=callbacks, bar=bar)
     except KeyboardInterrupt:
-        if dist_.main:
+        if dist_.main and not config.fsdp:
             _save(config, model, dataset, trainer, streamed)
             tqdm.write(f"interrupted: checkpoint of step {trainer.step} written to {out / 'checkpoint'}")
         raise

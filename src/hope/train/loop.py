@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from hope.errors import HopeError
 from hope.optim.cms_outer import CMSOuterPeriods
+from hope.optim.params import gathered
 from hope.runtime import Distributed
 
 
@@ -95,14 +96,15 @@ class Trainer:
         total = None
         for m, batch in enumerate(micro_batches):
             last = m == len(micro_batches) - 1
-            with self.model.no_sync() if parallel and not last else contextlib.nullcontext():
+            with self.model.no_sync() if parallel and not last and hasattr(self.model, "no_sync") \
+                    else contextlib.nullcontext():  # FSDP2 has no no_sync: its gradients are reduced every time
                 loss = loss_fn(self.model, batch) / len(micro_batches)
                 loss.backward()
             total = loss.detach() if total is None else total + loss.detach()
         if parallel:
             total = self.distributed.mean(total)
         clip = self.grad_clip if self.grad_clip > 0 else float("inf")
-        return total, torch.nn.utils.clip_grad_norm_(self.params, clip)
+        return total, gathered(torch.nn.utils.clip_grad_norm_(self.params, clip))
 
     def _update(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
         if torch.isfinite(loss) and torch.isfinite(grad_norm):
