@@ -60,6 +60,9 @@ def _summary(result: dict[str, Any]) -> str:
         m = result["continual"]
         return (f"{result['task']} {result['arch']}: average {m['average']:.4f}, forgetting {m['forgetting']:.4f}, "
                 f"backward transfer {m['backward_transfer']:.4f} ({result['metric']})")
+    if result["family"] == "stream":
+        return f"{result['task']} {result['arch']}: " + ", ".join(
+            f"{label} loss {s['loss']:.4f}" for label, s in result["evals"].items())
     scores = ", ".join(f"{label} {100 * s['item_accuracy']:.1f}%" for label, s in result["evals"].items())
     return f"{result['task']} {result['arch']}: {scores}"
 

@@ -1,7 +1,8 @@
 """Markdown tables and plots of task runs: one run (``results.md`` beside its ``result.json``) or
 many (``hope tasks report DIR... --out docs/results.md``): per family a table of exact-match
 accuracy (models x task settings) and accuracy-vs-length plots; for continual learning the
-average score, forgetting and backward transfer, and a forgetting chart. Runs of one model and task with
+average score, forgetting and backward transfer, and a forgetting chart; for streams the loss per setting,
+forgetting and recovery, and the loss along the stream. Runs of one model and task with
 different seeds are pooled: a cell is the mean over seeds, with the sample standard deviation after
 ``±`` when there are several, and the row names its seeds.
 """
@@ -51,6 +52,8 @@ def run_markdown(result: dict[str, Any], plots: list[str]) -> str:
              f"{result['seconds']} s.", ""]
     if result["family"] == "continual":
         lines += _matrix_table(result)
+    elif result["family"] == "stream":
+        lines += _stream_tables(result)
     else:
         lines += ["| setting | item accuracy | sequence accuracy | token accuracy | examples | row length |",
                   "|---|---|---|---|---|---|"]
@@ -79,6 +82,24 @@ def _matrix_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _stream_tables(result: dict[str, Any]) -> list[str]:
+    """Mean loss per evaluation setting, loss by position, and the segment metrics of cipher streams."""
+    evals = result["evals"]
+    lines = ["| setting | mean loss (nats/token) | rows | tokens per row |", "|---|---|---|---|"]
+    lines += [f"| {label} | {s['loss']:.4f} | {s['rows']} | {s['length']} |" for label, s in evals.items()]
+    first = next(iter(evals.values()))
+    lines += ["", "Loss by position:", "", "| setting | " + " | ".join(f"{a}-{b}" for a, b, _ in first["by_position"])
+              + " |", "|---" * (len(first["by_position"]) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(f"{v:.3f}" for _, _, v in s["by_position"]) + " |"
+              for label, s in evals.items()]
+    for label, scores in evals.items():
+        for name, ret in scores.get("returns", {}).items():
+            recovery = "never" if ret["recovery_tokens"] is None else f"after {ret['recovery_tokens']} tokens"
+            lines.append(f"\n{label}: {name}'s loss began {ret['forgetting']:+.3f} above the end of "
+                         f"{ret['after']} (forgetting); it recovered {recovery}.")
+    return lines
+
+
 def plot_run(result: dict[str, Any], out: Path) -> list[str]:
     """Plots of one run into ``out``; returns their file names (none without matplotlib)."""
     plt = _pyplot()
@@ -93,6 +114,16 @@ def plot_run(result: dict[str, Any], out: Path) -> list[str]:
         ax.set_ylabel("after training on")
         fig.colorbar(image, label=result["metric"])
         name = "matrix.png"
+    elif result["family"] == "stream":
+        for label, scores in result["evals"].items():
+            ax.plot(*zip(*scores["curve"]), label=label, linewidth=0.8)
+        for _, start, _ in next(iter(result["evals"].values())).get("boundaries", [])[1:]:
+            ax.axvline(start, color="grey", linewidth=0.5)
+        ax.set_xlabel("position in the stream (tokens)")
+        ax.set_ylabel("next-token loss")
+        ax.legend(fontsize=7)
+        ax.set_title(f"{result['task']}: {model_label(result)}", fontsize=9)
+        name = "stream.png"
     else:
         labels = list(result["evals"])
         ax.plot(labels, [100 * result["evals"][k]["item_accuracy"] for k in labels], marker="o", label=result["arch"])
@@ -167,6 +198,8 @@ def build_report(paths: list[str | Path], out: str | Path, command: str = "") ->
         lines += [f"## {family}", ""]
         if family == "continual":
             lines += _continual_table(tasks, models, runs)
+        elif family == "stream":
+            lines += _stream_table(tasks, models, runs)
         else:
             lines += _family_table(tasks, models, runs)
         lines += ["", _budgets([r for (t, _), seeds in runs.items() if t in tasks for r in seeds])]
@@ -199,6 +232,35 @@ def _family_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
         if any(cells):
             lines.append(f"| {model} | " + " | ".join(cells) + f" | {_seeds(runs, tasks, model)} |")
     return lines
+
+
+def _stream_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
+    """Per model and stream task: mean loss per setting, and for each returning segment its forgetting and the
+    tokens it took to recover (runs that never recovered are counted apart)."""
+    lines = ["| model | task | setting | mean loss | forgetting | recovery tokens | seeds |", "|---|---|---|---|---|---|---|"]
+    loss = lambda v: f"{v:.3f}"
+    for task in tasks:
+        for model in models:
+            seeds = runs.get((task, model), [])
+            for label in (seeds[0]["evals"] if seeds else []):
+                scores = [r["evals"][label] for r in seeds if label in r["evals"]]
+                returns = sorted({name for s in scores for name in s.get("returns", {})})
+                forgetting = "; ".join(f"{name} {_pooled([s['returns'][name]['forgetting'] for s in scores], loss)}"
+                                       for name in returns)
+                recovery = "; ".join(f"{name} {_recovery([s['returns'][name]['recovery_tokens'] for s in scores])}"
+                                     for name in returns)
+                lines.append(f"| {model} | {_short(task)} | {label} | {_pooled([s['loss'] for s in scores], loss)} | "
+                             f"{forgetting} | {recovery} | {_seeds(runs, [task], model)} |")
+    lines += ["", "Loss in nats per token. Forgetting: how far a returning language's loss (first window) starts "
+              "above where it ended before the other language; recovery: tokens until its windowed loss is back there."]
+    return lines
+
+
+def _recovery(tokens: list[int | None]) -> str:
+    done = [t for t in tokens if t is not None]
+    text = _pooled(done, lambda v: f"{v:.0f}") if done else ""
+    never = len(tokens) - len(done)
+    return text + (f" ({never} of {len(tokens)} never)" if never else "")
 
 
 def _budgets(results: list[dict[str, Any]]) -> str:
@@ -255,7 +317,22 @@ def _plot_family(family: str, tasks: list[str], models: list[str], runs: dict, o
     if plt is None:
         return None
     name = f"{out.stem}_{family}.png"
-    if family == "continual":
+    if family == "stream":
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+        for ax, task in zip(axes.flat, tasks):
+            for k, model in enumerate(models):
+                seeds = runs.get((task, model), [])
+                for label, style in zip(seeds[0]["evals"] if seeds else [], ("-", "--", ":")):
+                    curves = [r["evals"][label]["curve"] for r in seeds if label in r["evals"]]
+                    x = [p for p, _ in curves[0]]
+                    ax.plot(x, [_mean([c[i][1] for c in curves if i < len(c)]) for i in range(len(x))], style,
+                            color=f"C{k}", linewidth=0.8, label=f"{model}, {label}")
+            ax.set_title(task, fontsize=9)
+            ax.set_xlabel("position (tokens)", fontsize=8)
+            ax.set_ylabel("next-token loss", fontsize=8)
+            ax.tick_params(labelsize=7)
+        ax = axes.flat[0]
+    elif family == "continual":
         fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(tasks), 3.5))
         width = 0.8 / max(1, len(models))
         for k, model in enumerate(models):

@@ -5,7 +5,8 @@ answer positions of generated batches (``hope.tasks``) and are scored by exact m
 evaluation setting (longer lengths, the longer formal-language bin). MAD compression decodes the
 whole row from the last position's hidden state with a small MLP decoder, as MAD's auto-encoder.
 Continual tasks train stage after stage and fill the score matrix ``R[i, j]`` (accuracy, or LM loss
-for corpus eras). A run writes ``result.json``, ``results.md`` and plots into its directory, and its training and
+for corpus eras). Stream tasks (``hope.tasks.streams``) pretrain on windows of the corpus's training split, then
+read long held-out streams window by window with the state carried (or reset) and record the loss of every token. A run writes ``result.json``, ``results.md`` and plots into its directory, and its training and
 evaluation metrics to the loggers of ``--logger`` (``hope.train.loggers``; default ``OUT/metrics.jsonl``).
 """
 
@@ -38,6 +39,7 @@ from hope.tasks.config import TaskRunConfig
 from hope.tasks.continual import continual_metrics, seen_class_accuracy
 from hope.tasks.heads import Predictor, ReconstructionDecoder
 from hope.tasks.registry import TASKS, TaskSpec, get_task
+from hope.tasks.streams import loss_by_position, stream_metrics
 from hope.train.loggers import Loggers, require_packages
 from hope.train.loop import StepResult, Trainer, lr_schedule
 
@@ -143,7 +145,8 @@ def _run_and_write(config: TaskRunConfig) -> dict[str, Any]:
     loggers = Loggers(config.logger, Path(config.out), dataclasses.asdict(config))
     try:
         with compiling(config.compile):
-            result = (_run_continual if spec.family == "continual" else _run_sequence)(config, spec, loggers)
+            run = {"continual": _run_continual, "stream": _run_stream}.get(spec.family, _run_sequence)
+            result = run(config, spec, loggers)
     finally:
         loggers.close()
     result.update({"task": spec.name, "family": spec.family, "arch": config.arch, "size": config.size,
@@ -298,12 +301,7 @@ def _run_eras(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict[s
     curve = []
     bar = tqdm(total=config.steps * len(stages), desc=f"{spec.name} {config.arch}", disable=not config.progress)
     for i, tokens in enumerate(train):
-
-        def batches(step: int, tokens=tokens) -> list[tuple[torch.Tensor, torch.Tensor]]:
-            starts = rng.integers(tokens.size - config.seq_len - 1, size=config.batch_size)
-            windows = torch.from_numpy(np.stack([tokens[s: s + config.seq_len + 1] for s in starts])).to(device)
-            return [step_log.count((windows[:, :-1], windows[:, 1:]))]
-
+        batches = _window_batches(tokens, config, rng, step_log, device)
         last = trainer.fit(batches, lambda lm, batch: _answer_loss(lm(batch[0]).logits, batch[1]),
                            (i + 1) * config.steps, callbacks=[step_log], bar=bar)
         curve.append([i, round(last.loss.item(), 5)])
@@ -315,6 +313,94 @@ def _run_eras(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict[s
     return {"params": sum(p.numel() for p in model.parameters()), "stages": [s.name for s in stages],
             "matrix": matrix.round(5).tolist(), "metric": "loss", "loss_curve": curve,
             "continual": continual_metrics(matrix, higher_is_better=False)}
+
+
+def _window_batches(tokens: np.ndarray, config: TaskRunConfig, rng: np.random.Generator, step_log: StepLog,
+                    device: torch.device):
+    """Batches of ``batch_size`` random windows of ``seq_len`` tokens of ``tokens`` (inputs, next-token targets)."""
+    if tokens.size < config.seq_len + 2:
+        raise HopeError(f"the training text has {tokens.size} tokens, fewer than seq_len {config.seq_len} + 2")
+
+    def batches(step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        starts = rng.integers(tokens.size - config.seq_len - 1, size=config.batch_size)
+        windows = torch.from_numpy(np.stack([tokens[s: s + config.seq_len + 1] for s in starts])).to(device)
+        return [step_log.count((windows[:, :-1], windows[:, 1:]))]
+
+    return batches
+
+
+def _run_stream(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict[str, Any]:
+    """Pretrain on the corpus's training split (or fine-tune ``--checkpoint`` on it), then read ``eval_examples``
+    held-out streams per evaluation setting window by window (``seq_len`` tokens), with the state carried or
+    reset, and record the loss of every token (``hope.tasks.streams``)."""
+    from hope.data.corpus import load_corpus
+
+    device = resolve_device(config.device)
+    model, tokenizer = _checkpoint(config, device) if config.checkpoint else (None, _tokenizer(config))
+    settings = eval_settings(spec, config.lengths)
+    train_stream = spec.build(tokenizer, **{**spec.train, **config.options})
+    model = _fits(model, train_stream.vocab_size, config) if model is not None else \
+        _fresh_model(config, train_stream.vocab_size, device)
+    eot = [int(tokenizer.eot_id)]
+    tokens = np.concatenate([np.asarray(tokenizer.encode(doc.text) + eot, dtype=np.int64)
+                             for doc in load_corpus(train_stream.data).train])
+    trainer = _trainer(config, model, [p for p in model.parameters() if p.requires_grad], config.steps)
+    step_log = StepLog(config, loggers, trainer, device)
+    curve = []
+    every = max(1, config.steps // 50)
+
+    def record(result: StepResult) -> None:
+        if (result.step - 1) % every == 0 or result.step == config.steps:
+            curve.append([result.step - 1, round(result.loss.item(), 5)])
+
+    with tqdm(total=config.steps, desc=f"{spec.name} {config.arch}", disable=not config.progress) as bar:
+        trainer.fit(_window_batches(tokens, config, np.random.default_rng([config.seed, 0]), step_log, device),
+                    lambda lm, batch: _answer_loss(lm(batch[0]).logits, batch[1]), config.steps,
+                    callbacks=[record, step_log], bar=bar)
+    model.eval()
+    evals = {}
+    for index, (label, overrides) in enumerate(settings.items()):
+        stream = spec.build(tokenizer, **{**spec.train, **config.options, **overrides})
+        rng = np.random.default_rng([config.seed, 1, index])
+        rows = [stream.row(rng) for _ in range(config.eval_examples)]
+        losses = np.concatenate([_stream_losses(model, np.stack([r.ids for r in rows[k: k + config.eval_batch_size]]),
+                                                config.seq_len, stream.carry_state, device)
+                                 for k in range(0, len(rows), config.eval_batch_size)])
+        evals[label] = _stream_scores(losses, rows, config.seq_len)
+        evals[label]["settings"] = overrides
+        loggers.log(trainer.step, {f"eval_{label}_loss": evals[label]["loss"]})
+    return {"params": sum(p.numel() for p in model.parameters()), "train_settings": {**spec.train, **config.options},
+            "loss_curve": curve, "evals": evals}
+
+
+@torch.no_grad()
+def _stream_losses(model: LanguageModel, ids: np.ndarray, window: int, carry_state: bool,
+                   device: torch.device) -> np.ndarray:
+    """Next-token loss of every position of rows ``ids`` ``[batch, length + 1]``, read ``window`` tokens at a
+    time with the model state carried from window to window (``carry_state``) or fresh at each."""
+    inputs, targets = torch.from_numpy(ids[:, :-1]).to(device), torch.from_numpy(ids[:, 1:]).to(device)
+    losses, state = [], None
+    for start in range(0, inputs.shape[1], window):
+        output = model(inputs[:, start: start + window], state=state)
+        losses.append(F.cross_entropy(output.logits.float().transpose(1, 2), targets[:, start: start + window],
+                                      reduction="none"))
+        state = output.state.detach() if carry_state else None
+    return torch.cat(losses, dim=1).cpu().numpy()
+
+
+def _stream_scores(losses: np.ndarray, rows: list, window: int) -> dict[str, Any]:
+    """Mean loss, loss by position, the loss curve along the stream (mean over rows, in at most 256 bins) and,
+    when the rows share their segments (cipher streams), the segment metrics."""
+    mean = losses.mean(axis=0)
+    size = max(1, mean.size // 256)
+    scores = {"loss": float(losses.mean()), "rows": len(rows), "length": int(mean.size),
+              "by_position": [[a, b, round(v, 5)] for a, b, v in loss_by_position(losses)],
+              "curve": [[start, round(float(mean[start: start + size].mean()), 5)]
+                        for start in range(0, mean.size, size)]}
+    if all(r.segments == rows[0].segments for r in rows):
+        scores["boundaries"] = [list(s) for s in rows[0].segments]
+        scores.update(stream_metrics(mean, rows[0].segments, min(window, min(b - a for _, a, b in rows[0].segments))))
+    return scores
 
 
 @torch.no_grad()
@@ -359,6 +445,9 @@ def quick_config(task: str, arch: str, out: str, seed: int = 0, data_dir: str | 
     if spec.family == "continual":
         steps, examples = 1, 2
         options = {"max_train_per_class": 2, "max_test_per_class": 2} if spec.text else {}
+    if spec.family == "stream":
+        examples = 2
+        options = {"segment": 64} if spec.name == "stream_cipher" else {"length": 256}
     return TaskRunConfig(task=task, arch=arch, size="tiny", out=out, lengths=lengths, seed=seed, steps=steps,
                          batch_size=4, eval_examples=examples, eval_batch_size=4, seq_len=64, warmup_steps=1,
                          model=dict(QUICK_MODEL), options=options, data_dir=data_dir, progress=progress)
