@@ -253,14 +253,32 @@ def _stream_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
                              f"{forgetting} | {recovery} | {_seeds(runs, [task], model)} |")
     lines += ["", "Loss in nats per token. Forgetting: how far a returning language's loss (first window) starts "
               "above where it ended before the other language; recovery: tokens until its windowed loss is back there."]
+    for task in tasks:
+        lines += [""] + _position_table(task, models, runs)
+    return lines
+
+
+def _position_table(task: str, models: list[str], runs: dict) -> list[str]:
+    """Loss by position (bins of ``hope.tasks.streams.position_bins``) of a stream task, per model and setting."""
+    seeds = next(runs[(task, m)] for m in models if (task, m) in runs)
+    bins = [(a, b) for a, b, _ in next(iter(seeds[0]["evals"].values()))["by_position"]]
+    lines = [f"Loss by position, {_short(task)}:", "",
+             "| model | setting | " + " | ".join(f"{a}-{b}" for a, b in bins) + " |", "|---" * (len(bins) + 2) + "|"]
+    for model in models:
+        results = runs.get((task, model), [])
+        for label in (results[0]["evals"] if results else []):
+            values = [[v for _, _, v in r["evals"][label]["by_position"]] for r in results if label in r["evals"]]
+            cells = [_pooled([v[i] for v in values if i < len(v)], lambda x: f"{x:.3f}") for i in range(len(bins))]
+            lines.append(f"| {model} | {label} | " + " | ".join(cells) + " |")
     return lines
 
 
 def _recovery(tokens: list[int | None]) -> str:
     done = [t for t in tokens if t is not None]
-    text = _pooled(done, lambda v: f"{v:.0f}") if done else ""
     never = len(tokens) - len(done)
-    return text + (f" ({never} of {len(tokens)} never)" if never else "")
+    if not done:
+        return "never"
+    return _pooled(done, lambda v: f"{v:.0f}") + (f" ({never} of {len(tokens)} never)" if never else "")
 
 
 def _budgets(results: list[dict[str, Any]]) -> str:
@@ -362,6 +380,108 @@ def _plot_family(family: str, tasks: list[str], models: list[str], runs: dict, o
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(out.parent / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def build_suite_report(folder: str | Path, out: str | Path, command: str = "") -> str:
+    """The report of a suite folder (``hope tasks suite``; its ``suite.json``): per experiment its table and plot,
+    each run pooled over seeds; MQAR as accuracy against key-value pairs per width and length."""
+    folder, out = Path(folder), Path(out)
+    record = json.loads((folder / "suite.json").read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    minutes = record["seconds"] / 60
+    lines = [f"# Suite {record['suite']}", "",
+             f"{record['summary']}. {record['finished']} of {record['runs']} runs finished, seeds "
+             f"{', '.join(map(str, record['seeds']))}, {minutes:.1f} minutes of running in all"
+             f"{f'; report written by `{command}`' if command else ''}. Every number was measured by these runs; "
+             "with several seeds, mean ± sample standard deviation.", ""]
+    experiments: dict[str, list[str]] = {}
+    for entry, about in record["entries"].items():
+        experiments.setdefault(about["experiment"] or about["task"], []).append(entry)
+    for experiment, entries in experiments.items():
+        found = [path for entry in entries if (folder / entry).is_dir() for path in [folder / entry]]
+        results = [r for path in found for r in _results_under(path)]
+        if not results:
+            continue
+        lines += [f"## {experiment}", ""]
+        runs = _by_seed(results)
+        models = sorted({m for _, m in runs})
+        tasks = list(dict.fromkeys(r["task"] for r in results))
+        family = TASKS[tasks[0]].family
+        if experiment == "mqar":
+            lines += _mqar_table(results)
+            plot = _plot_mqar(results, out, f"{out.stem}_{experiment}.png")
+        else:
+            lines += (_stream_table if family == "stream" else _continual_table if family == "continual"
+                      else _family_table)(tasks, models, runs)
+            plot = _plot_family(family, tasks, models, runs, out.with_name(f"{out.stem}_{experiment}.md"))
+        lines += ["", _budgets(results)]
+        if plot:
+            lines += ["", f"![{experiment}]({plot})"]
+        lines.append("")
+    if record["skipped"]:
+        lines += ["## Runs that did not finish", ""] + [
+            f"- {e['entry']} ({e['arch']}, seed {e['seed']}): {e['reason']}" for e in record["skipped"]] + [""]
+    text = "\n".join(lines)
+    out.write_text(text)
+    return text
+
+
+def _results_under(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(file.read_text()) for file in sorted(path.rglob("result.json"))]
+
+
+def _mqar_key(result: dict[str, Any]) -> tuple[str, int, int]:
+    options = result["task_options"]
+    return model_label(result), int(options["length"]), int(options["num_kv_pairs"])
+
+
+def _mqar_cells(results: list[dict[str, Any]]) -> dict[tuple[str, int, int], list[float]]:
+    """Item accuracy at the training length of every (model, length, pairs), one value per seed."""
+    cells: dict[tuple[str, int, int], list[float]] = {}
+    for result in sorted(results, key=lambda r: int(r.get("seed", 0))):
+        cells.setdefault(_mqar_key(result), []).append(next(iter(result["evals"].values()))["item_accuracy"])
+    return cells
+
+
+def _mqar_table(results: list[dict[str, Any]]) -> list[str]:
+    cells = _mqar_cells(results)
+    columns = sorted({(length, pairs) for _, length, pairs in cells})
+    models = sorted({model for model, _, _ in cells})
+    lines = ["| model | " + " | ".join(f"L{length} kv{pairs}" for length, pairs in columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {model} | " + " | ".join(_pooled(cells.get((model, *c), [])) for c in columns) + " |"
+              for model in models]
+    return lines + ["", "MQAR item accuracy (percent of queries) at the training length L with kv key-value pairs."]
+
+
+def _plot_mqar(results: list[dict[str, Any]], out: Path, name: str) -> str | None:
+    """Accuracy against key-value pairs, one panel per sequence length, one line per model."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    cells = _mqar_cells(results)
+    lengths = sorted({length for _, length, _ in cells})
+    models = sorted({model for model, _, _ in cells})
+    fig, axes = plt.subplots(1, len(lengths), figsize=(3.6 * len(lengths), 3.4), squeeze=False)
+    for ax, length in zip(axes.flat, lengths):
+        for k, model in enumerate(models):
+            points = sorted((pairs, values) for (m, n, pairs), values in cells.items() if m == model and n == length)
+            if points:
+                ax.errorbar([p for p, _ in points], [100 * _mean(v) for _, v in points],
+                            yerr=[100 * _spread(v) for _, v in points], marker="o", capsize=2, color=f"C{k}",
+                            label=model)
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(-2, 102)
+        ax.set_title(f"length {length}", fontsize=9)
+        ax.set_xlabel("key-value pairs", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes.flat[0].set_ylabel("accuracy (%)", fontsize=8)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7)
+    fig.tight_layout(rect=(0, 0.18, 1, 1))
     fig.savefig(out.parent / name, dpi=110)
     plt.close(fig)
     return name

@@ -1,0 +1,217 @@
+"""Named suites of task runs (``hope tasks suite NAME --seeds 0 1 2 --out DIR``; issue #17, docs/tasks.md, suites).
+
+A suite is a list of ``SuiteRun`` entries, each a task with ``TaskRunConfig`` overrides; every entry runs for every
+architecture (or the entry's own) and seed into ``DIR/<entry>/<arch>/seed-<s>`` with ``hope.tasks.runner``. A run
+whose ``result.json`` exists is skipped, so an interrupted suite resumes where it stopped. ``DIR/suite.json``
+records the suite, its runs and the time spent; ``hope tasks report DIR`` makes the tables and plots.
+
+Entries marked ``stream=True`` need streaming training (the state carried across windows while training,
+``TaskRunConfig.stream``); where this build has no such option they are listed as skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hope.errors import HopeError
+from hope.tasks.config import TaskRunConfig
+from hope.tasks.formal_languages import LANGUAGES
+from hope.tasks.registry import get_task
+from hope.tasks.runner import QUICK_MODEL
+
+ARCHS = ("hope", "hope-attention", "titans", "gated-deltanet", "transformer")
+"""The architectures of issue #17's comparison (Hope, Hope-Attention, Titans, Gated DeltaNet, Transformer++)."""
+
+SUITE_FILE = "suite.json"
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    """One entry: ``task`` with ``settings`` (``TaskRunConfig`` fields), run for each arch and seed."""
+
+    name: str
+    """Folder of the entry under the suite's DIR (unique in the suite)."""
+    task: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    experiment: str = ""
+    """Which experiment the entry belongs to (a section of the report)."""
+    archs: tuple[str, ...] | None = None
+    """Only these architectures (``None``: the suite's)."""
+    stream: bool = False
+    """Needs streaming training (``TaskRunConfig.stream``, the state carried across training windows)."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    summary: str
+    runs: tuple[SuiteRun, ...]
+
+    def __post_init__(self) -> None:
+        names = [run.name for run in self.runs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"suite {self.name} repeats an entry name")
+
+
+_QUICK = {"steps": 3, "batch_size": 4, "eval_examples": 4, "eval_batch_size": 4, "warmup_steps": 1, "seq_len": 64,
+          "model": QUICK_MODEL}
+
+
+def _quick() -> Suite:
+    """One small entry per experiment of ``paper-small``: tiny models, three steps; runs in seconds."""
+    runs = [SuiteRun("formal/parity", "formal_parity", _QUICK, "formal"),
+            *[SuiteRun(f"mqar/L64/kv{pairs}", "mqar", {**_QUICK, "lengths": (64,),
+                                                       "options": {"length": 64, "num_kv_pairs": pairs, "vocab_size": 64}},
+                       "mqar") for pairs in (4, 8)],
+            SuiteRun("cipher", "stream_cipher", {**_QUICK, "eval_examples": 2, "options": {"segment": 64}}, "cipher"),
+            SuiteRun("long_document", "stream_long_document", {**_QUICK, "eval_examples": 2, "options": {"length": 256}},
+                     "long_document"),
+            SuiteRun("niah/single_1", "niah_single_1", {**_QUICK, "lengths": (256, 512), "eval_chunk": 256,
+                                                        "options": {"length": 256}}, "niah")]
+    return Suite("quick", "one tiny entry per experiment, for the tests", tuple(runs))
+
+
+MQAR_WIDTHS = (64, 128)
+MQAR_LENGTHS = (64, 128, 256)
+MQAR_PAIRS = (4, 8, 16, 32, 64)
+
+
+def _paper_small() -> Suite:
+    """Issue #17's experiments at the ``tiny`` size (docs/tasks.md, suites, for the time estimate)."""
+    runs = [SuiteRun(f"formal/{language}", f"formal_{language}",
+                     {"steps": 2000, "batch_size": 32, "eval_examples": 512}, "formal") for language in LANGUAGES]
+    runs += [SuiteRun(f"mqar/d{width}/L{length}/kv{pairs}", "mqar",
+                      {"steps": 2000, "batch_size": 64, "eval_examples": 512, "lengths": (length,),
+                       "model": {"d_model": width, "n_layers": 2},
+                       "options": {"length": length, "num_kv_pairs": pairs, "vocab_size": 256}}, "mqar")
+             for width in MQAR_WIDTHS for length in MQAR_LENGTHS for pairs in MQAR_PAIRS if 4 * pairs <= length]
+    cipher = {"steps": 2000, "batch_size": 16, "seq_len": 256, "eval_examples": 8, "eval_batch_size": 8,
+              "options": {"segment": 4096}}
+    runs.append(SuiteRun("cipher/base", "stream_cipher", cipher, "cipher", stream=True))
+    runs += [SuiteRun(f"cipher/hope_cms{levels}", "stream_cipher", {**cipher, "model": {"cms_levels": levels}},
+                      "cipher", archs=("hope",), stream=True) for levels in (1, 2, 3)]
+    long_document = {"steps": 2000, "batch_size": 16, "seq_len": 512, "eval_examples": 4, "eval_batch_size": 4,
+                     "options": {"length": 32768}}
+    runs.append(SuiteRun("long_document/base", "stream_long_document", long_document, "long_document", stream=True))
+    runs.append(SuiteRun("long_document/hope_frozen", "stream_long_document",
+                         {**long_document, "model": {"test_time_learning": False}}, "long_document",
+                         archs=("hope",), stream=True))
+    runs += [SuiteRun(f"niah/{variant}", f"niah_{variant}",
+                      {"steps": 2000, "batch_size": 16, "eval_examples": 64, "eval_chunk": 512,
+                       "lengths": (512, 1024, 2048, 4096, 8192), "options": {"length": 512}}, "niah")
+             for variant in ("single_1", "single_2", "single_3")]
+    return Suite("paper-small", "issue #17: formal languages, MQAR capacity, cipher languages, long documents, "
+                 "needles past the window", tuple(runs))
+
+
+SUITES = {suite.name: suite for suite in (_quick(), _paper_small())}
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise HopeError(f"unknown suite {name!r}; expected one of {', '.join(SUITES)}")
+    return SUITES[name]
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    entry: SuiteRun
+    arch: str
+    seed: int
+    config: TaskRunConfig | None
+    """``None`` when the run cannot be made in this build (``reason`` says why)."""
+    reason: str = ""
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out) if self.config else Path()
+
+
+def plan(suite: Suite, out: str | Path, seeds: list[int], archs: list[str] | None = None,
+         jobs: int = 1) -> list[PlannedRun]:
+    """Every (entry, arch, seed) of ``suite`` with its ``TaskRunConfig`` (one thread per run with ``jobs > 1``)."""
+    fields = {f.name for f in dataclasses.fields(TaskRunConfig)}
+    runs = []
+    for entry in suite.runs:
+        get_task(entry.task)
+        for arch in (entry.archs if entry.archs is not None else archs or ARCHS):
+            if archs and arch not in archs:
+                continue
+            for seed in seeds:
+                folder = Path(out) / entry.name / arch / f"seed-{seed}"
+                if entry.stream and "stream" not in fields:
+                    runs.append(PlannedRun(entry, arch, seed, None, "needs streaming training (TaskRunConfig.stream), "
+                                           "which this build does not have"))
+                    continue
+                settings = {**entry.settings, **({"stream": True} if entry.stream else {})}
+                if jobs > 1:
+                    settings.setdefault("threads", max(1, (os.cpu_count() or 1) // jobs))
+                runs.append(PlannedRun(entry, arch, seed, TaskRunConfig(
+                    task=entry.task, arch=arch, seed=seed, out=str(folder), progress=False, **settings)))
+    return runs
+
+
+def _run_one(config: TaskRunConfig) -> tuple[dict[str, Any] | None, str]:
+    from hope.tasks.runner import run_task
+
+    for stale in ("metrics.jsonl",):  # an interrupted run starts over
+        (Path(config.out) / stale).unlink(missing_ok=True)
+    try:
+        return run_task(config), ""
+    except HopeError as err:
+        return None, str(err)
+
+
+def run_suite(name: str, out: str | Path, seeds: list[int], archs: list[str] | None = None, jobs: int = 1,
+              progress: bool = True) -> dict[str, Any]:
+    """Run every run of suite ``name`` not yet done (``result.json`` present); write and return ``suite.json``."""
+    from tqdm.auto import tqdm
+
+    if jobs < 1:
+        raise HopeError(f"jobs must be at least 1, got {jobs}")
+    if not seeds:
+        raise HopeError("give at least one seed")
+    suite, out = get_suite(name), Path(out)
+    if out.exists() and not out.is_dir():
+        raise HopeError(f"--out {out} is not a folder")
+    record_path = out / SUITE_FILE
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if record and record.get("suite") != name:
+        raise HopeError(f"{out} holds suite {record.get('suite')!r}, not {name!r}; choose another --out")
+    planned = plan(suite, out, sorted(set(seeds)), archs, jobs)
+    skipped = [{"task": p.entry.task, "entry": p.entry.name, "arch": p.arch, "seed": p.seed, "reason": p.reason}
+               for p in planned if p.config is None]
+    todo = [p for p in planned if p.config is not None and not (p.out / "result.json").is_file()]
+    resumed = sum(1 for p in planned if p.config is not None) - len(todo)
+    started = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(planned) - len(skipped), initial=resumed, desc=f"suite {name}", disable=not progress) as bar:
+        if jobs == 1:
+            outcomes = ((p, _run_one(p.config)) for p in todo)
+        else:
+            pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+            outcomes = zip(todo, pool.map(_run_one, [p.config for p in todo]))
+        for run, (_, error) in outcomes:
+            if error:
+                skipped.append({"task": run.entry.task, "entry": run.entry.name, "arch": run.arch, "seed": run.seed,
+                                "reason": error})
+            bar.update(1)
+        if jobs > 1:
+            pool.shutdown()
+    seconds = time.time() - started
+    record = {"suite": name, "summary": suite.summary, "seeds": sorted(set(seeds)), "archs": archs or list(ARCHS),
+              "runs": len(planned), "finished": sum(1 for p in planned if p.config and (p.out / "result.json").is_file()),
+              "skipped": skipped, "seconds": round(record.get("seconds", 0.0) + seconds, 2),
+              "entries": {e.name: {"task": e.task, "experiment": e.experiment, "stream": e.stream} for e in suite.runs}}
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
+    (out / "skipped.json").write_text(json.dumps(skipped, indent=2) + "\n")
+    record["resumed"], record["this_call_seconds"] = resumed, round(seconds, 2)
+    return record
