@@ -182,7 +182,7 @@ def stream_metrics(curve: np.ndarray, segments: tuple[tuple[str, int, int], ...]
                              "last": float(part[-window:].mean())}
         language = name.rstrip("0123456789")
         previous = seen.get(language)
-        if previous is not None and previous != list(seen)[-1]:
+        if previous is not None and list(seen)[-1] != language:
             level = per_segment[previous]["last"]
             running = np.convolve(part, np.ones(window) / window, mode="valid")
             back = np.flatnonzero(running <= level)
