@@ -445,6 +445,9 @@ def quick_config(task: str, arch: str, out: str, seed: int = 0, data_dir: str | 
     if spec.family == "continual":
         steps, examples = 1, 2
         options = {"max_train_per_class": 2, "max_test_per_class": 2} if spec.text else {}
+    if spec.family == "in_context":
+        options = {"classes_per_stage": 1, "shots": 1, "queries_per_stage": 1, "max_text_tokens": 16,
+                   **({"data_dir": data_dir} if data_dir else {})}
     if spec.family == "stream":
         examples = 2
         options = {"segment": 64} if spec.name == "stream_cipher" else {"length": 256}

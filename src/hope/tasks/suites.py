@@ -74,6 +74,9 @@ def _quick() -> Suite:
             SuiteRun("cipher", "stream_cipher", {**_QUICK, "eval_examples": 2, "options": {"segment": 64}}, "cipher"),
             SuiteRun("long_document", "stream_long_document", {**_QUICK, "eval_examples": 2, "options": {"length": 256}},
                      "long_document"),
+            SuiteRun("in_context/clinc150", "in_context_clinc150",
+                     {**_QUICK, "eval_chunk": 64, "options": {"classes_per_stage": 1, "shots": 1, "queries_per_stage": 1,
+                                                              "max_text_tokens": 16}}, "in_context"),
             SuiteRun("niah/single_1", "niah_single_1", {**_QUICK, "lengths": (256, 512), "eval_chunk": 256,
                                                         "options": {"length": 256}}, "niah")]
     return Suite("quick", "one tiny entry per experiment, for the tests", tuple(runs))
@@ -85,7 +88,7 @@ MQAR_PAIRS = (4, 8, 16, 32, 64)
 
 
 def _paper_small() -> Suite:
-    """Issue #17's experiments at the ``tiny`` size (docs/tasks.md, suites, for the time estimate)."""
+    """Issue #17's six experiments at the ``tiny`` size (docs/tasks.md, suites, with the time estimate)."""
     runs = [SuiteRun(f"formal/{language}", f"formal_{language}",
                      {"steps": 2000, "batch_size": 32, "eval_examples": 512}, "formal") for language in LANGUAGES]
     runs += [SuiteRun(f"mqar/d{width}/L{length}/kv{pairs}", "mqar",
@@ -108,8 +111,12 @@ def _paper_small() -> Suite:
                       {"steps": 2000, "batch_size": 16, "eval_examples": 64, "eval_chunk": 512,
                        "lengths": (512, 1024, 2048, 4096, 8192), "options": {"length": 512}}, "niah")
              for variant in ("single_1", "single_2", "single_3")]
+    runs += [SuiteRun(f"in_context/{dataset}", f"in_context_{dataset}",
+                      {"steps": 2000, "batch_size": 8, "eval_examples": 128, "eval_chunk": 512,
+                       "options": {"shots": 1, "queries_per_stage": 2, "max_text_tokens": 32}}, "in_context")
+             for dataset in ("clinc150", "banking77")]
     return Suite("paper-small", "issue #17: formal languages, MQAR capacity, cipher languages, long documents, "
-                 "needles past the window", tuple(runs))
+                 "needles past the window, class-incremental intents in context", tuple(runs))
 
 
 SUITES = {suite.name: suite for suite in (_quick(), _paper_small())}
@@ -126,13 +133,13 @@ class PlannedRun:
     entry: SuiteRun
     arch: str
     seed: int
-    config: TaskRunConfig | None
-    """``None`` when the run cannot be made in this build (``reason`` says why)."""
+    config: TaskRunConfig
     reason: str = ""
+    """Why this build cannot make the run (empty: it can)."""
 
     @property
     def out(self) -> Path:
-        return Path(self.config.out) if self.config else Path()
+        return Path(self.config.out)
 
 
 def plan(suite: Suite, out: str | Path, seeds: list[int], archs: list[str] | None = None,
@@ -147,15 +154,14 @@ def plan(suite: Suite, out: str | Path, seeds: list[int], archs: list[str] | Non
                 continue
             for seed in seeds:
                 folder = Path(out) / entry.name / arch / f"seed-{seed}"
-                if entry.stream and "stream" not in fields:
-                    runs.append(PlannedRun(entry, arch, seed, None, "needs streaming training (TaskRunConfig.stream), "
-                                           "which this build does not have"))
-                    continue
-                settings = {**entry.settings, **({"stream": True} if entry.stream else {})}
+                streaming = entry.stream and "stream" in fields
+                reason = "needs streaming training (TaskRunConfig.stream), which this build does not have" \
+                    if entry.stream and not streaming else ""
+                settings = {**entry.settings, **({"stream": True} if streaming else {})}
                 if jobs > 1:
                     settings.setdefault("threads", max(1, (os.cpu_count() or 1) // jobs))
                 runs.append(PlannedRun(entry, arch, seed, TaskRunConfig(
-                    task=entry.task, arch=arch, seed=seed, out=str(folder), progress=False, **settings)))
+                    task=entry.task, arch=arch, seed=seed, out=str(folder), progress=False, **settings), reason))
     return runs
 
 
@@ -188,9 +194,9 @@ def run_suite(name: str, out: str | Path, seeds: list[int], archs: list[str] | N
         raise HopeError(f"{out} holds suite {record.get('suite')!r}, not {name!r}; choose another --out")
     planned = plan(suite, out, sorted(set(seeds)), archs, jobs)
     skipped = [{"task": p.entry.task, "entry": p.entry.name, "arch": p.arch, "seed": p.seed, "reason": p.reason}
-               for p in planned if p.config is None]
-    todo = [p for p in planned if p.config is not None and not (p.out / "result.json").is_file()]
-    resumed = sum(1 for p in planned if p.config is not None) - len(todo)
+               for p in planned if p.reason]
+    todo = [p for p in planned if not p.reason and not (p.out / "result.json").is_file()]
+    resumed = len(planned) - len(skipped) - len(todo)
     started = time.time()
     out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(planned) - len(skipped), initial=resumed, desc=f"suite {name}", disable=not progress) as bar:
@@ -208,7 +214,7 @@ def run_suite(name: str, out: str | Path, seeds: list[int], archs: list[str] | N
             pool.shutdown()
     seconds = time.time() - started
     record = {"suite": name, "summary": suite.summary, "seeds": sorted(set(seeds)), "archs": archs or list(ARCHS),
-              "runs": len(planned), "finished": sum(1 for p in planned if p.config and (p.out / "result.json").is_file()),
+              "runs": len(planned), "finished": sum(1 for p in planned if not p.reason and (p.out / "result.json").is_file()),
               "skipped": skipped, "seconds": round(record.get("seconds", 0.0) + seconds, 2),
               "entries": {e.name: {"task": e.task, "experiment": e.experiment, "stream": e.stream} for e in suite.runs}}
     record_path.write_text(json.dumps(record, indent=2) + "\n")
