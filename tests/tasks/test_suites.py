@@ -91,6 +91,8 @@ def test_suite_jobs_run_in_parallel_processes_and_resume(tmp_path):
 def test_bad_suite_input_raises_one_line_errors(tmp_path, capsys):
     with pytest.raises(HopeError, match="unknown suite"):
         run_suite("nope", tmp_path, [0])
+    with pytest.raises(HopeError, match="unknown arch 'mamba'"):
+        run_suite("quick", tmp_path, [0], ["hope", "mamba"])
     with pytest.raises(HopeError, match="jobs"):
         run_suite("quick", tmp_path, [0], jobs=0)
     (tmp_path / "other").mkdir()

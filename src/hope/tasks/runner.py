@@ -39,7 +39,7 @@ from hope.tasks.config import TaskRunConfig
 from hope.tasks.continual import continual_metrics, seen_class_accuracy
 from hope.tasks.heads import Predictor, ReconstructionDecoder
 from hope.tasks.registry import TASKS, TaskSpec, get_task
-from hope.tasks.streams import loss_by_position, stream_metrics
+from hope.tasks.streams import corpus, loss_by_position, stream_metrics
 from hope.train.loggers import Loggers, require_packages
 from hope.train.loop import StepResult, Trainer, lr_schedule
 
@@ -323,7 +323,7 @@ def _window_batches(tokens: np.ndarray, config: TaskRunConfig, rng: np.random.Ge
 
     def batches(step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         starts = rng.integers(tokens.size - config.seq_len - 1, size=config.batch_size)
-        windows = torch.from_numpy(np.stack([tokens[s: s + config.seq_len + 1] for s in starts])).to(device)
+        windows = torch.from_numpy(np.stack([tokens[s: s + config.seq_len + 1] for s in starts]).astype(np.int64)).to(device)
         return [step_log.count((windows[:, :-1], windows[:, 1:]))]
 
     return batches
@@ -333,7 +333,7 @@ def _run_stream(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict
     """Pretrain on the corpus's training split (or fine-tune ``--checkpoint`` on it), then read ``eval_examples``
     held-out streams per evaluation setting window by window (``seq_len`` tokens), with the state carried or
     reset, and record the loss of every token (``hope.tasks.streams``)."""
-    from hope.data.corpus import load_corpus
+    from hope.data.dataset import encode_corpus
 
     device = resolve_device(config.device)
     model, tokenizer = _checkpoint(config, device) if config.checkpoint else (None, _tokenizer(config))
@@ -341,9 +341,7 @@ def _run_stream(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict
     train_stream = spec.build(tokenizer, **{**spec.train, **config.options})
     model = _fits(model, train_stream.vocab_size, config) if model is not None else \
         _fresh_model(config, train_stream.vocab_size, device)
-    eot = [int(tokenizer.eot_id)]
-    tokens = np.concatenate([np.asarray(tokenizer.encode(doc.text) + eot, dtype=np.int64)
-                             for doc in load_corpus(train_stream.data).train])
+    tokens = encode_corpus(corpus(train_stream.data), tokenizer)["train"].tokens
     trainer = _trainer(config, model, [p for p in model.parameters() if p.requires_grad], config.steps)
     step_log = StepLog(config, loggers, trainer, device)
     curve = []

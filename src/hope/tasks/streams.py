@@ -42,11 +42,16 @@ def substitution_cipher(rng: np.random.Generator) -> np.ndarray:
     return rng.permutation(BYTE_VALUES).astype(np.int64)
 
 
-@functools.lru_cache(maxsize=4)
-def _held_out(split: str, data: str | None) -> tuple[tuple[str, str], ...]:
+@functools.lru_cache(maxsize=2)
+def corpus(data: str | None = None):
+    """``hope.data.corpus.load_corpus(data)``, loaded once per process (the embedded one takes seconds)."""
     from hope.data.corpus import load_corpus
 
-    return tuple((doc.name, doc.text) for doc in load_corpus(data).split(split))
+    return load_corpus(data)
+
+
+def _held_out(split: str, data: str | None) -> tuple[tuple[str, str], ...]:
+    return tuple((doc.name, doc.text) for doc in corpus(data).split(split))
 
 
 def held_out_documents(split: str = "test", data: str | None = None) -> tuple[tuple[str, str], ...]:

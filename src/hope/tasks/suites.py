@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from hope.errors import HopeError
+from hope.models import ARCHS as MODEL_ARCHS
+from hope.run_lock import RunLock
 from hope.tasks.config import TaskRunConfig
 from hope.tasks.formal_languages import LANGUAGES
 from hope.tasks.registry import get_task
@@ -166,11 +168,13 @@ def plan(suite: Suite, out: str | Path, seeds: list[int], archs: list[str] | Non
 
 
 def _run_one(config: TaskRunConfig) -> tuple[dict[str, Any] | None, str]:
+    """Run one suite run from scratch (an interrupted one's metrics are dropped); a ``HopeError`` becomes its
+    reason for being skipped."""
     from hope.tasks.runner import run_task
 
-    for stale in ("metrics.jsonl",):  # an interrupted run starts over
-        (Path(config.out) / stale).unlink(missing_ok=True)
     try:
+        with RunLock(config.out):
+            (Path(config.out) / "metrics.jsonl").unlink(missing_ok=True)
         return run_task(config), ""
     except HopeError as err:
         return None, str(err)
@@ -178,20 +182,24 @@ def _run_one(config: TaskRunConfig) -> tuple[dict[str, Any] | None, str]:
 
 def run_suite(name: str, out: str | Path, seeds: list[int], archs: list[str] | None = None, jobs: int = 1,
               progress: bool = True) -> dict[str, Any]:
-    """Run every run of suite ``name`` not yet done (``result.json`` present); write and return ``suite.json``."""
+    """Run every run of suite ``name`` not yet done (``result.json`` present); write ``suite.json`` (also when
+    interrupted) and return it with ``resumed`` (runs already done) and ``this_call_seconds``."""
     from tqdm.auto import tqdm
 
     if jobs < 1:
         raise HopeError(f"jobs must be at least 1, got {jobs}")
     if not seeds:
         raise HopeError("give at least one seed")
+    unknown = sorted(set(archs or ()) - set(MODEL_ARCHS))
+    if unknown:
+        raise HopeError(f"unknown arch {unknown[0]!r}; expected one of {', '.join(MODEL_ARCHS)}")
     suite, out = get_suite(name), Path(out)
     if out.exists() and not out.is_dir():
         raise HopeError(f"--out {out} is not a folder")
     record_path = out / SUITE_FILE
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    if record and record.get("suite") != name:
-        raise HopeError(f"{out} holds suite {record.get('suite')!r}, not {name!r}; choose another --out")
+    previous = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if previous and previous.get("suite") != name:
+        raise HopeError(f"{out} holds suite {previous.get('suite')!r}, not {name!r}; choose another --out")
     planned = plan(suite, out, sorted(set(seeds)), archs, jobs)
     skipped = [{"task": p.entry.task, "entry": p.entry.name, "arch": p.arch, "seed": p.seed, "reason": p.reason}
                for p in planned if p.reason]
@@ -199,25 +207,25 @@ def run_suite(name: str, out: str | Path, seeds: list[int], archs: list[str] | N
     resumed = len(planned) - len(skipped) - len(todo)
     started = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=len(planned) - len(skipped), initial=resumed, desc=f"suite {name}", disable=not progress) as bar:
-        if jobs == 1:
-            outcomes = ((p, _run_one(p.config)) for p in todo)
-        else:
-            pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
-            outcomes = zip(todo, pool.map(_run_one, [p.config for p in todo]))
-        for run, (_, error) in outcomes:
-            if error:
-                skipped.append({"task": run.entry.task, "entry": run.entry.name, "arch": run.arch, "seed": run.seed,
-                                "reason": error})
-            bar.update(1)
-        if jobs > 1:
-            pool.shutdown()
-    seconds = time.time() - started
-    record = {"suite": name, "summary": suite.summary, "seeds": sorted(set(seeds)), "archs": archs or list(ARCHS),
-              "runs": len(planned), "finished": sum(1 for p in planned if not p.reason and (p.out / "result.json").is_file()),
-              "skipped": skipped, "seconds": round(record.get("seconds", 0.0) + seconds, 2),
-              "entries": {e.name: {"task": e.task, "experiment": e.experiment, "stream": e.stream} for e in suite.runs}}
-    record_path.write_text(json.dumps(record, indent=2) + "\n")
-    (out / "skipped.json").write_text(json.dumps(skipped, indent=2) + "\n")
-    record["resumed"], record["this_call_seconds"] = resumed, round(seconds, 2)
-    return record
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) if jobs > 1 else None
+    try:
+        with tqdm(total=len(planned) - len(skipped), initial=resumed, desc=f"suite {name}", disable=not progress) as bar:
+            outcomes = pool.map(_run_one, [p.config for p in todo]) if pool else (_run_one(p.config) for p in todo)
+            for run, (_, error) in zip(todo, outcomes):
+                if error:
+                    skipped.append({"task": run.entry.task, "entry": run.entry.name, "arch": run.arch,
+                                    "seed": run.seed, "reason": error})
+                bar.update(1)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+        seconds = time.time() - started
+        record = {"suite": name, "summary": suite.summary, "seeds": sorted(set(seeds)), "archs": archs or list(ARCHS),
+                  "runs": len(planned),
+                  "finished": sum(1 for p in planned if not p.reason and (p.out / "result.json").is_file()),
+                  "skipped": skipped, "seconds": round(previous.get("seconds", 0.0) + seconds, 2),
+                  "entries": {e.name: {"task": e.task, "experiment": e.experiment, "stream": e.stream}
+                              for e in suite.runs}}
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
+        (out / "skipped.json").write_text(json.dumps(skipped, indent=2) + "\n")
+    return {**record, "resumed": resumed, "this_call_seconds": round(seconds, 2)}
