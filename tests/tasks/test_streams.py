@@ -12,7 +12,7 @@ from hope.data.tokenizer import BytesTokenizer
 from hope.errors import HopeError
 from hope.models import build
 from hope.tasks.runner import QUICK_MODEL, _stream_losses
-from hope.tasks.streams import CipherStream, DocumentStream, loss_by_position, position_bins, stream_metrics
+from hope.tasks.streams import CipherStream, LongDocumentStream, loss_by_position, position_bins, stream_metrics
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_cipher_stream_segments_are_held_out_text_in_one_cipher_per_language(cor
 
 def test_streams_are_deterministic_in_their_generator(corpus_dir):
     cipher = CipherStream(segment=64, data=corpus_dir)
-    documents = DocumentStream(length=300, data=corpus_dir)
+    documents = LongDocumentStream(length=300, data=corpus_dir)
     for stream in (cipher, documents):
         first, again = stream.row(np.random.default_rng(5)), stream.row(np.random.default_rng(5))
         other = stream.row(np.random.default_rng(6))
@@ -75,7 +75,7 @@ def test_streams_are_deterministic_in_their_generator(corpus_dir):
 
 def test_document_stream_is_whole_held_out_documents_then_a_cut(corpus_dir):
     held_out = {doc.name: doc.text for doc in load_corpus(corpus_dir).test}
-    stream = DocumentStream(length=400, data=corpus_dir)
+    stream = LongDocumentStream(length=400, data=corpus_dir)
     row = stream.row(np.random.default_rng(0))
     assert row.ids.shape == (401,) and row.ids[0] == BytesTokenizer.eot_id
     cuts = np.flatnonzero(row.ids == BytesTokenizer.eot_id)
@@ -113,9 +113,9 @@ def test_bad_stream_options_raise_one_line_errors(corpus_dir):
     with pytest.raises(HopeError, match="fewer than segment"):
         CipherStream(segment=10 ** 6, data=corpus_dir).row(np.random.default_rng(0))
     with pytest.raises(HopeError, match="lower --option length"):
-        DocumentStream(length=10 ** 6, data=corpus_dir).row(np.random.default_rng(0))
+        LongDocumentStream(length=10 ** 6, data=corpus_dir).row(np.random.default_rng(0))
     with pytest.raises(HopeError, match="split must be"):
-        DocumentStream(split="train", data=corpus_dir).row(np.random.default_rng(0))
+        LongDocumentStream(split="train", data=corpus_dir).row(np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("arch", ["transformer", "hope", "gated-deltanet", "titans"])

@@ -7,7 +7,7 @@ import pytest
 from hope.errors import HopeError
 from hope.tasks.base import Task
 from hope.tasks.registry import FAMILIES, TASKS, ClassIncrementalStream, DomainStream, get_task, task_table
-from hope.tasks.streams import CipherStream, DocumentStream
+from hope.tasks.streams import CipherStream, LongDocumentStream
 
 SEQUENCE_TASKS = [name for name, spec in TASKS.items() if spec.family not in ("continual", "stream")]
 
@@ -47,7 +47,7 @@ def test_continual_specs_build_streams(tmp_path):
 
 
 def test_stream_specs_read_carried_and_reset():
-    for name, kind in (("stream_cipher", CipherStream), ("stream_long_document", DocumentStream)):
+    for name, kind in (("stream_cipher", CipherStream), ("stream_long_document", LongDocumentStream)):
         spec = get_task(name)
         streams = {label: spec.build(**overrides) for label, overrides in spec.evals.items()}
         assert all(isinstance(s, kind) for s in streams.values())

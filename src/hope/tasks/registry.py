@@ -22,7 +22,7 @@ from hope.tasks.formal_languages import BINS, LANGUAGES, FormalLanguageTask
 from hope.tasks.in_context_classes import InContextClassTask
 from hope.tasks.mqar import MQARTask
 from hope.tasks.niah import VARIANTS, NIAHTask
-from hope.tasks.streams import CipherStream, DocumentStream
+from hope.tasks.streams import CipherStream, LongDocumentStream
 
 FAMILIES = ("recall", "mad", "niah", "babilong", "formal", "continual", "in_context", "stream")
 
@@ -139,7 +139,7 @@ def _specs() -> list[TaskSpec]:
     specs.append(TaskSpec("stream_cipher", "stream", "two cipher languages read in context, A B A (loss, forgetting)",
                           "after NL Sec. 9.1 (CTNL)", CipherStream, {}, carried, text=True))
     specs.append(TaskSpec("stream_long_document", "stream", "next-token loss by position on held-out documents",
-                          "NL Sec. 9.2", DocumentStream, {}, carried, text=True))
+                          "NL Sec. 9.2", LongDocumentStream, {}, carried, text=True))
     return specs
 
 

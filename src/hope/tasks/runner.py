@@ -6,7 +6,8 @@ evaluation setting (longer lengths, the longer formal-language bin). MAD compres
 whole row from the last position's hidden state with a small MLP decoder, as MAD's auto-encoder.
 Continual tasks train stage after stage and fill the score matrix ``R[i, j]`` (accuracy, or LM loss
 for corpus eras). Stream tasks (``hope.tasks.streams``) pretrain on windows of the corpus's training split, then
-read long held-out streams window by window with the state carried (or reset) and record the loss of every token. A run writes ``result.json``, ``results.md`` and plots into its directory, and its training and
+read long held-out streams window by window with the state carried (or reset) and record the loss of every
+token. A run writes ``result.json``, ``results.md`` and plots into its directory, and its training and
 evaluation metrics to the loggers of ``--logger`` (``hope.train.loggers``; default ``OUT/metrics.jsonl``).
 """
 
@@ -301,7 +302,12 @@ def _run_eras(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict[s
     curve = []
     bar = tqdm(total=config.steps * len(stages), desc=f"{spec.name} {config.arch}", disable=not config.progress)
     for i, tokens in enumerate(train):
-        batches = _window_batches(tokens, config, rng, step_log, device)
+
+        def batches(step: int, tokens=tokens) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            starts = rng.integers(tokens.size - config.seq_len - 1, size=config.batch_size)
+            windows = torch.from_numpy(np.stack([tokens[s: s + config.seq_len + 1] for s in starts])).to(device)
+            return [step_log.count((windows[:, :-1], windows[:, 1:]))]
+
         last = trainer.fit(batches, lambda lm, batch: _answer_loss(lm(batch[0]).logits, batch[1]),
                            (i + 1) * config.steps, callbacks=[step_log], bar=bar)
         curve.append([i, round(last.loss.item(), 5)])
@@ -323,7 +329,8 @@ def _window_batches(tokens: np.ndarray, config: TaskRunConfig, rng: np.random.Ge
 
     def batches(step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         starts = rng.integers(tokens.size - config.seq_len - 1, size=config.batch_size)
-        windows = torch.from_numpy(np.stack([tokens[s: s + config.seq_len + 1] for s in starts]).astype(np.int64)).to(device)
+        windows = np.stack([tokens[s: s + config.seq_len + 1] for s in starts]).astype(np.int64)
+        windows = torch.from_numpy(windows).to(device)
         return [step_log.count((windows[:, :-1], windows[:, 1:]))]
 
     return batches

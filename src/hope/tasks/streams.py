@@ -5,7 +5,7 @@
   language, in the order of ``pattern`` (default ``ABA``: language A, then B, then A again). Each segment reads
   fresh text, so only the language can carry over. ``stream_metrics`` gives the loss of each segment, how much
   a returning language's loss rose while another was read (forgetting) and how many tokens it took to recover.
-* **Long documents** (``DocumentStream``): held-out documents, in a seeded order, concatenated (each ended by the
+* **Long documents** (``LongDocumentStream``): held-out documents, in a seeded order, concatenated (each ended by the
   tokenizer's end-of-text id) to ``length`` tokens; ``loss_by_position`` bins the loss by position.
 
 Both are read window by window with ``model(ids, state=...)`` (``hope.tasks.runner``), with the state carried
@@ -112,7 +112,7 @@ class CipherStream:
 
 
 @dataclass(frozen=True)
-class DocumentStream:
+class LongDocumentStream:
     """Held-out documents in a seeded order, each ended by end-of-text, cut at ``length`` tokens."""
 
     length: int = 32768

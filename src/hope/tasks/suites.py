@@ -6,7 +6,8 @@ whose ``result.json`` exists is skipped, so an interrupted suite resumes where i
 records the suite, its runs and the time spent; ``hope tasks report DIR`` makes the tables and plots.
 
 Entries marked ``stream=True`` need streaming training (the state carried across windows while training,
-``TaskRunConfig.stream``); where this build has no such option they are listed as skipped with that reason.
+``TaskRunConfig.stream``); where this build has no such option, or refuses it for the entry's task, their runs are
+listed as skipped with that reason.
 """
 
 from __future__ import annotations
@@ -147,7 +148,6 @@ class PlannedRun:
 def plan(suite: Suite, out: str | Path, seeds: list[int], archs: list[str] | None = None,
          jobs: int = 1) -> list[PlannedRun]:
     """Every (entry, arch, seed) of ``suite`` with its ``TaskRunConfig`` (one thread per run with ``jobs > 1``)."""
-    fields = {f.name for f in dataclasses.fields(TaskRunConfig)}
     runs = []
     for entry in suite.runs:
         get_task(entry.task)
@@ -156,14 +156,18 @@ def plan(suite: Suite, out: str | Path, seeds: list[int], archs: list[str] | Non
                 continue
             for seed in seeds:
                 folder = Path(out) / entry.name / arch / f"seed-{seed}"
-                streaming = entry.stream and "stream" in fields
-                reason = "needs streaming training (TaskRunConfig.stream), which this build does not have" \
-                    if entry.stream and not streaming else ""
-                settings = {**entry.settings, **({"stream": True} if streaming else {})}
+                settings = dict(entry.settings)
                 if jobs > 1:
                     settings.setdefault("threads", max(1, (os.cpu_count() or 1) // jobs))
-                runs.append(PlannedRun(entry, arch, seed, TaskRunConfig(
-                    task=entry.task, arch=arch, seed=seed, out=str(folder), progress=False, **settings), reason))
+                config = TaskRunConfig(task=entry.task, arch=arch, seed=seed, out=str(folder), progress=False,
+                                       **settings)
+                reason = ""
+                if entry.stream:
+                    try:
+                        config = TaskRunConfig(**{**dataclasses.asdict(config), "stream": True})
+                    except (TypeError, HopeError) as err:  # no such option, or not for this task
+                        reason = f"needs streaming training (TaskRunConfig.stream), not available: {err}"
+                runs.append(PlannedRun(entry, arch, seed, config, reason))
     return runs
 
 
