@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from hope.checkpoint import load_checkpoint
 from hope.compiling import compiling
+from hope.data.dataset import encode_corpus
 from hope.data.tokenizer import BytesTokenizer, load_tokenizer
 from hope.errors import HopeError
 from hope.eval.report import plot_run, run_markdown
@@ -340,8 +341,6 @@ def _run_stream(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict
     """Pretrain on the corpus's training split (or fine-tune ``--checkpoint`` on it), then read ``eval_examples``
     held-out streams per evaluation setting window by window (``seq_len`` tokens), with the state carried or
     reset, and record the loss of every token (``hope.tasks.streams``)."""
-    from hope.data.dataset import encode_corpus
-
     device = resolve_device(config.device)
     model, tokenizer = _checkpoint(config, device) if config.checkpoint else (None, _tokenizer(config))
     settings = eval_settings(spec, config.lengths)

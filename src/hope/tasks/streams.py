@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from hope.data.corpus import Corpus, load_corpus
 from hope.data.tokenizer import BytesTokenizer
 from hope.errors import HopeError
 from hope.tasks.base import check_positive
@@ -43,10 +44,8 @@ def substitution_cipher(rng: np.random.Generator) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=2)
-def corpus(data: str | None = None):
+def corpus(data: str | None = None) -> Corpus:
     """``hope.data.corpus.load_corpus(data)``, loaded once per process (the embedded one takes seconds)."""
-    from hope.data.corpus import load_corpus
-
     return load_corpus(data)
 
 

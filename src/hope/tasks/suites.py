@@ -22,13 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from hope.errors import HopeError
 from hope.models import ARCHS as MODEL_ARCHS
 from hope.run_lock import RunLock
 from hope.tasks.config import TaskRunConfig
 from hope.tasks.formal_languages import LANGUAGES
 from hope.tasks.registry import get_task
-from hope.tasks.runner import QUICK_MODEL
+from hope.tasks.runner import QUICK_MODEL, run_task
 
 ARCHS = ("hope", "hope-attention", "titans", "gated-deltanet", "transformer")
 """The architectures of issue #17's comparison (Hope, Hope-Attention, Titans, Gated DeltaNet, Transformer++)."""
@@ -174,8 +176,6 @@ def plan(suite: Suite, out: str | Path, seeds: list[int], archs: list[str] | Non
 def _run_one(config: TaskRunConfig) -> tuple[dict[str, Any] | None, str]:
     """Run one suite run from scratch (an interrupted one's metrics are dropped); a ``HopeError`` becomes its
     reason for being skipped."""
-    from hope.tasks.runner import run_task
-
     try:
         with RunLock(config.out):
             (Path(config.out) / "metrics.jsonl").unlink(missing_ok=True)
@@ -188,8 +188,6 @@ def run_suite(name: str, out: str | Path, seeds: list[int], archs: list[str] | N
               progress: bool = True) -> dict[str, Any]:
     """Run every run of suite ``name`` not yet done (``result.json`` present); write ``suite.json`` (also when
     interrupted) and return it with ``resumed`` (runs already done) and ``this_call_seconds``."""
-    from tqdm.auto import tqdm
-
     if jobs < 1:
         raise HopeError(f"jobs must be at least 1, got {jobs}")
     if not seeds:
