@@ -273,6 +273,13 @@ def _position_table(task: str, models: list[str], runs: dict) -> list[str]:
     return lines
 
 
+def _stream_points(scores: dict[str, Any]) -> list[list[float]]:
+    """The loss along a stream of segments (cipher languages), else the loss by position (bin middles)."""
+    if "boundaries" in scores:
+        return scores["curve"]
+    return [[(a + b) / 2, v] for a, b, v in scores["by_position"]]
+
+
 def _recovery(tokens: list[int | None]) -> str:
     done = [t for t in tokens if t is not None]
     never = len(tokens) - len(done)
@@ -341,10 +348,16 @@ def _plot_family(family: str, tasks: list[str], models: list[str], runs: dict, o
             for k, model in enumerate(models):
                 seeds = runs.get((task, model), [])
                 for label, style in zip(seeds[0]["evals"] if seeds else [], ("-", "--", ":")):
-                    curves = [r["evals"][label]["curve"] for r in seeds if label in r["evals"]]
+                    curves = [_stream_points(r["evals"][label]) for r in seeds if label in r["evals"]]
                     x = [p for p, _ in curves[0]]
                     ax.plot(x, [_mean([c[i][1] for c in curves if i < len(c)]) for i in range(len(x))], style,
-                            color=f"C{k}", linewidth=0.8, label=f"{model}, {label}")
+                            color=f"C{k}", linewidth=0.8, marker="" if "boundaries" in seeds[0]["evals"][label] else ".",
+                            label=f"{model}, {label}")
+            first = next(iter(seeds[0]["evals"].values())) if seeds else {}
+            for _, start, _ in first.get("boundaries", [])[1:]:
+                ax.axvline(start, color="grey", linewidth=0.5)
+            if seeds and "boundaries" not in first:
+                ax.set_xscale("log", base=2)
             ax.set_title(task, fontsize=9)
             ax.set_xlabel("position (tokens)", fontsize=8)
             ax.set_ylabel("next-token loss", fontsize=8)
@@ -377,9 +390,7 @@ def _plot_family(family: str, tasks: list[str], models: list[str], runs: dict, o
         for ax in list(axes.flat)[len(tasks):]:
             ax.axis("off")
         ax = axes.flat[0]
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    _legend_below(fig, *ax.get_legend_handles_labels())
     fig.savefig(out.parent / name, dpi=110)
     plt.close(fig)
     return name
@@ -457,6 +468,18 @@ def _mqar_table(results: list[dict[str, Any]]) -> list[str]:
     return lines + ["", "MQAR item accuracy (percent of queries) at the training length L with kv key-value pairs."]
 
 
+def _legend_below(fig, handles: list, labels: list[str]) -> None:
+    """The legend under the panels, in as many columns as fit the figure's width (at most 3), the figure made
+    taller by its rows."""
+    width, height = fig.get_size_inches()
+    longest = max((len(label) for label in labels), default=1)
+    columns = max(1, min(3, len(labels), int(width / (0.065 * longest + 0.5))))
+    extra = 0.2 * -(-len(labels) // columns) + 0.15
+    fig.set_size_inches(width, height + extra)
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=7)
+    fig.tight_layout(rect=(0, extra / (height + extra), 1, 1))
+
+
 def _plot_mqar(results: list[dict[str, Any]], out: Path, name: str) -> str | None:
     """Accuracy against key-value pairs, one panel per sequence length, one line per model."""
     plt = _pyplot()
@@ -479,9 +502,7 @@ def _plot_mqar(results: list[dict[str, Any]], out: Path, name: str) -> str | Non
         ax.set_xlabel("key-value pairs", fontsize=8)
         ax.tick_params(labelsize=7)
     axes.flat[0].set_ylabel("accuracy (%)", fontsize=8)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7)
-    fig.tight_layout(rect=(0, 0.18, 1, 1))
+    _legend_below(fig, *axes.flat[0].get_legend_handles_labels())
     fig.savefig(out.parent / name, dpi=110)
     plt.close(fig)
     return name
