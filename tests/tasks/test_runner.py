@@ -38,6 +38,9 @@ def test_quick_suite_runs_every_task(tmp_path, intent_data_dir):
             matrix = np.array(result["matrix"])
             assert matrix.shape == (len(result["stages"]),) * 2
             assert result["continual"] == pytest.approx(continual_metrics(matrix, result["metric"] == "accuracy"), abs=1e-4)
+        elif result["family"] == "stream":
+            assert set(result["evals"]) == {"carried", "reset"}
+            assert all(0.0 < s["loss"] < 10.0 and s["rows"] == 2 for s in result["evals"].values())
         else:
             assert set(result["evals"]) == set(eval_settings(get_task(result["task"]), tuple(result["config"]["lengths"])))
             assert all(0.0 <= s["item_accuracy"] <= 1.0 and s["examples"] == 4 for s in result["evals"].values())
@@ -45,7 +48,7 @@ def test_quick_suite_runs_every_task(tmp_path, intent_data_dir):
                                                  tasks=["formal_parity", "mad_compression"], progress=False)
     assert len(hope_results) == 4 and not hope_skipped
     report = build_report([tmp_path / "quick"], tmp_path / "docs" / "results.md", command="test")
-    for family in ("recall", "mad", "niah", "babilong", "formal", "continual"):
+    for family in ("recall", "mad", "niah", "babilong", "formal", "continual", "in_context", "stream"):
         assert f"## {family}" in report and (tmp_path / "docs" / f"results_{family}.png").is_file()
     assert "| hope (tiny, d_model=32, n_heads=2, n_layers=2) |" in report
     assert "dyck2 bin1" in report and "single_1 2K" in report and "clinc150 forget" in report

@@ -7,8 +7,9 @@ import pytest
 from hope.errors import HopeError
 from hope.tasks.base import Task
 from hope.tasks.registry import FAMILIES, TASKS, ClassIncrementalStream, DomainStream, get_task, task_table
+from hope.tasks.streams import CipherStream, LongDocumentStream
 
-SEQUENCE_TASKS = [name for name, spec in TASKS.items() if spec.family != "continual"]
+SEQUENCE_TASKS = [name for name, spec in TASKS.items() if spec.family not in ("continual", "stream")]
 
 
 @pytest.mark.parametrize("name", SEQUENCE_TASKS)
@@ -43,6 +44,14 @@ def test_continual_specs_build_streams(tmp_path):
     with pytest.raises(HopeError, match="--data-dir"):
         stream.stages()
     assert isinstance(get_task("continual_sotu_eras").build(), DomainStream)
+
+
+def test_stream_specs_read_carried_and_reset():
+    for name, kind in (("stream_cipher", CipherStream), ("stream_long_document", LongDocumentStream)):
+        spec = get_task(name)
+        streams = {label: spec.build(**overrides) for label, overrides in spec.evals.items()}
+        assert all(isinstance(s, kind) for s in streams.values())
+        assert {label: s.carry_state for label, s in streams.items()} == {"carried": True, "reset": False}
 
 
 def test_unknown_names_and_options_fail_clearly():

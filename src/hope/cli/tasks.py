@@ -3,10 +3,13 @@
     hope tasks list
     hope tasks run TASK --arch ARCH --size SIZE [--length L ...] [--seed S ...] --out DIR
     hope tasks quick [--archs transformer,hope] --out DIR
+    hope tasks suite NAME --seeds 0 1 2 --out DIR [--archs hope transformer] [--jobs N]
     hope tasks report DIR... --out docs/results.md
+    hope tasks report SUITE_DIR        (writes SUITE_DIR/report.md)
 
 ``TASK`` is a task name, a family (``niah``, ``formal``, ...) or ``all``; several tasks run into
-``DIR/<task>``, several seeds into ``DIR/seed-S``. The flags of ``run`` come from ``TaskRunConfig``.
+``DIR/<task>``, several seeds into ``DIR/seed-S``. The flags of ``run`` come from ``TaskRunConfig``. A suite
+(``hope.tasks.suites``) resumes where it stopped when run again with the same ``--out``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +64,9 @@ def _summary(result: dict[str, Any]) -> str:
         m = result["continual"]
         return (f"{result['task']} {result['arch']}: average {m['average']:.4f}, forgetting {m['forgetting']:.4f}, "
                 f"backward transfer {m['backward_transfer']:.4f} ({result['metric']})")
+    if result["family"] == "stream":
+        return f"{result['task']} {result['arch']}: " + ", ".join(
+            f"{label} loss {s['loss']:.4f}" for label, s in result["evals"].items())
     scores = ", ".join(f"{label} {100 * s['item_accuracy']:.1f}%" for label, s in result["evals"].items())
     return f"{result['task']} {result['arch']}: {scores}"
 
@@ -81,13 +88,31 @@ class QuickOptions:
 
 
 @dataclass
+class SuiteOptions:
+    """Options of ``hope tasks suite``."""
+
+    name: str = field(metadata={"positional": True})
+    """Suite: quick (tiny, for the tests) or paper-small (issue #17's experiments); hope.tasks.suites."""
+    out: str = field(metadata={"required": True})
+    """Suite directory (one folder per entry, arch and seed; suite.json); run again to resume."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds; every run is repeated for each."""
+    archs: tuple[str, ...] = ()
+    """Only these architectures (default: hope, hope-attention, titans, gated-deltanet, transformer)."""
+    jobs: int = 1
+    """Runs at a time (processes; each gets cores / jobs threads)."""
+    progress: bool = True
+    """Show a progress bar over the runs."""
+
+
+@dataclass
 class ReportOptions:
     """Options of ``hope tasks report``."""
 
     dirs: tuple[str, ...] = field(metadata={"positional": True})
-    """Run directories (searched for result.json)."""
-    out: str = field(metadata={"required": True})
-    """Markdown file to write (plots go beside it)."""
+    """Run directories (searched for result.json), or one suite directory."""
+    out: str | None = None
+    """Markdown file to write (plots go beside it); default for a suite directory: DIR/report.md."""
 
 
 def cmd_quick(args: argparse.Namespace) -> None:
@@ -107,18 +132,41 @@ def cmd_quick(args: argparse.Namespace) -> None:
     print(f"{len(results)} runs, {len(skipped)} skipped; report in {options.out}/results.md")
 
 
+def cmd_suite(args: argparse.Namespace) -> None:
+    options = SuiteOptions(**given_values(SuiteOptions, args))
+    from hope.eval.report import build_suite_report  # after parsing: see hope.cli
+    from hope.tasks.suites import run_suite
+
+    record = run_suite(options.name, options.out, list(options.seeds), list(options.archs) or None, options.jobs,
+                       options.progress)
+    for entry in record["skipped"]:
+        print(f"skipped {entry['entry']} ({entry['arch']}, seed {entry['seed']}): {entry['reason']}", file=sys.stderr)
+    build_suite_report(options.out, f"{options.out}/report.md",
+                       command="hope tasks report " + shlex.quote(options.out))
+    print(f"suite {options.name}: {record['finished']} of {record['runs']} runs finished ({record['resumed']} already "
+          f"done), {len(record['skipped'])} skipped; {record['this_call_seconds']:.1f} s this call, "
+          f"{record['seconds']:.1f} s in all; report in {options.out}/report.md")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     options = ReportOptions(**given_values(ReportOptions, args))
-    from hope.eval.report import build_report  # after parsing: see hope.cli
+    from hope.eval.report import build_report, build_suite_report  # after parsing: see hope.cli
 
-    build_report(list(options.dirs), options.out, command="hope tasks report " + " ".join(
-        map(shlex.quote, [*options.dirs, "--out", options.out])))
-    print(f"wrote {options.out}")
+    suite = len(options.dirs) == 1 and (Path(options.dirs[0]) / "suite.json").is_file()
+    out = options.out or (f"{options.dirs[0]}/report.md" if suite else None)
+    if out is None:
+        raise HopeError("give --out FILE (only a suite directory has a default report file)")
+    command = "hope tasks report " + " ".join(map(shlex.quote, [*options.dirs, "--out", out]))
+    if suite:
+        build_suite_report(options.dirs[0], out, command=command)
+    else:
+        build_report(list(options.dirs), out, command=command)
+    print(f"wrote {out}")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``tasks`` (with ``list``, ``run``, ``quick``, ``report``) to the ``hope`` subcommands."""
-    tasks = subparsers.add_parser("tasks", help="Benchmark tasks: list, run, quick suite, report.",
+    """Add ``tasks`` (with ``list``, ``run``, ``quick``, ``suite``, ``report``) to the ``hope`` subcommands."""
+    tasks = subparsers.add_parser("tasks", help="Benchmark tasks: list, run, quick, suite, report.",
                                   description="Long-context, reasoning, formal-language and continual-learning benchmarks.")
     sub = tasks.add_subparsers(dest="tasks_command", required=True, parser_class=type(tasks))
 
@@ -136,6 +184,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                            formatter_class=HelpFormatter)
     add_config_flags(quick, QuickOptions)
     quick.set_defaults(func=cmd_quick)
+
+    suite = sub.add_parser("suite", help="A named suite of runs (every arch and seed), resumable.",
+                           formatter_class=HelpFormatter)
+    add_config_flags(suite, SuiteOptions)
+    suite.set_defaults(func=cmd_suite)
 
     report = sub.add_parser("report", help="Tables and plots of finished runs.", formatter_class=HelpFormatter)
     add_config_flags(report, ReportOptions)

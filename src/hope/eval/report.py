@@ -1,7 +1,8 @@
 """Markdown tables and plots of task runs: one run (``results.md`` beside its ``result.json``) or
 many (``hope tasks report DIR... --out docs/results.md``): per family a table of exact-match
 accuracy (models x task settings) and accuracy-vs-length plots; for continual learning the
-average score, forgetting and backward transfer, and a forgetting chart. Runs of one model and task with
+average score, forgetting and backward transfer, and a forgetting chart; for streams the loss per setting,
+forgetting and recovery, and the loss along the stream. Runs of one model and task with
 different seeds are pooled: a cell is the mean over seeds, with the sample standard deviation after
 ``±`` when there are several, and the row names its seeds.
 """
@@ -51,6 +52,8 @@ def run_markdown(result: dict[str, Any], plots: list[str]) -> str:
              f"{result['seconds']} s.", ""]
     if result["family"] == "continual":
         lines += _matrix_table(result)
+    elif result["family"] == "stream":
+        lines += _stream_tables(result)
     else:
         lines += ["| setting | item accuracy | sequence accuracy | token accuracy | examples | row length |",
                   "|---|---|---|---|---|---|"]
@@ -79,6 +82,24 @@ def _matrix_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _stream_tables(result: dict[str, Any]) -> list[str]:
+    """Mean loss per evaluation setting, loss by position, and the segment metrics of cipher streams."""
+    evals = result["evals"]
+    lines = ["| setting | mean loss (nats/token) | rows | tokens per row |", "|---|---|---|---|"]
+    lines += [f"| {label} | {s['loss']:.4f} | {s['rows']} | {s['length']} |" for label, s in evals.items()]
+    first = next(iter(evals.values()))
+    lines += ["", "Loss by position:", "", "| setting | " + " | ".join(f"{a}-{b}" for a, b, _ in first["by_position"])
+              + " |", "|---" * (len(first["by_position"]) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(f"{v:.3f}" for _, _, v in s["by_position"]) + " |"
+              for label, s in evals.items()]
+    for label, scores in evals.items():
+        for name, ret in scores.get("returns", {}).items():
+            recovery = "never" if ret["recovery_tokens"] is None else f"after {ret['recovery_tokens']} tokens"
+            lines.append(f"\n{label}: {name}'s loss began {ret['forgetting']:+.3f} above the end of "
+                         f"{ret['after']} (forgetting); it recovered {recovery}.")
+    return lines
+
+
 def plot_run(result: dict[str, Any], out: Path) -> list[str]:
     """Plots of one run into ``out``; returns their file names (none without matplotlib)."""
     plt = _pyplot()
@@ -93,6 +114,16 @@ def plot_run(result: dict[str, Any], out: Path) -> list[str]:
         ax.set_ylabel("after training on")
         fig.colorbar(image, label=result["metric"])
         name = "matrix.png"
+    elif result["family"] == "stream":
+        for label, scores in result["evals"].items():
+            ax.plot(*zip(*scores["curve"]), label=label, linewidth=0.8)
+        for _, start, _ in next(iter(result["evals"].values())).get("boundaries", [])[1:]:
+            ax.axvline(start, color="grey", linewidth=0.5)
+        ax.set_xlabel("position in the stream (tokens)")
+        ax.set_ylabel("next-token loss")
+        ax.legend(fontsize=7)
+        ax.set_title(f"{result['task']}: {model_label(result)}", fontsize=9)
+        name = "stream.png"
     else:
         labels = list(result["evals"])
         ax.plot(labels, [100 * result["evals"][k]["item_accuracy"] for k in labels], marker="o", label=result["arch"])
@@ -167,6 +198,8 @@ def build_report(paths: list[str | Path], out: str | Path, command: str = "") ->
         lines += [f"## {family}", ""]
         if family == "continual":
             lines += _continual_table(tasks, models, runs)
+        elif family == "stream":
+            lines += _stream_table(tasks, models, runs)
         else:
             lines += _family_table(tasks, models, runs)
         lines += ["", _budgets([r for (t, _), seeds in runs.items() if t in tasks for r in seeds])]
@@ -199,6 +232,60 @@ def _family_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
         if any(cells):
             lines.append(f"| {model} | " + " | ".join(cells) + f" | {_seeds(runs, tasks, model)} |")
     return lines
+
+
+def _stream_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
+    """Per model and stream task: mean loss per setting, and for each returning segment its forgetting and the
+    tokens it took to recover (runs that never recovered are counted apart)."""
+    lines = ["| model | task | setting | mean loss | forgetting | recovery tokens | seeds |", "|---|---|---|---|---|---|---|"]
+    loss = lambda v: f"{v:.3f}"
+    for task in tasks:
+        for model in models:
+            seeds = runs.get((task, model), [])
+            for label in (seeds[0]["evals"] if seeds else []):
+                scores = [r["evals"][label] for r in seeds if label in r["evals"]]
+                returns = sorted({name for s in scores for name in s.get("returns", {})})
+                forgetting = "; ".join(f"{name} {_pooled([s['returns'][name]['forgetting'] for s in scores], loss)}"
+                                       for name in returns)
+                recovery = "; ".join(f"{name} {_recovery([s['returns'][name]['recovery_tokens'] for s in scores])}"
+                                     for name in returns)
+                lines.append(f"| {model} | {_short(task)} | {label} | {_pooled([s['loss'] for s in scores], loss)} | "
+                             f"{forgetting} | {recovery} | {_seeds(runs, [task], model)} |")
+    lines += ["", "Loss in nats per token. Forgetting: how far a returning language's loss (first window) starts "
+              "above where it ended before the other language; recovery: tokens until its windowed loss is back there."]
+    for task in tasks:
+        lines += [""] + _position_table(task, models, runs)
+    return lines
+
+
+def _position_table(task: str, models: list[str], runs: dict) -> list[str]:
+    """Loss by position (bins of ``hope.tasks.streams.position_bins``) of a stream task, per model and setting."""
+    seeds = next(runs[(task, m)] for m in models if (task, m) in runs)
+    bins = [(a, b) for a, b, _ in next(iter(seeds[0]["evals"].values()))["by_position"]]
+    lines = [f"Loss by position, {_short(task)}:", "",
+             "| model | setting | " + " | ".join(f"{a}-{b}" for a, b in bins) + " |", "|---" * (len(bins) + 2) + "|"]
+    for model in models:
+        results = runs.get((task, model), [])
+        for label in (results[0]["evals"] if results else []):
+            values = [[v for _, _, v in r["evals"][label]["by_position"]] for r in results if label in r["evals"]]
+            cells = [_pooled([v[i] for v in values if i < len(v)], lambda x: f"{x:.3f}") for i in range(len(bins))]
+            lines.append(f"| {model} | {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _stream_points(scores: dict[str, Any]) -> list[list[float]]:
+    """The loss along a stream of segments (cipher languages), else the loss by position (bin middles)."""
+    if "boundaries" in scores:
+        return scores["curve"]
+    return [[(a + b) / 2, v] for a, b, v in scores["by_position"]]
+
+
+def _recovery(tokens: list[int | None]) -> str:
+    done = [t for t in tokens if t is not None]
+    never = len(tokens) - len(done)
+    if not done:
+        return "never"
+    return _pooled(done, lambda v: f"{v:.0f}") + (f" ({never} of {len(tokens)} never)" if never else "")
 
 
 def _budgets(results: list[dict[str, Any]]) -> str:
@@ -255,7 +342,28 @@ def _plot_family(family: str, tasks: list[str], models: list[str], runs: dict, o
     if plt is None:
         return None
     name = f"{out.stem}_{family}.png"
-    if family == "continual":
+    if family == "stream":
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+        for ax, task in zip(axes.flat, tasks):
+            for k, model in enumerate(models):
+                seeds = runs.get((task, model), [])
+                for label, style in zip(seeds[0]["evals"] if seeds else [], ("-", "--", ":")):
+                    curves = [_stream_points(r["evals"][label]) for r in seeds if label in r["evals"]]
+                    x = [p for p, _ in curves[0]]
+                    ax.plot(x, [_mean([c[i][1] for c in curves if i < len(c)]) for i in range(len(x))], style,
+                            color=f"C{k}", linewidth=0.8, marker="" if "boundaries" in seeds[0]["evals"][label] else ".",
+                            label=f"{model}, {label}")
+            first = next(iter(seeds[0]["evals"].values())) if seeds else {}
+            for _, start, _ in first.get("boundaries", [])[1:]:
+                ax.axvline(start, color="grey", linewidth=0.5)
+            if seeds and "boundaries" not in first:
+                ax.set_xscale("log", base=2)
+            ax.set_title(task, fontsize=9)
+            ax.set_xlabel("position (tokens)", fontsize=8)
+            ax.set_ylabel("next-token loss", fontsize=8)
+            ax.tick_params(labelsize=7)
+        ax = axes.flat[0]
+    elif family == "continual":
         fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(tasks), 3.5))
         width = 0.8 / max(1, len(models))
         for k, model in enumerate(models):
@@ -282,9 +390,119 @@ def _plot_family(family: str, tasks: list[str], models: list[str], runs: dict, o
         for ax in list(axes.flat)[len(tasks):]:
             ax.axis("off")
         ax = axes.flat[0]
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    _legend_below(fig, *ax.get_legend_handles_labels())
+    fig.savefig(out.parent / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def build_suite_report(folder: str | Path, out: str | Path, command: str = "") -> str:
+    """The report of a suite folder (``hope tasks suite``; its ``suite.json``): per experiment its table and plot,
+    each run pooled over seeds; MQAR as accuracy against key-value pairs per width and length."""
+    folder, out = Path(folder), Path(out)
+    record = json.loads((folder / "suite.json").read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    minutes = record["seconds"] / 60
+    lines = [f"# Suite {record['suite']}", "",
+             f"{record['summary']}. {record['finished']} of {record['runs']} runs finished, seeds "
+             f"{', '.join(map(str, record['seeds']))}, {minutes:.1f} minutes of running in all"
+             f"{f'; report written by `{command}`' if command else ''}. Every number was measured by these runs; "
+             "with several seeds, mean ± sample standard deviation.", ""]
+    experiments: dict[str, list[str]] = {}
+    for entry, about in record["entries"].items():
+        experiments.setdefault(about["experiment"] or about["task"], []).append(entry)
+    for experiment, entries in experiments.items():
+        found = [path for entry in entries if (folder / entry).is_dir() for path in [folder / entry]]
+        results = [r for path in found for r in _results_under(path)]
+        if not results:
+            continue
+        lines += [f"## {experiment}", ""]
+        runs = _by_seed(results)
+        models = sorted({m for _, m in runs})
+        tasks = list(dict.fromkeys(r["task"] for r in results))
+        family = TASKS[tasks[0]].family
+        if experiment == "mqar":
+            lines += _mqar_table(results)
+            plot = _plot_mqar(results, out, f"{out.stem}_{experiment}.png")
+        else:
+            lines += (_stream_table if family == "stream" else _continual_table if family == "continual"
+                      else _family_table)(tasks, models, runs)
+            plot = _plot_family(family, tasks, models, runs, out.with_name(f"{out.stem}_{experiment}.md"))
+        lines += ["", _budgets(results)]
+        if plot:
+            lines += ["", f"![{experiment}]({plot})"]
+        lines.append("")
+    if record["skipped"]:
+        lines += ["## Runs that did not finish", ""] + [
+            f"- {e['entry']} ({e['arch']}, seed {e['seed']}): {e['reason']}" for e in record["skipped"]] + [""]
+    text = "\n".join(lines)
+    out.write_text(text)
+    return text
+
+
+def _results_under(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(file.read_text()) for file in sorted(path.rglob("result.json"))]
+
+
+def _mqar_key(result: dict[str, Any]) -> tuple[str, int, int]:
+    options = result["task_options"]
+    return model_label(result), int(options["length"]), int(options["num_kv_pairs"])
+
+
+def _mqar_cells(results: list[dict[str, Any]]) -> dict[tuple[str, int, int], list[float]]:
+    """Item accuracy at the training length of every (model, length, pairs), one value per seed."""
+    cells: dict[tuple[str, int, int], list[float]] = {}
+    for result in sorted(results, key=lambda r: int(r.get("seed", 0))):
+        cells.setdefault(_mqar_key(result), []).append(next(iter(result["evals"].values()))["item_accuracy"])
+    return cells
+
+
+def _mqar_table(results: list[dict[str, Any]]) -> list[str]:
+    cells = _mqar_cells(results)
+    columns = sorted({(length, pairs) for _, length, pairs in cells})
+    models = sorted({model for model, _, _ in cells})
+    lines = ["| model | " + " | ".join(f"L{length} kv{pairs}" for length, pairs in columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {model} | " + " | ".join(_pooled(cells.get((model, *c), [])) for c in columns) + " |"
+              for model in models]
+    return lines + ["", "MQAR item accuracy (percent of queries) at the training length L with kv key-value pairs."]
+
+
+def _legend_below(fig, handles: list, labels: list[str]) -> None:
+    """The legend under the panels, in as many columns as fit the figure's width (at most 3), the figure made
+    taller by its rows."""
+    width, height = fig.get_size_inches()
+    longest = max((len(label) for label in labels), default=1)
+    columns = max(1, min(3, len(labels), int(width / (0.065 * longest + 0.5))))
+    extra = 0.2 * -(-len(labels) // columns) + 0.15
+    fig.set_size_inches(width, height + extra)
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=7)
+    fig.tight_layout(rect=(0, extra / (height + extra), 1, 1))
+
+
+def _plot_mqar(results: list[dict[str, Any]], out: Path, name: str) -> str | None:
+    """Accuracy against key-value pairs, one panel per sequence length, one line per model."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    cells = _mqar_cells(results)
+    lengths = sorted({length for _, length, _ in cells})
+    models = sorted({model for model, _, _ in cells})
+    fig, axes = plt.subplots(1, len(lengths), figsize=(3.6 * len(lengths), 3.4), squeeze=False)
+    for ax, length in zip(axes.flat, lengths):
+        for k, model in enumerate(models):
+            points = sorted((pairs, values) for (m, n, pairs), values in cells.items() if m == model and n == length)
+            if points:
+                ax.errorbar([p for p, _ in points], [100 * _mean(v) for _, v in points],
+                            yerr=[100 * _spread(v) for _, v in points], marker="o", capsize=2, color=f"C{k}",
+                            label=model)
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(-2, 102)
+        ax.set_title(f"length {length}", fontsize=9)
+        ax.set_xlabel("key-value pairs", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes.flat[0].set_ylabel("accuracy (%)", fontsize=8)
+    _legend_below(fig, *axes.flat[0].get_legend_handles_labels())
     fig.savefig(out.parent / name, dpi=110)
     plt.close(fig)
     return name

@@ -10,7 +10,7 @@ from hope.tasks.registry import get_task
 from hope.train.loggers import check_loggers
 
 
-CORPUS_TASKS = ("continual_sotu_eras",)
+CORPUS_TASKS = ("continual_sotu_eras", "stream_cipher", "stream_long_document")
 """The tasks that train a language model on a corpus (the ones ``--stream`` applies to)."""
 
 

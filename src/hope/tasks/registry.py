@@ -3,7 +3,8 @@
 A ``TaskSpec`` builds a generator with ``spec.build(tokenizer=..., **overrides)``; ``train`` holds
 the overrides of the training distribution and ``evals`` one set of overrides per evaluation
 setting (longer lengths, the longer formal-language bin, ...). Continual-learning specs build a
-stream (``ClassIncrementalStream`` or ``DomainStream``) instead of a ``Task``.
+stream (``ClassIncrementalStream`` or ``DomainStream``) instead of a ``Task``; stream specs a
+``hope.tasks.streams`` stream, read with the state carried and with it reset at every window.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from hope.tasks import continual, mad
 from hope.tasks.babi import BABI_TASKS
 from hope.tasks.babilong import BabiLongTask
 from hope.tasks.formal_languages import BINS, LANGUAGES, FormalLanguageTask
+from hope.tasks.in_context_classes import InContextClassTask
 from hope.tasks.mqar import MQARTask
 from hope.tasks.niah import VARIANTS, NIAHTask
+from hope.tasks.streams import CipherStream, LongDocumentStream
 
-FAMILIES = ("recall", "mad", "niah", "babilong", "formal", "continual")
+FAMILIES = ("recall", "mad", "niah", "babilong", "formal", "continual", "in_context", "stream")
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,17 @@ def _specs() -> list[TaskSpec]:
                               "NL Sec. 9.1", lambda dataset=dataset, **o: ClassIncrementalStream(dataset, **o), text=True))
     specs.append(TaskSpec("continual_sotu_eras", "continual", "language modelling of SOTU eras in time order",
                           "NL Sec. 9.1", DomainStream))
+    for dataset in continual.INTENT_DATASETS:
+        stages = {f"stage{k + 1}": {"split": "test", "query_stage": k} for k in range(5)}
+        specs.append(TaskSpec(f"in_context_{dataset}", "in_context",
+                              f"class-incremental {dataset} in context: 5 stages of 3 classes, then queries",
+                              "NL Sec. 9.1, in context", lambda dataset=dataset, **o: InContextClassTask(dataset, **o),
+                              {}, {"all": {"split": "test"}, **stages}, text=True))
+    carried = {"carried": {"carry_state": True}, "reset": {"carry_state": False}}
+    specs.append(TaskSpec("stream_cipher", "stream", "two cipher languages read in context, A B A (loss, forgetting)",
+                          "after NL Sec. 9.1 (CTNL)", CipherStream, {}, carried, text=True))
+    specs.append(TaskSpec("stream_long_document", "stream", "next-token loss by position on held-out documents",
+                          "NL Sec. 9.2", LongDocumentStream, {}, carried, text=True))
     return specs
 
 

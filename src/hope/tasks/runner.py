@@ -5,7 +5,9 @@ answer positions of generated batches (``hope.tasks``) and are scored by exact m
 evaluation setting (longer lengths, the longer formal-language bin). MAD compression decodes the
 whole row from the last position's hidden state with a small MLP decoder, as MAD's auto-encoder.
 Continual tasks train stage after stage and fill the score matrix ``R[i, j]`` (accuracy, or LM loss
-for corpus eras). A run writes ``result.json``, ``results.md`` and plots into its directory, and its training and
+for corpus eras). Stream tasks (``hope.tasks.streams``) pretrain on windows of the corpus's training split, then
+read long held-out streams window by window with the state carried (or reset) and record the loss of every
+token. A run writes ``result.json``, ``results.md`` and plots into its directory, and its training and
 evaluation metrics to the loggers of ``--logger`` (``hope.train.loggers``; default ``OUT/metrics.jsonl``).
 """
 
@@ -26,6 +28,7 @@ from tqdm.auto import tqdm
 
 from hope.checkpoint import load_checkpoint
 from hope.compiling import compiling
+from hope.data.dataset import encode_corpus
 from hope.data.stream import DocumentStream
 from hope.data.tokenizer import BytesTokenizer, load_tokenizer
 from hope.errors import HopeError
@@ -40,6 +43,7 @@ from hope.tasks.config import TaskRunConfig
 from hope.tasks.continual import continual_metrics, seen_class_accuracy
 from hope.tasks.heads import Predictor, ReconstructionDecoder
 from hope.tasks.registry import TASKS, TaskSpec, get_task
+from hope.tasks.streams import corpus, loss_by_position, stream_metrics
 from hope.train.loggers import Loggers, require_packages
 from hope.train.loop import StepResult, Trainer, lr_schedule
 from hope.train.stream import StreamedBatches
@@ -146,7 +150,8 @@ def _run_and_write(config: TaskRunConfig) -> dict[str, Any]:
     loggers = Loggers(config.logger, Path(config.out), dataclasses.asdict(config))
     try:
         with compiling(config.compile):
-            result = (_run_continual if spec.family == "continual" else _run_sequence)(config, spec, loggers)
+            run = {"continual": _run_continual, "stream": _run_stream}.get(spec.family, _run_sequence)
+            result = run(config, spec, loggers)
     finally:
         loggers.close()
     result.update({"task": spec.name, "family": spec.family, "arch": config.arch, "size": config.size,
@@ -331,7 +336,8 @@ def _window_batch_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor
 def _era_stream(config: TaskRunConfig, model: LanguageModel, tokenizer, texts, era: int, step_log: StepLog,
                 device: torch.device):
     """``(batches, loss, advance)`` of a streamed era (docs/training.md, streaming): its documents, each ended
-    by end-of-text, read window after window with the state carried; every era starts fresh rows."""
+    by end-of-text, read window after window with the state carried; every era starts fresh rows (a task with one
+    training stage is era 0)."""
     documents = [np.append(np.asarray(tokenizer.encode(t), dtype=np.int64), tokenizer.eot_id) for t in texts]
     starts = np.cumsum([0] + [len(d) for d in documents[:-1]])
     stream = DocumentStream(np.concatenate(documents), starts, seq_len=config.seq_len, eot_id=tokenizer.eot_id)
@@ -344,6 +350,97 @@ def _era_stream(config: TaskRunConfig, model: LanguageModel, tokenizer, texts, e
         return micro_batches
 
     return batches, streamed.loss, streamed.advance
+
+
+def _window_batches(tokens: np.ndarray, config: TaskRunConfig, rng: np.random.Generator, step_log: StepLog,
+                    device: torch.device):
+    """Batches of ``batch_size`` random windows of ``seq_len`` tokens of ``tokens`` (inputs, next-token targets)."""
+    if tokens.size < config.seq_len + 2:
+        raise HopeError(f"the training text has {tokens.size} tokens, fewer than seq_len {config.seq_len} + 2")
+
+    def batches(step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        starts = rng.integers(tokens.size - config.seq_len - 1, size=config.batch_size)
+        windows = np.stack([tokens[s: s + config.seq_len + 1] for s in starts]).astype(np.int64)
+        windows = torch.from_numpy(windows).to(device)
+        return [step_log.count((windows[:, :-1], windows[:, 1:]))]
+
+    return batches
+
+
+def _run_stream(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict[str, Any]:
+    """Pretrain on the corpus's training split (random windows, or whole documents streamed with ``--stream``;
+    or fine-tune ``--checkpoint`` on it), then read ``eval_examples``
+    held-out streams per evaluation setting window by window (``seq_len`` tokens), with the state carried or
+    reset, and record the loss of every token (``hope.tasks.streams``)."""
+    device = resolve_device(config.device)
+    model, tokenizer = _checkpoint(config, device) if config.checkpoint else (None, _tokenizer(config))
+    settings = eval_settings(spec, config.lengths)
+    train_stream = spec.build(tokenizer, **{**spec.train, **config.options})
+    model = _fits(model, train_stream.vocab_size, config) if model is not None else \
+        _fresh_model(config, train_stream.vocab_size, device)
+    trainer = _trainer(config, model, [p for p in model.parameters() if p.requires_grad], config.steps)
+    step_log = StepLog(config, loggers, trainer, device)
+    curve = []
+    every = max(1, config.steps // 50)
+
+    def record(result: StepResult) -> None:
+        if (result.step - 1) % every == 0 or result.step == config.steps:
+            curve.append([result.step - 1, round(result.loss.item(), 5)])
+
+    with tqdm(total=config.steps, desc=f"{spec.name} {config.arch}", disable=not config.progress) as bar:
+        if config.stream:
+            texts = [doc.text for doc in corpus(train_stream.data).split("train")]
+            batches, loss, advance = _era_stream(config, model, tokenizer, texts, 0, step_log, device)
+            callbacks = [advance, record, step_log]
+        else:
+            tokens = encode_corpus(corpus(train_stream.data), tokenizer)["train"].tokens
+            batches = _window_batches(tokens, config, np.random.default_rng([config.seed, 0]), step_log, device)
+            loss, callbacks = _window_batch_loss, [record, step_log]
+        trainer.fit(batches, loss, config.steps, callbacks=callbacks, bar=bar)
+    model.eval()
+    evals = {}
+    for index, (label, overrides) in enumerate(settings.items()):
+        stream = spec.build(tokenizer, **{**spec.train, **config.options, **overrides})
+        rng = np.random.default_rng([config.seed, 1, index])
+        rows = [stream.row(rng) for _ in range(config.eval_examples)]
+        losses = np.concatenate([_stream_losses(model, np.stack([r.ids for r in rows[k: k + config.eval_batch_size]]),
+                                                config.seq_len, stream.carry_state, device)
+                                 for k in range(0, len(rows), config.eval_batch_size)])
+        evals[label] = _stream_scores(losses, rows, config.seq_len)
+        evals[label]["settings"] = overrides
+        loggers.log(trainer.step, {f"eval_{label}_loss": evals[label]["loss"]})
+    return {"params": sum(p.numel() for p in model.parameters()), "train_settings": {**spec.train, **config.options},
+            "loss_curve": curve, "evals": evals}
+
+
+@torch.no_grad()
+def _stream_losses(model: LanguageModel, ids: np.ndarray, window: int, carry_state: bool,
+                   device: torch.device) -> np.ndarray:
+    """Next-token loss of every position of rows ``ids`` ``[batch, length + 1]``, read ``window`` tokens at a
+    time with the model state carried from window to window (``carry_state``) or fresh at each."""
+    inputs, targets = torch.from_numpy(ids[:, :-1]).to(device), torch.from_numpy(ids[:, 1:]).to(device)
+    losses, state = [], None
+    for start in range(0, inputs.shape[1], window):
+        output = model(inputs[:, start: start + window], state=state)
+        losses.append(F.cross_entropy(output.logits.float().transpose(1, 2), targets[:, start: start + window],
+                                      reduction="none"))
+        state = output.state.detach() if carry_state else None
+    return torch.cat(losses, dim=1).cpu().numpy()
+
+
+def _stream_scores(losses: np.ndarray, rows: list, window: int) -> dict[str, Any]:
+    """Mean loss, loss by position, the loss curve along the stream (mean over rows, in at most 256 bins) and,
+    when the rows share their segments (cipher streams), the segment metrics."""
+    mean = losses.mean(axis=0)
+    size = max(1, mean.size // 256)
+    scores = {"loss": float(losses.mean()), "rows": len(rows), "length": int(mean.size),
+              "by_position": [[a, b, round(v, 5)] for a, b, v in loss_by_position(losses)],
+              "curve": [[start, round(float(mean[start: start + size].mean()), 5)]
+                        for start in range(0, mean.size, size)]}
+    if all(r.segments == rows[0].segments for r in rows):
+        scores["boundaries"] = [list(s) for s in rows[0].segments]
+        scores.update(stream_metrics(mean, rows[0].segments, min(window, min(b - a for _, a, b in rows[0].segments))))
+    return scores
 
 
 @torch.no_grad()
@@ -388,6 +485,12 @@ def quick_config(task: str, arch: str, out: str, seed: int = 0, data_dir: str | 
     if spec.family == "continual":
         steps, examples = 1, 2
         options = {"max_train_per_class": 2, "max_test_per_class": 2} if spec.text else {}
+    if spec.family == "in_context":
+        options = {"classes_per_stage": 1, "shots": 1, "queries_per_stage": 1, "max_text_tokens": 16,
+                   **({"data_dir": data_dir} if data_dir else {})}
+    if spec.family == "stream":
+        examples = 2
+        options = {"segment": 64} if spec.name == "stream_cipher" else {"length": 256}
     return TaskRunConfig(task=task, arch=arch, size="tiny", out=out, lengths=lengths, seed=seed, steps=steps,
                          batch_size=4, eval_examples=examples, eval_batch_size=4, seq_len=64, warmup_steps=1,
                          model=dict(QUICK_MODEL), options=options, data_dir=data_dir, progress=progress)

@@ -1,0 +1,233 @@
+"""Named suites of task runs (``hope tasks suite NAME --seeds 0 1 2 --out DIR``; issue #17, docs/tasks.md, suites).
+
+A suite is a list of ``SuiteRun`` entries, each a task with ``TaskRunConfig`` overrides; every entry runs for every
+architecture (or the entry's own) and seed into ``DIR/<entry>/<arch>/seed-<s>`` with ``hope.tasks.runner``. A run
+whose ``result.json`` exists is skipped, so an interrupted suite resumes where it stopped. ``DIR/suite.json``
+records the suite, its runs and the time spent; ``hope tasks report DIR`` makes the tables and plots.
+
+Entries marked ``stream=True`` need streaming training (the state carried across windows while training,
+``TaskRunConfig.stream``); where this build has no such option, or refuses it for the entry's task, their runs are
+listed as skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from hope.errors import HopeError
+from hope.models import ARCHS as MODEL_ARCHS
+from hope.run_lock import RunLock
+from hope.tasks.config import TaskRunConfig
+from hope.tasks.formal_languages import LANGUAGES
+from hope.tasks.registry import get_task
+from hope.tasks.runner import QUICK_MODEL, run_task
+
+ARCHS = ("hope", "hope-attention", "titans", "gated-deltanet", "transformer")
+"""The architectures of issue #17's comparison (Hope, Hope-Attention, Titans, Gated DeltaNet, Transformer++)."""
+
+SUITE_FILE = "suite.json"
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    """One entry: ``task`` with ``settings`` (``TaskRunConfig`` fields), run for each arch and seed."""
+
+    name: str
+    """Folder of the entry under the suite's DIR (unique in the suite)."""
+    task: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    experiment: str = ""
+    """Which experiment the entry belongs to (a section of the report)."""
+    archs: tuple[str, ...] | None = None
+    """Only these architectures (``None``: the suite's)."""
+    stream: bool = False
+    """Needs streaming training (``TaskRunConfig.stream``, the state carried across training windows)."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    summary: str
+    runs: tuple[SuiteRun, ...]
+
+    def __post_init__(self) -> None:
+        names = [run.name for run in self.runs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"suite {self.name} repeats an entry name")
+
+
+_QUICK = {"steps": 3, "batch_size": 4, "eval_examples": 4, "eval_batch_size": 4, "warmup_steps": 1, "seq_len": 64,
+          "model": QUICK_MODEL}
+
+
+def _quick() -> Suite:
+    """One small entry per experiment of ``paper-small``: tiny models, three steps; runs in seconds."""
+    runs = [SuiteRun("formal/parity", "formal_parity", _QUICK, "formal"),
+            *[SuiteRun(f"mqar/L64/kv{pairs}", "mqar", {**_QUICK, "lengths": (64,),
+                                                       "options": {"length": 64, "num_kv_pairs": pairs, "vocab_size": 64}},
+                       "mqar") for pairs in (4, 8)],
+            SuiteRun("cipher", "stream_cipher", {**_QUICK, "eval_examples": 2, "options": {"segment": 64}}, "cipher"),
+            SuiteRun("long_document", "stream_long_document", {**_QUICK, "eval_examples": 2, "options": {"length": 256}},
+                     "long_document"),
+            SuiteRun("in_context/clinc150", "in_context_clinc150",
+                     {**_QUICK, "eval_chunk": 64, "options": {"classes_per_stage": 1, "shots": 1, "queries_per_stage": 1,
+                                                              "max_text_tokens": 16}}, "in_context"),
+            SuiteRun("niah/single_1", "niah_single_1", {**_QUICK, "lengths": (256, 512), "eval_chunk": 256,
+                                                        "options": {"length": 256}}, "niah")]
+    return Suite("quick", "one tiny entry per experiment, for the tests", tuple(runs))
+
+
+MQAR_WIDTHS = (64, 128)
+MQAR_LENGTHS = (64, 128, 256)
+MQAR_PAIRS = (4, 8, 16, 32, 64)
+
+
+def _paper_small() -> Suite:
+    """Issue #17's six experiments at the ``tiny`` size (docs/tasks.md, suites, with the time estimate)."""
+    runs = [SuiteRun(f"formal/{language}", f"formal_{language}",
+                     {"steps": 2000, "batch_size": 32, "eval_examples": 512}, "formal") for language in LANGUAGES]
+    runs += [SuiteRun(f"mqar/d{width}/L{length}/kv{pairs}", "mqar",
+                      {"steps": 2000, "batch_size": 64, "eval_examples": 512, "lengths": (length,),
+                       "model": {"d_model": width, "n_layers": 2},
+                       "options": {"length": length, "num_kv_pairs": pairs, "vocab_size": 256}}, "mqar")
+             for width in MQAR_WIDTHS for length in MQAR_LENGTHS for pairs in MQAR_PAIRS if 4 * pairs <= length]
+    cipher = {"steps": 2000, "batch_size": 16, "seq_len": 256, "eval_examples": 8, "eval_batch_size": 8,
+              "options": {"segment": 4096}}
+    runs.append(SuiteRun("cipher/base", "stream_cipher", cipher, "cipher", stream=True))
+    runs += [SuiteRun(f"cipher/hope_cms{levels}", "stream_cipher", {**cipher, "model": {"cms_levels": levels}},
+                      "cipher", archs=("hope",), stream=True) for levels in (1, 2, 3)]
+    long_document = {"steps": 2000, "batch_size": 16, "seq_len": 512, "eval_examples": 4, "eval_batch_size": 4,
+                     "options": {"length": 32768}}
+    runs.append(SuiteRun("long_document/base", "stream_long_document", long_document, "long_document", stream=True))
+    runs.append(SuiteRun("long_document/hope_frozen", "stream_long_document",
+                         {**long_document, "model": {"test_time_learning": False}}, "long_document",
+                         archs=("hope",), stream=True))
+    runs += [SuiteRun(f"niah/{variant}", f"niah_{variant}",
+                      {"steps": 2000, "batch_size": 16, "eval_examples": 64, "eval_chunk": 512,
+                       "lengths": (512, 1024, 2048, 4096, 8192), "options": {"length": 512}}, "niah")
+             for variant in ("single_1", "single_2", "single_3")]
+    runs += [SuiteRun(f"in_context/{dataset}", f"in_context_{dataset}",
+                      {"steps": 2000, "batch_size": 8, "eval_examples": 128, "eval_chunk": 512,
+                       "options": {"shots": 1, "queries_per_stage": 2, "max_text_tokens": 32}}, "in_context")
+             for dataset in ("clinc150", "banking77")]
+    return Suite("paper-small", "issue #17: formal languages, MQAR capacity, cipher languages, long documents, "
+                 "needles past the window, class-incremental intents in context", tuple(runs))
+
+
+SUITES = {suite.name: suite for suite in (_quick(), _paper_small())}
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise HopeError(f"unknown suite {name!r}; expected one of {', '.join(SUITES)}")
+    return SUITES[name]
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    entry: SuiteRun
+    arch: str
+    seed: int
+    config: TaskRunConfig
+    reason: str = ""
+    """Why this build cannot make the run (empty: it can)."""
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out)
+
+
+def plan(suite: Suite, out: str | Path, seeds: list[int], archs: list[str] | None = None,
+         jobs: int = 1) -> list[PlannedRun]:
+    """Every (entry, arch, seed) of ``suite`` with its ``TaskRunConfig`` (one thread per run with ``jobs > 1``)."""
+    runs = []
+    for entry in suite.runs:
+        get_task(entry.task)
+        for arch in (entry.archs if entry.archs is not None else archs or ARCHS):
+            if archs and arch not in archs:
+                continue
+            for seed in seeds:
+                folder = Path(out) / entry.name / arch / f"seed-{seed}"
+                settings = dict(entry.settings)
+                if jobs > 1:
+                    settings.setdefault("threads", max(1, (os.cpu_count() or 1) // jobs))
+                config = TaskRunConfig(task=entry.task, arch=arch, seed=seed, out=str(folder), progress=False,
+                                       **settings)
+                reason = ""
+                if entry.stream:
+                    try:
+                        config = TaskRunConfig(**{**dataclasses.asdict(config), "stream": True})
+                    except (TypeError, HopeError) as err:  # no such option, or not for this task
+                        reason = f"needs streaming training (TaskRunConfig.stream), not available: {err}"
+                runs.append(PlannedRun(entry, arch, seed, config, reason))
+    return runs
+
+
+def _run_one(config: TaskRunConfig) -> tuple[dict[str, Any] | None, str]:
+    """Run one suite run from scratch (an interrupted one's metrics are dropped); a ``HopeError`` becomes its
+    reason for being skipped."""
+    try:
+        with RunLock(config.out):
+            (Path(config.out) / "metrics.jsonl").unlink(missing_ok=True)
+        return run_task(config), ""
+    except HopeError as err:
+        return None, str(err)
+
+
+def run_suite(name: str, out: str | Path, seeds: list[int], archs: list[str] | None = None, jobs: int = 1,
+              progress: bool = True) -> dict[str, Any]:
+    """Run every run of suite ``name`` not yet done (``result.json`` present); write ``suite.json`` (also when
+    interrupted) and return it with ``resumed`` (runs already done) and ``this_call_seconds``."""
+    if jobs < 1:
+        raise HopeError(f"jobs must be at least 1, got {jobs}")
+    if not seeds:
+        raise HopeError("give at least one seed")
+    unknown = sorted(set(archs or ()) - set(MODEL_ARCHS))
+    if unknown:
+        raise HopeError(f"unknown arch {unknown[0]!r}; expected one of {', '.join(MODEL_ARCHS)}")
+    suite, out = get_suite(name), Path(out)
+    if out.exists() and not out.is_dir():
+        raise HopeError(f"--out {out} is not a folder")
+    record_path = out / SUITE_FILE
+    previous = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if previous and previous.get("suite") != name:
+        raise HopeError(f"{out} holds suite {previous.get('suite')!r}, not {name!r}; choose another --out")
+    planned = plan(suite, out, sorted(set(seeds)), archs, jobs)
+    skipped = [{"task": p.entry.task, "entry": p.entry.name, "arch": p.arch, "seed": p.seed, "reason": p.reason}
+               for p in planned if p.reason]
+    todo = [p for p in planned if not p.reason and not (p.out / "result.json").is_file()]
+    resumed = len(planned) - len(skipped) - len(todo)
+    started = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) if jobs > 1 else None
+    try:
+        with tqdm(total=len(planned) - len(skipped), initial=resumed, desc=f"suite {name}", disable=not progress) as bar:
+            outcomes = pool.map(_run_one, [p.config for p in todo]) if pool else (_run_one(p.config) for p in todo)
+            for run, (_, error) in zip(todo, outcomes):
+                if error:
+                    skipped.append({"task": run.entry.task, "entry": run.entry.name, "arch": run.arch,
+                                    "seed": run.seed, "reason": error})
+                bar.update(1)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+        seconds = time.time() - started
+        record = {"suite": name, "summary": suite.summary, "seeds": sorted(set(seeds)), "archs": archs or list(ARCHS),
+                  "runs": len(planned),
+                  "finished": sum(1 for p in planned if not p.reason and (p.out / "result.json").is_file()),
+                  "skipped": skipped, "seconds": round(previous.get("seconds", 0.0) + seconds, 2),
+                  "entries": {e.name: {"task": e.task, "experiment": e.experiment, "stream": e.stream}
+                              for e in suite.runs}}
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
+        (out / "skipped.json").write_text(json.dumps(skipped, indent=2) + "\n")
+    return {**record, "resumed": resumed, "this_call_seconds": round(seconds, 2)}

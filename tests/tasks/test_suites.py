@@ -1,0 +1,104 @@
+"""hope tasks suite: the suite definitions, a quick suite run through the CLI, resume, and the suite report."""
+
+import dataclasses
+import json
+
+import pytest
+
+from hope.cli import main
+from hope.errors import HopeError
+from hope.tasks.config import TaskRunConfig
+from hope.tasks.formal_languages import LANGUAGES
+from hope.tasks.suites import ARCHS, MQAR_LENGTHS, MQAR_PAIRS, MQAR_WIDTHS, SUITES, get_suite, plan, run_suite
+
+STREAMING = "stream" in {f.name for f in dataclasses.fields(TaskRunConfig)}
+
+
+def test_paper_small_lists_every_experiment_of_issue_17(tmp_path):
+    suite = get_suite("paper-small")
+    by_experiment = {}
+    for entry in suite.runs:
+        by_experiment.setdefault(entry.experiment, []).append(entry)
+    assert set(by_experiment) == {"formal", "mqar", "cipher", "long_document", "niah", "in_context"}
+    assert sorted(e.task for e in by_experiment["in_context"]) == ["in_context_banking77", "in_context_clinc150"]
+    assert sorted(e.task for e in by_experiment["formal"]) == sorted(f"formal_{name}" for name in LANGUAGES)
+    assert all(e.settings["steps"] >= 2000 for e in suite.runs)
+    grid = {(e.settings["model"]["d_model"], e.settings["options"]["length"], e.settings["options"]["num_kv_pairs"])
+            for e in by_experiment["mqar"]}
+    assert grid == {(w, n, p) for w in MQAR_WIDTHS for n in MQAR_LENGTHS for p in MQAR_PAIRS if 4 * p <= n}
+    assert {p for _, _, p in grid} == {4, 8, 16, 32, 64} and {n for _, n, _ in grid} == {64, 128, 256}
+    assert sorted(e.settings.get("model", {}).get("cms_levels", 0) for e in by_experiment["cipher"]) == [0, 1, 2, 3]
+    assert all(e.stream for e in by_experiment["cipher"] + by_experiment["long_document"])
+    for entry in by_experiment["niah"]:
+        train = entry.settings["options"]["length"]
+        assert entry.settings["lengths"] == tuple(train * k for k in (1, 2, 4, 8, 16))
+        assert entry.settings["eval_chunk"] == train  # the state carried past the training length
+    runs = plan(suite, tmp_path, [0, 1, 2])
+    assert len(runs) == 3 * sum(len(e.archs or ARCHS) for e in suite.runs)
+    for run in runs:
+        assert run.config.task == run.entry.task and run.out == tmp_path / run.entry.name / run.arch / f"seed-{run.seed}"
+        if run.entry.stream:  # streams where this build can, else says why
+            assert getattr(run.config, "stream", False) != run.reason.startswith("needs streaming training")
+            assert STREAMING or run.reason
+        else:
+            assert run.reason == ""
+
+
+def test_quick_suite_runs_resumes_and_reports(tmp_path, capsys):
+    out = tmp_path / "suite"
+    assert 0 == main(["tasks", "suite", "quick", "--seeds", "0", "--archs", "transformer", "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    runs = len(SUITES["quick"].runs)
+    assert f"suite quick: {runs} of {runs} runs finished (0 already done), 0 skipped" in printed
+    record = json.loads((out / "suite.json").read_text())
+    assert record["finished"] == runs and record["seconds"] > 0 and record["skipped"] == []
+    results = {e.name: json.loads((out / e.name / "transformer" / "seed-0" / "result.json").read_text())
+               for e in SUITES["quick"].runs}
+    assert results["mqar/L64/kv8"]["task_options"]["num_kv_pairs"] == 8
+    assert set(results["cipher"]["evals"]) == {"carried", "reset"}
+    assert "A2" in results["cipher"]["evals"]["carried"]["returns"]
+    report = (out / "report.md").read_text()
+    for section in ("## formal", "## mqar", "## cipher", "## long_document", "## niah", "## in_context", "| L64 kv4 | L64 kv8 |",
+                    "Loss by position, long_document"):
+        assert section in report
+    assert (out / "report_mqar.png").is_file()
+
+    redo = out / "mqar/L64/kv4/transformer/seed-0"
+    before = json.loads((redo / "result.json").read_text())
+    (redo / "result.json").unlink()  # as if interrupted there
+    kept = (out / "formal/parity/transformer/seed-0/result.json").stat().st_mtime_ns
+    record = run_suite("quick", out, [0], ["transformer"], progress=False)
+    assert record["resumed"] == runs - 1 and record["finished"] == runs
+    again = json.loads((redo / "result.json").read_text())
+    assert again["evals"] == before["evals"] and again["loss_curve"] == before["loss_curve"]  # same seed, same run
+    assert record["seconds"] > record["this_call_seconds"]  # time adds up over calls
+    assert (out / "formal/parity/transformer/seed-0/result.json").stat().st_mtime_ns == kept
+    assert len((redo / "metrics.jsonl").read_text().splitlines()) == len(
+        (out / "mqar/L64/kv8/transformer/seed-0/metrics.jsonl").read_text().splitlines())
+
+    assert main(["tasks", "report", str(out)]) == 0
+    assert "wrote " + str(out / "report.md") in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_suite_jobs_run_in_parallel_processes_and_resume(tmp_path):
+    out = tmp_path / "suite"
+    first = run_suite("quick", out, [0], ["transformer"], jobs=2, progress=False)
+    runs = len(SUITES["quick"].runs)
+    assert first["finished"] == runs and first["skipped"] == [] and first["resumed"] == 0
+    assert run_suite("quick", out, [0], ["transformer"], jobs=2, progress=False)["resumed"] == runs
+
+
+def test_bad_suite_input_raises_one_line_errors(tmp_path, capsys):
+    with pytest.raises(HopeError, match="unknown suite"):
+        run_suite("nope", tmp_path, [0])
+    with pytest.raises(HopeError, match="unknown arch 'mamba'"):
+        run_suite("quick", tmp_path, [0], ["hope", "mamba"])
+    with pytest.raises(HopeError, match="jobs"):
+        run_suite("quick", tmp_path, [0], jobs=0)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "suite.json").write_text(json.dumps({"suite": "paper-small"}))
+    with pytest.raises(HopeError, match="holds suite 'paper-small'"):
+        run_suite("quick", tmp_path / "other", [0])
+    assert main(["tasks", "report", str(tmp_path / "other"), str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == "hope: error: give --out FILE (only a suite directory has a default report file)"
