@@ -4,6 +4,10 @@ Each architecture is trained by ``hope.train.lm.train`` with one shared ``TrainC
 same batches at every step: the trainer's batches are a function of ``(seed, step)``; same optimizer and
 schedule) for ``--tokens`` training tokens, then evaluated on the same validation and test windows
 (``hope.eval.evaluate_lm``, the first ``--eval-windows`` windows of ``seq_len`` tokens of each split).
+``--stream`` trains every model on whole documents with its state carried from window to window
+(``hope train --stream``; for Hope with periods the window divides, window-aligned CMS steps) and adds the
+bits per byte of a streamed evaluation (``hope.eval.evaluate_lm_streamed``: each split's documents read whole,
+``--eval-windows`` windows in all) to the windowed ones.
 
 Runs live in ``OUT/<arch>/`` (checkpoint, metrics.jsonl, result.json). A run whose ``result.json``
 matches the requested settings is skipped; an interrupted run resumes from its checkpoint; so the
@@ -33,7 +37,7 @@ from hope.cli.flags import key_value
 from hope.data.corpus import load_corpus
 from hope.data.dataset import encode_corpus
 from hope.errors import HopeError
-from hope.eval import evaluate_lm
+from hope.eval import evaluate_lm, evaluate_lm_streamed
 from hope.models import ARCHS, build
 from hope.train.config import TrainConfig
 from hope.train.lm import train
@@ -52,7 +56,7 @@ def train_config(args: argparse.Namespace, arch: str) -> TrainConfig:
         batch_size=args.batch_size, max_steps=steps, lr=args.lr, warmup_steps=max(1, round(steps * args.warmup)),
         eval_every=max(1, steps // args.val_points), eval_windows=args.val_windows, save_every=args.save_every,
         log_every=max(1, min(10, steps // 50)), seed=args.seed, progress=False, device="cpu",
-        resume=(Path(args.out) / arch / "checkpoint").exists(), model=dict(args.model or []),
+        resume=(Path(args.out) / arch / "checkpoint").exists(), model=dict(args.model or []), stream=args.stream,
     )
 
 
@@ -61,7 +65,8 @@ def settings(args: argparse.Namespace, arch: str) -> dict:
     config = train_config(args, arch)
     return {"arch": arch, "size": args.size, "vocab_size": args.vocab_size, "seq_len": args.seq_len, "batch_size": args.batch_size,
             "max_steps": config.max_steps, "lr": args.lr, "warmup_steps": config.warmup_steps, "seed": args.seed,
-            "eval_windows": args.eval_windows, **({"model": dict(args.model)} if args.model else {})}
+            "eval_windows": args.eval_windows, **({"model": dict(args.model)} if args.model else {}),
+            **({"stream": True} if args.stream else {})}
 
 
 def is_complete(args: argparse.Namespace, arch: str) -> bool:
@@ -106,6 +111,10 @@ def run_arch(args: argparse.Namespace, arch: str) -> dict:
     started = time.time()
     scores = {split: evaluate_lm(model, dataset[split], seq_len=args.seq_len, max_windows=args.eval_windows)
               for split in ("validation", "test")}
+    if args.stream:
+        scores.update({f"{split}_streamed": evaluate_lm_streamed(
+            model, dataset[split], seq_len=args.seq_len, eot_id=tokenizer.eot_id, max_windows=args.eval_windows)
+            for split in ("validation", "test")})
     result = {
         "settings": settings(args, arch),
         "parameters": model.num_parameters(),
@@ -115,7 +124,7 @@ def run_arch(args: argparse.Namespace, arch: str) -> dict:
         "eval_wall_s": time.time() - started,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg()[0],
-        **{f"{'val' if split == 'validation' else 'test'}_{key}": value
+        **{f"{split.replace('validation', 'val')}_{key}": value
            for split, score in scores.items() for key, value in score.to_dict().items()},
     }
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
@@ -159,8 +168,10 @@ def plot(out: Path, archs: list[str], tokens_per_step: int, png: Path) -> None:
 
 
 def table(rows: dict[str, dict]) -> str:
-    lines = ["| arch | params | train tokens | train tok/s | val bpb | test bpb | val loss | test loss |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    streamed = any("val_streamed_bits_per_byte" in r for r in rows.values())
+    lines = ["| arch | params | train tokens | train tok/s | val bpb | test bpb | val loss | test loss |"
+             + (" streamed val bpb | streamed test bpb |" if streamed else ""),
+             "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if streamed else "")]
     base = rows.get("transformer") if "diverged" not in rows.get("transformer", {}) else None
     for arch, r in rows.items():
         if "diverged" in r:
@@ -170,7 +181,9 @@ def table(rows: dict[str, dict]) -> str:
         ratio = f" ({r['val_bits_per_byte'] / base['val_bits_per_byte']:.3f}x)" if base else ""
         lines.append(f"| {arch} | {r['parameters']:,} | {r['train_tokens']:,} | {r['train_tokens_per_s']:,.0f} | "
                      f"{r['val_bits_per_byte']:.4f}{ratio} | {r['test_bits_per_byte']:.4f} | "
-                     f"{r['val_loss']:.4f} | {r['test_loss']:.4f} |")
+                     f"{r['val_loss']:.4f} | {r['test_loss']:.4f} |"
+                     + (f" {r['val_streamed_bits_per_byte']:.4f} | {r['test_streamed_bits_per_byte']:.4f} |"
+                        if streamed else ""))
     return "\n".join(lines)
 
 
@@ -212,6 +225,8 @@ def main() -> None:
     parser.add_argument("--val-windows", type=int, default=16, help="Windows of each periodic validation.")
     parser.add_argument("--eval-windows", type=int, default=96, help="Windows of the final validation and test.")
     parser.add_argument("--save-every", type=int, default=25, help="Checkpoint every this many steps.")
+    parser.add_argument("--stream", action="store_true",
+                        help="Streamed training (state carried across windows) and a streamed evaluation too.")
     parser.add_argument("--jobs", type=int, default=1, help="Architectures trained at once (1 thread each).")
     parser.add_argument("--model", action="append", type=key_value, metavar="KEY=VALUE",
                         help="Model config override for every architecture (e.g. memory_read=running). Repeatable.")

@@ -96,7 +96,8 @@ def test_right_padding_scores_like_no_padding_and_left_padding_is_refused():
     mask[1, 15:] = 0
     with torch.no_grad():
         padded = hf(ids, attention_mask=mask).logits
-        assert torch.equal(padded[1, :15], hf(ids[1:, :15]).logits[0])
+        # equal up to float32 rounding: the chunked mixer's reductions run over other shapes at another length
+        torch.testing.assert_close(padded[1, :15], hf(ids[1:, :15]).logits[0], rtol=1e-5, atol=1e-5)
         with pytest.raises(ValueError, match="left padding"):
             hf(ids, attention_mask=mask.flip(1))
     with pytest.raises(ValueError, match="beam search"):
