@@ -44,14 +44,16 @@ def test_every_mixed_precision_name_has_a_policy():
     assert tuple(MIXED_PRECISION) == FSDP_MIXED_PRECISION
 
 
+@pytest.mark.parametrize("arch", ["transformer", "hope"])
 @pytest.mark.parametrize("mixed_precision", FSDP_MIXED_PRECISION)
-def test_fsdp_on_one_process_trains(mixed_precision):
+def test_fsdp_on_one_process_trains(mixed_precision, arch):
+    """Every mixed-precision policy trains (Hope's memories are kept in float32 under bfloat16 compute)."""
     from torch.distributed.tensor import DTensor
 
     dist_ = Distributed(torch.device("cpu"), group=True)
     try:
         torch.manual_seed(0)
-        model = shard_model(build("transformer", "tiny", **SMALL), mixed_precision)
+        model = shard_model(build(arch, "tiny", **SMALL), mixed_precision)
         assert all(isinstance(p, DTensor) and p.dtype == torch.float32 for p in model.parameters())
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
         ids = torch.randint(0, 64, (4, 17))

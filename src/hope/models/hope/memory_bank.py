@@ -70,10 +70,11 @@ class MemoryBank(nn.Module):
         return {key: getattr(self, key) for key in self.keys}
 
     def read(self, weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Every memory of the bank at ``x: [B, T, n * H, D]``."""
+        """Every memory of the bank at ``x: [B, T, n * H, D]``, computed in the memories' dtype (the ops keep a
+        memory in float32 under bfloat16 inputs) and returned in ``x``'s."""
         if self.kind == "deep":
-            return deep_read(weights["w1"], weights["w2"], x)
-        return linear_read(weights["w"], x)
+            return deep_read(weights["w1"], weights["w2"], x.to(weights["w1"].dtype)).to(x.dtype)
+        return linear_read(weights["w"], x.to(weights["w"].dtype)).to(x.dtype)
 
     def fold(self, weights: dict[str, torch.Tensor], keys: torch.Tensor, targets: torch.Tensor,
              alpha: torch.Tensor, eta: torch.Tensor,
