@@ -19,7 +19,8 @@ class TaskRunConfig:
     """Options of ``hope tasks run``."""
 
     task: str = field(metadata={"positional": True})
-    """Task name (on the command line also a family: recall, mad, niah, babilong, formal, continual; or 'all')."""
+    """Task name (on the command line also a family: recall, mad, niah, babilong, formal, continual, in_context,
+    stream; or 'all')."""
     out: str = field(metadata={"required": True})
     """Run directory (several tasks: one subfolder each; several seeds: OUT/seed-S)."""
     arch: str = "transformer"
@@ -81,8 +82,9 @@ class TaskRunConfig:
     """One period per CMS level, in optimizer steps: level l steps only after every N-th step, with the mean
     gradient (NL Eq. 71; docs/cms.md, outer-loop periods; hope.optim.cms_outer)."""
     stream: bool = False
-    """Tasks that train a language model on a corpus (continual_sotu_eras): each batch row reads consecutive
-    windows of one document with the model's state carried (docs/training.md, streaming)."""
+    """Tasks that train a language model on a corpus (continual_sotu_eras, stream_cipher, stream_long_document):
+    each batch row reads consecutive windows of one document with the model's state carried (docs/training.md,
+    streaming)."""
 
     def __post_init__(self) -> None:
         get_task(self.task)
