@@ -9,8 +9,9 @@ Transformer++ measured in the same run. Writes ``docs/train_throughput.json`` an
         [--modes windows,streaming] [--threads 1]
 
 Modes: ``windows`` trains on independent windows (every step starts from the initial state); ``streaming`` carries
-each row's state (detached) from one step into the next, over consecutive windows of one long stream (the
-stateful training of the ``stream`` branch; here only its cost: the model runs from the carried state). An arch
+each row's state from one step into the next over consecutive windows of one long stream, as ``hope train --stream``
+does (``hope.train.stream.next_window_state``: window-aligned CMS steps where the window divides every period, then
+the truncation); here only its cost. An arch
 name ending in ``+compile`` runs that arch with ``hope.compiling`` on (its compiling steps are warm-up).
 
 Budget: about ``len(archs) x len(sizes) x len(modes) x len(threads) x (budget + one warm-up step)`` seconds; the
@@ -34,6 +35,7 @@ import torch
 from hope.compiling import compiling
 from hope.models import build
 from hope.optim import build_optimizer
+from hope.train.stream import next_window_state
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 VOCAB = 4096
@@ -55,17 +57,18 @@ def step_times(name: str, size: str, threads: int, mode: str, batch: int, seq_le
         optimizer = build_optimizer("adamw", model, lr=1e-3)
         stream = torch.randint(0, VOCAB, (batch, (min_steps + 64) * seq_len + 1),
                                generator=torch.Generator().manual_seed(1))
+        aligned = mode == "streaming" and model.window_aligned(seq_len)
         state, times, step = None, [], 0
         while len(times) < max(min_steps, 1) + 1 or sum(times[1:]) < budget:
             start_at = (step * seq_len) % (stream.shape[1] - seq_len - 1) if mode == "streaming" else 0
             window = stream[:, start_at : start_at + seq_len + 1]
             started = time.perf_counter()
-            out = model(window[:, :-1], state=state, targets=window[:, 1:])
+            out = model(window[:, :-1], state=state, targets=window[:, 1:], **({"window": True} if aligned else {}))
             out.loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if mode == "streaming":
-                state = out.state.detach()
+                state = next_window_state(model, out.state, batch * seq_len)
             times.append(time.perf_counter() - started)
             step += 1
     return times[1:]
