@@ -1,10 +1,12 @@
 """``hope train --stream`` (docs/training.md, streaming): rows restart at document ends, ``--resume`` mid-document
 reproduces the uninterrupted loss curve bit for bit (streamed states in the checkpoint), bad options are refused."""
 
+import contextlib
 import json
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -12,8 +14,11 @@ from safetensors.torch import load_file
 from hope.checkpoint import load_checkpoint
 from hope.data.stream import DocumentStream
 from hope.errors import HopeError
+from hope.models import build
 from hope.train.config import TrainConfig
 from hope.train.lm import train
+from hope.train.loop import StepResult
+from hope.train.stream import StreamedBatches
 
 WORDS = "the of and to in a is that for it as was with be by on not he this are or his from at which".split()
 HOPE = {"d_model": 16, "n_layers": 2, "n_heads": 2, "chunk_size": 4, "memory_chunk_size": 4,
@@ -104,3 +109,28 @@ def test_window_aligned_levels_step_and_their_learning_rates_train(tmp_path, sho
     weights = load_file(str(tmp_path / "aligned" / "checkpoint" / "model.safetensors"))
     log_lrs = [t for name, t in weights.items() if name.endswith("log_lr")]
     assert log_lrs and all(not torch.allclose(t, torch.full_like(t, math.log(0.5))) for t in log_lrs)
+
+
+def test_a_skipped_step_leaves_the_carried_states_where_they_were():
+    """A non-finite step (skipped by the trainer) must not carry its windows' states on: the rows read on from
+    their last finite state, so one bad window cannot poison a stream."""
+    torch.manual_seed(0)
+    model = build("hope", None, vocab_size=32, **HOPE)
+    tokens = np.random.default_rng(0).integers(0, 31, 400)
+    tokens[[99, 249, 399]] = 31
+    stream = DocumentStream(tokens, np.array([0, 100, 250]), seq_len=16, eot_id=31)
+    streamed = StreamedBatches(model, stream, batch_size=2, grad_accum=1, seed=0, device=torch.device("cpu"),
+                               autocast=contextlib.nullcontext())
+
+    def step(number, loss_value):
+        for micro_batch in streamed.batches(number):
+            streamed.loss(model, micro_batch).backward()
+        model.zero_grad()
+        streamed.advance(StepResult(number + 1, torch.tensor(loss_value), torch.tensor(1.0), 0.0))
+
+    step(0, 1.0)
+    kept = {k: t.clone() for k, t in streamed.states[0].tensors().items()}
+    step(1, float("nan"))
+    assert all(torch.equal(kept[k], t) for k, t in streamed.states[0].tensors().items())
+    step(2, 1.0)
+    assert any(not torch.equal(kept[k], t) for k, t in streamed.states[0].tensors().items())

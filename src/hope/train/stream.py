@@ -22,6 +22,7 @@ from hope.data.stream import IGNORE_INDEX, DocumentStream, StreamBatch
 from hope.errors import HopeError
 from hope.models import LanguageModel, ModelState
 from hope.models.hope.window import is_window_state, step_after_backward
+from hope.train.loop import StepResult
 
 
 def next_window_state(model: LanguageModel, state: ModelState, loss_tokens: int) -> ModelState:
@@ -74,10 +75,13 @@ class StreamedBatches:
         self._loss_tokens[m] = max(1, int((batch.targets != IGNORE_INDEX).sum())) * len(self.states)
         return out.loss
 
-    def advance(self, _result: Any = None) -> None:
-        """After a step's backward: every micro-batch's next state (:func:`next_window_state`)."""
-        self.states = [None if state is None else next_window_state(self.model, state, tokens)
-                       for state, tokens in zip(self._read, self._loss_tokens)]
+    def advance(self, result: StepResult | None = None) -> None:
+        """After a step's backward: every micro-batch's next state (:func:`next_window_state`). A step that the
+        trainer skipped (non-finite loss or gradient) leaves the states where they were: its windows are dropped
+        and each row reads on from its last finite state."""
+        if result is None or (torch.isfinite(result.loss) and torch.isfinite(result.grad_norm)):
+            self.states = [None if state is None else next_window_state(self.model, state, tokens)
+                           for state, tokens in zip(self._read, self._loss_tokens)]
         self._read = list(self.states)  # drops the last window's graph
 
     def state_dict(self) -> list[dict[str, Any] | None]:
