@@ -10,8 +10,9 @@ Transformer++ measured in the same run. Writes ``docs/train_throughput.json`` an
 
 Modes: ``windows`` trains on independent windows (every step starts from the initial state); ``streaming`` carries
 each row's state from one step into the next over consecutive windows of one long stream, as ``hope train --stream``
-does (``hope.train.stream.next_window_state``: window-aligned CMS steps where the window divides every period, then
-the truncation); here only its cost. An arch
+does (``LanguageModel.window_state``: the state carried across the cut, attention restarting at every window;
+``hope.train.stream.next_window_state``: window-aligned CMS steps where the window divides every period, then the
+truncation); here only its cost. An arch
 name ending in ``+compile`` runs that arch with ``hope.compiling`` on (its compiling steps are warm-up).
 
 Budget: about ``len(archs) x len(sizes) x len(modes) x len(threads) x (budget + one warm-up step)`` seconds; the
@@ -63,6 +64,8 @@ def step_times(name: str, size: str, threads: int, mode: str, batch: int, seq_le
             start_at = (step * seq_len) % (stream.shape[1] - seq_len - 1) if mode == "streaming" else 0
             window = stream[:, start_at : start_at + seq_len + 1]
             started = time.perf_counter()
+            if mode == "streaming":  # as hope.train.stream: carried across the cut, no row restarting
+                state = model.window_state(state, torch.zeros(batch, dtype=torch.bool), aligned)
             out = model(window[:, :-1], state=state, targets=window[:, 1:], **({"window": True} if aligned else {}))
             out.loss.backward()
             optimizer.step()
