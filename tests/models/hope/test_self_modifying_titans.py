@@ -132,6 +132,12 @@ class Reference:
                 self.velocity[group][key] = beta * self.velocity[group][key] + self.state[group][key] - self.start[group][key]
                 self.state[group][key] = self.start[group][key] + self.velocity[group][key]
             self.betas[group] = []
+        bound = self.layer.max_norm
+        for key, w in self.state[group].items():  # onto the ball ||W||_F <= c sqrt(min(r, c)), head by head
+            if bound is not None:
+                radius = bound * min(w.shape[-2:]) ** 0.5
+                norm = w.square().sum((-2, -1), keepdim=True).sqrt()
+                self.state[group][key] = torch.where(norm > radius, w * radius / norm, w)
         self.start[group] = dict(self.state[group])
 
 
@@ -146,6 +152,15 @@ def make(**kwargs):
         layer.readout.normal_(std=0.5 if layer.sigmoid_gates else 0.05)  # their initial values, which keep it finite)
     return layer
 
+
+BINDING_BOUNDS = [
+    dict(memory="deep", chunk_size=3, memory_chunk_size=2, objective="l2", curvature=True, memory_read="previous",
+         memory_max_norm=0.3),
+    dict(memory="deep", chunk_size=2, memory_chunk_size=3, memory_max_norm=0.2, momentum=False),
+    dict(memory="linear", chunk_size=3, memory_chunk_size=4, objective="l2", memory_max_norm=0.5),
+]
+"""Configs whose ``memory_max_norm`` is small enough to bind inside 13 tokens (checked by
+``test_memory_bound_binds_and_holds``)."""
 
 CONFIGS = [
     dict(memory="linear", chunk_size=1, memory_chunk_size=1),
@@ -177,6 +192,7 @@ CONFIGS = [
     dict(memory="deep", chunk_size=2, memory_chunk_size=4, objective="l2", sigmoid_gates=False, memory_read="previous"),
     dict(memory="linear", chunk_size=3, memory_chunk_size=2, objective="l2", sigmoid_gates=False, normalize_v=False,
          memory_input="full-separate"),
+    *BINDING_BOUNDS,
 ]
 
 
@@ -247,6 +263,46 @@ def test_decode_state_stays_bounded():
         _, state = layer(torch.randn(1, 1, D_MODEL, dtype=torch.float64), state)
         sizes.add(sum(t.numel() for t in state.to_flat().values()))
     assert max(memory.pending.k.shape[1] for memory in state.memories.values()) < 8 and len(sizes) <= 8 * 4
+
+
+@pytest.mark.parametrize("config", BINDING_BOUNDS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_memory_bound_binds_and_holds(config):
+    """The reference tests above exercise the projection: in these configs it binds on some head (a weight on
+    the sphere of radius ``memory_max_norm * sqrt(min(r, c))``) and no head leaves the ball."""
+    layer = make(**config)
+    _, state = layer(torch.randn(2, 13, D_MODEL, dtype=torch.float64))
+    ratios = []
+    for memory in state.memories.values():
+        for weight in memory.weights.values():
+            radius = config["memory_max_norm"] * min(weight.shape[-2:]) ** 0.5
+            ratios.append(torch.linalg.vector_norm(weight, dim=(-2, -1)) / radius)
+    ratios = torch.cat([r.flatten() for r in ratios])
+    assert ratios.max() <= 1 + 1e-12 and torch.isclose(ratios.max(), torch.tensor(1.0, dtype=ratios.dtype))
+
+
+def test_long_stream_stays_finite_only_with_the_bound():
+    """A stream of 2,048 tokens through memories set up to grow (a linear read-out with eta = 3, no proximal
+    step, no retention): without the bound their weights overflow; with the default bound every weight stays
+    on its ball and the outputs finite."""
+    def run(bound):
+        torch.manual_seed(0)
+        layer = self_modifying_titans(memory="deep", chunk_size=8, memory_chunk_size=8, objective="l2",
+                                      sigmoid_gates=False, proximal=False, curvature=False, retention=False,
+                                      normalize_v=False, memory_max_norm=bound)
+        state, largest, finite = None, 0.0, True
+        with torch.no_grad():
+            layer.readout_bias[layer.gate_names.index("eta")] = 3.0
+            for _ in range(32):
+                y, state = layer(torch.randn(1, 64, D_MODEL), state)
+                finite &= bool(torch.isfinite(y).all())
+                largest = max([largest] + [float(w.abs().max().nan_to_num(float("inf")))
+                                           for m in state.memories.values() for w in m.weights.values()])
+        return largest, finite
+
+    unbounded, _ = run(None)
+    bounded, finite = run(4.0)
+    assert not unbounded < 1e6  # overflowed (inf / nan) or huge
+    assert finite and bounded <= 4.0 * (D_MODEL // HEADS) ** 0.5
 
 
 def test_causal_and_batch_isolated():

@@ -176,6 +176,13 @@ class HopeConfig(CMSConfig):
     """Initial momentum gate ``beta``."""
     retention_init: tuple[float, float] = (0.9, 0.999)
     """Range over the heads of the initial retention ``alpha``."""
+    memory_max_norm: float | None = 4.0
+    """Bound on every in-context memory (not in the paper): after each chunk's fold (and momentum), each head's
+    weight matrix ``W [r, c]`` is projected onto the Frobenius ball of radius ``memory_max_norm * sqrt(min(r, c))``
+    (a root-mean-square singular value of at most ``memory_max_norm``). Retention, the proximal step and the
+    normalised keys bound each token's update, not their sum: carried across whole documents, the memories with
+    self-generated targets and chunk momentum grew without bound (|W| 1e7 after 6K tokens, NaN in a streamed run;
+    docs/paper_notes.md, "Where the code departs from the paper"). ``None``: unbounded, as the paper writes it."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -186,6 +193,10 @@ class HopeConfig(CMSConfig):
         if self.objective not in ("dot", "l2"):
             raise HopeError(f"objective must be 'dot' or 'l2', got {self.objective!r}")
         check_memory_read(self, READS)
+        if self.memory_max_norm is not None and not (isinstance(self.memory_max_norm, (int, float))
+                                                     and not isinstance(self.memory_max_norm, bool)
+                                                     and 0 < self.memory_max_norm < float("inf")):
+            raise HopeError(f"memory_max_norm must be a positive number or None, got {self.memory_max_norm!r}")
         check_memory_fields(self, ("memory_expansion", "chunk_size", "memory_chunk_size", "conv_width"),
                              ("step_init", "momentum_init"))
 

@@ -34,6 +34,9 @@ enters a Titans-style momentum ``S_c = beta_c S_{c-1} + Delta_c``, ``M_c = M_{c-
 mean over the chunk of a gate read out of ``M_eta``. With ``beta = 0`` this is plain DGD; with one-token chunks
 it is per-token momentum.
 
+Bound (not in the paper; ``memory_max_norm``): after each chunk (and its momentum), every head's weight matrix
+is projected onto a Frobenius ball, so memories carried across whole documents stay finite.
+
 Streaming. The state (:class:`HopeMixerState`) holds each group's chunk-start weights (and momentum) plus the
 keys, values and gates of the tokens read since that chunk started; a chunk is folded when its last token arrives.
 So prefill + decode gives the outputs of one full forward at any cut, and decoding keeps at most one chunk of tokens.
@@ -128,6 +131,7 @@ class SelfModifyingTitans(nn.Module):
         self.retention_init, self.step_init = config.retention_init, config.step_init
         self.momentum_init = config.momentum_init
         self.normalize_v, self.sigmoid_gates = config.normalize_v, config.sigmoid_gates
+        self.max_norm = config.memory_max_norm
         adaptive = {"k": config.adaptive_k, "v": config.adaptive_v, "q": config.adaptive_q, "eta": True,
                     "alpha": config.retention}
         self.static_names = tuple(name for name in ("q", "k", "v") if not adaptive[name])
@@ -321,7 +325,20 @@ class SelfModifyingTitans(nn.Module):
         read, folded = bank.fold(weights, keys, targets, chunk["alpha"].repeat(1, 1, n), chunk["eta"].repeat(1, 1, n),
                                  queries)
         if not self.momentum:
-            return read, folded, velocity
+            return read, self._bounded(folded), velocity
         beta = chunk["beta"].mean(dim=1).repeat(1, n)[..., None, None]
         velocity = {key: beta * velocity[key] + (folded[key] - weights[key]) for key in bank.keys}
-        return read, {key: weights[key] + velocity[key] for key in bank.keys}, velocity
+        return read, self._bounded({key: weights[key] + velocity[key] for key in bank.keys}), velocity
+
+    def _bounded(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each head's weight matrix ``[..., r, c]`` projected onto the Frobenius ball of radius
+        ``memory_max_norm * sqrt(min(r, c))`` (unchanged inside it; ``HopeConfig.memory_max_norm``). The momentum
+        keeps the unprojected step, so it stays bounded by the folds of bounded weights."""
+        if self.max_norm is None:
+            return weights
+        bounded = {}
+        for key, weight in weights.items():
+            radius = self.max_norm * min(weight.shape[-2:]) ** 0.5
+            norm = torch.linalg.vector_norm(weight, dim=(-2, -1), keepdim=True)
+            bounded[key] = weight * (radius / norm.clamp(min=radius))
+        return bounded
