@@ -1,11 +1,15 @@
 """How large Hope's in-context memories grow over long documents (docs/results.md, "A bound on the carried memories").
 
 Streams the longest documents of a checkpoint's training split (one per batch row) through the model, window after
-window with the state carried and test-time learning on, forward only, and records after each window the largest
+window with the state carried and test-time learning on, and records after each window the largest
 per-head Frobenius norm of every self-modifying Titans memory (``proj``: M_k, M_v, M_eta, M_alpha; ``mem``: M_mem)
 over layers and rows, and the bits per token of the window. Each ``--max-norm`` value runs the same windows with
 ``memory_max_norm`` set to it (``none``: unbounded, as the paper writes it), so one checkpoint shows what the bound
-changes. Writes ``NAME.json`` and ``NAME.md`` (and ``NAME.png`` with matplotlib) under ``--docs``.
+changes. ``--cms-steps`` says how the CMS levels step: ``window`` (default; what ``hope train --stream`` and ``hope eval
+--stream`` do: window-aligned steps from each window's own backward, ``hope.models.hope.window``) or ``in-context``
+(``model(ids, state)``, as prefill and generation), whose steps back-propagate as far as ``--grad-window`` says
+(``cms_grad_window``: the checkpoint's unless given; ``none``: through the whole period). Writes
+``NAME.json`` and ``NAME.md`` (and ``NAME.png`` with matplotlib) under ``--docs``.
 
     python benchmarks/memory_growth.py --checkpoint runs/X/checkpoint [--windows 40] [--max-norm none 4]
 """
@@ -25,6 +29,7 @@ from hope.checkpoint import load_checkpoint
 from hope.data.dataset import load_encoded
 from hope.data.stream import document_starts
 from hope.models.hope.self_modifying_titans import SelfModifyingTitans
+from hope.models.hope.window import step_after_backward
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
@@ -43,19 +48,29 @@ def longest_documents(checkpoint: str, rows: int, tokens: int) -> tuple[torch.Te
     return torch.from_numpy(ids), (ends - starts)[order].tolist()
 
 
-def stream(checkpoint: str, ids: torch.Tensor, seq_len: int, max_norm: float | None) -> list[dict[str, float]]:
+def stream(checkpoint: str, ids: torch.Tensor, seq_len: int, max_norm: float | None, cms_steps: str,
+           grad_window: str | None) -> list[dict[str, float]]:
     """Per window: bits per token and the largest per-head norm of each memory group's weights."""
     model = load_checkpoint(checkpoint)[0].eval()
+    if grad_window is not None:
+        model.cms_grad_window = None if grad_window == "none" else int(grad_window)
     for module in model.modules():
         if isinstance(module, SelfModifyingTitans):
             module.max_norm = max_norm
+    window = cms_steps == "window" and model.window_aligned(seq_len)
     state, rows = None, []
     for start in range(0, ids.shape[1] - 1, seq_len):
-        with torch.no_grad():
-            out = model(ids[:, start:start + seq_len], state=state)
-        state = out.state.detach()
         targets = ids[:, start + 1:start + seq_len + 1]
-        loss = F.cross_entropy(out.logits.flatten(0, 1).double(), targets.flatten())
+        if window:
+            out = model(ids[:, start:start + seq_len], state=state, targets=targets, window=True)
+            model.zero_grad(set_to_none=True)
+            out.loss.backward()
+            state = step_after_backward(model, out.state, targets.numel()).detach()
+        else:
+            with torch.no_grad():
+                out = model(ids[:, start:start + seq_len], state=state)
+            state = out.state.detach()
+        loss = F.cross_entropy(out.logits.detach().flatten(0, 1).double(), targets.flatten())
         row = {"tokens": start + seq_len, "bits_per_token": float(loss) / math.log(2)}
         for name, tensor in state.tensors().items():
             parts = name.split(".")
@@ -78,19 +93,28 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4, help="Documents streamed side by side (the longest ones).")
     parser.add_argument("--max-norm", nargs="+", default=["none", "4"],
                         help="memory_max_norm values to compare ('none': unbounded).")
+    parser.add_argument("--cms-steps", choices=("window", "in-context"), default="window",
+                        help="How the CMS levels step (see the module docstring).")
+    parser.add_argument("--grad-window", default=None,
+                        help="cms_grad_window of the in-context steps (a number or 'none'; default: the checkpoint's).")
     parser.add_argument("--docs", default=str(DOCS))
     parser.add_argument("--name", default="memory_growth")
     args = parser.parse_args()
     torch.set_num_threads(1)
     ids, lengths = longest_documents(args.checkpoint, args.rows, args.windows * args.seq_len)
-    runs = {value: stream(args.checkpoint, ids, args.seq_len, None if value == "none" else float(value))
+    runs = {value: stream(args.checkpoint, ids, args.seq_len, None if value == "none" else float(value),
+                          args.cms_steps, args.grad_window)
             for value in args.max_norm}
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
-    result = {"checkpoint": args.checkpoint, "seq_len": args.seq_len, "documents": lengths, "runs": runs}
+    result = {"checkpoint": args.checkpoint, "seq_len": args.seq_len, "cms_steps": args.cms_steps,
+              "grad_window": args.grad_window,
+              "documents": lengths, "runs": runs}
     (docs / f"{args.name}.json").write_text(json.dumps(result, indent=2))
+    steps = args.cms_steps if args.cms_steps == "window" else \
+        f"in-context, grad window {args.grad_window or 'of the checkpoint'}"
     lines = [f"Checkpoint `{args.checkpoint}`, the {args.rows} longest training documents ({lengths} tokens), "
-             f"windows of {args.seq_len} tokens, state carried, forward only. Largest per-head Frobenius norm of "
+             f"windows of {args.seq_len} tokens, state carried, CMS steps {steps}. Largest per-head Frobenius norm of "
              "the projection memories (`proj`) and M_mem (`mem`) over layers and rows; bits per token of the window "
              "(inf / nan: overflowed).", "",
              "| tokens | " + " | ".join(f"max_norm={v}: bits, proj, mem" for v in runs) + " |",

@@ -9,9 +9,24 @@ from hope.cli import main
 from hope.errors import HopeError
 from hope.tasks.config import TaskRunConfig
 from hope.tasks.formal_languages import LANGUAGES
-from hope.tasks.suites import ARCHS, MQAR_LENGTHS, MQAR_PAIRS, MQAR_WIDTHS, SUITES, get_suite, plan, run_suite
+from hope.tasks.suites import (ARCHS, CPU_MODEL, MQAR_LENGTHS, MQAR_PAIRS, MQAR_WIDTHS, PAPER_CPU, SUITES, get_suite,
+                               plan, run_suite)
 
 STREAMING = "stream" in {f.name for f in dataclasses.fields(TaskRunConfig)}
+
+
+def test_paper_cpu_runs_the_same_experiments_at_its_own_budget():
+    """``paper-cpu`` has every experiment of ``paper-small`` (same tasks and Hope ablations), cut to its budget."""
+    small, cpu = get_suite("paper-small"), get_suite("paper-cpu")
+    experiments = lambda suite: {(e.experiment, e.task, e.archs, e.stream) for e in suite.runs}
+    assert experiments(cpu) == experiments(small)
+    assert {e.name for e in cpu.runs} <= {e.name for e in small.runs}
+    for entry in cpu.runs:
+        assert entry.settings["steps"] == PAPER_CPU.steps
+        if entry.experiment != "mqar":
+            assert {**CPU_MODEL, **entry.settings["model"]} == entry.settings["model"]
+    cipher = [e for e in cpu.runs if e.experiment == "cipher"]
+    assert sorted(e.settings["model"].get("cms_levels", 0) for e in cipher) == [0, 1, 2, 3]
 
 
 def test_paper_small_lists_every_experiment_of_issue_17(tmp_path):

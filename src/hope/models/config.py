@@ -161,7 +161,9 @@ def size_preset(cls: type[ModelConfig], size: str) -> dict[str, Any]:
 
 
 LEGACY_VALUES: dict[str, dict[str, Any]] = {
-    "hope": {"curvature": False, "memory_read": "start", "memory_input": "head", "memory_max_norm": None},
+    "hope": {"curvature": False, "memory_read": "start", "memory_input": "head", "memory_max_norm": None,
+             "cms_grad_window": None},
+    "hope-attention": {"cms_grad_window": None},
     "titans": {"max_grad_norm": None, "memory_read": "start"},
 }
 """Per arch, fields added after checkpoints were first saved whose default changes what the model computes, with

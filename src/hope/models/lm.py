@@ -82,6 +82,8 @@ class LanguageModel(nn.Module):
                            if isinstance(block.channel, CMS) and block.channel.active_periods]
         self.cms_periods = tuple(sorted({p for i in self.cms_layers for p in self.blocks[i].channel.active_periods}))
         """The update periods of the CMS levels that learn in context (empty: a single-pass model)."""
+        self.cms_grad_window = getattr(config, "cms_grad_window", None)
+        """How far back an in-context CMS step differentiates (``CMSConfig.cms_grad_window``)."""
 
     def _init_weights(self) -> None:
         """N(0, init_std) for every linear and embedding weight, output projections scaled by 1/sqrt(2 L);

@@ -46,7 +46,7 @@ from hope.tasks.registry import TASKS, TaskSpec, get_task
 from hope.tasks.streams import corpus, loss_by_position, stream_metrics
 from hope.train.loggers import Loggers, require_packages
 from hope.train.loop import StepResult, Trainer, lr_schedule
-from hope.train.stream import StreamedBatches
+from hope.train.stream import StreamedBatches, streamed_model_overrides
 
 QUICK_MODEL = {"d_model": 32, "n_layers": 2, "n_heads": 2}
 
@@ -57,7 +57,8 @@ def _tokenizer(config: TaskRunConfig):
 
 def _fresh_model(config: TaskRunConfig, vocab_size: int, device: torch.device) -> LanguageModel:
     try:
-        return build(arch=config.arch, size=config.size, vocab_size=vocab_size, **config.model).to(device)
+        return build(arch=config.arch, size=config.size, vocab_size=vocab_size,
+                     **streamed_model_overrides(config)).to(device)
     except TypeError as err:
         raise HopeError(f"bad model option: {err}") from None
 

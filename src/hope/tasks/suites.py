@@ -71,7 +71,7 @@ _QUICK = {"steps": 3, "batch_size": 4, "eval_examples": 4, "eval_batch_size": 4,
 
 
 def _quick() -> Suite:
-    """One small entry per experiment of ``paper-small``: tiny models, three steps; runs in seconds."""
+    """One small entry per experiment of the paper suites: tiny models, three steps; runs in seconds."""
     runs = [SuiteRun("formal/parity", "formal_parity", _QUICK, "formal"),
             *[SuiteRun(f"mqar/L64/kv{pairs}", "mqar", {**_QUICK, "lengths": (64,),
                                                        "options": {"length": 64, "num_kv_pairs": pairs, "vocab_size": 64}},
@@ -92,39 +92,87 @@ MQAR_LENGTHS = (64, 128, 256)
 MQAR_PAIRS = (4, 8, 16, 32, 64)
 
 
-def _paper_small() -> Suite:
-    """Issue #17's six experiments at the ``tiny`` size (docs/tasks.md, suites, with the time estimate)."""
+@dataclass(frozen=True)
+class Budget:
+    """The sizes of one version of issue #17's six experiments (``paper-small``, ``paper-cpu``)."""
+
+    steps: int
+    """Training steps of every entry."""
+    model: dict[str, Any]
+    """Model overrides of every entry but MQAR's (``{}``: the ``tiny`` preset)."""
+    formal_rows: int
+    mqar_lengths: tuple[int, ...]
+    mqar_pairs: tuple[int, ...]
+    mqar_rows: int
+    stream_rows: int
+    stream_seq_len: int
+    cipher_segment: int
+    long_document_length: int
+    niah_length: int
+    niah_rows: int
+    in_context_rows: int
+
+
+PAPER_SMALL = Budget(steps=2000, model={}, formal_rows=32, mqar_lengths=MQAR_LENGTHS, mqar_pairs=MQAR_PAIRS,
+                     mqar_rows=64, stream_rows=16, stream_seq_len=512, cipher_segment=4096,
+                     long_document_length=32768, niah_length=512, niah_rows=16, in_context_rows=8)
+"""The issue's step counts at the ``tiny`` size (about 6,850 process-hours here: docs/tasks.md)."""
+
+CPU_MODEL = {"d_model": 64, "n_layers": 2, "n_heads": 4}
+PAPER_CPU = Budget(steps=600, model=CPU_MODEL, formal_rows=16, mqar_lengths=(64, 128), mqar_pairs=(4, 8, 16, 32),
+                   mqar_rows=32, stream_rows=8, stream_seq_len=256, cipher_segment=1024,
+                   long_document_length=4096, niah_length=256, niah_rows=8, in_context_rows=4)
+"""The same experiments cut to a few hours on 2 CPU cores (docs/tasks.md, suites, has the estimate): 2-layer
+width-64 models, 600 steps, shorter streams and haystacks, MQAR at lengths 64 and 128."""
+
+
+def _paper(name: str, budget: Budget, summary: str) -> Suite:
+    """Issue #17's six experiments at ``budget`` (docs/tasks.md, suites)."""
+    steps, model = budget.steps, budget.model
+    with_model = {"model": model} if model else {}
     runs = [SuiteRun(f"formal/{language}", f"formal_{language}",
-                     {"steps": 2000, "batch_size": 32, "eval_examples": 512}, "formal") for language in LANGUAGES]
+                     {"steps": steps, "batch_size": budget.formal_rows, "eval_examples": 512, **with_model}, "formal")
+            for language in LANGUAGES]
     runs += [SuiteRun(f"mqar/d{width}/L{length}/kv{pairs}", "mqar",
-                      {"steps": 2000, "batch_size": 64, "eval_examples": 512, "lengths": (length,),
+                      {"steps": steps, "batch_size": budget.mqar_rows, "eval_examples": 512, "lengths": (length,),
                        "model": {"d_model": width, "n_layers": 2},
                        "options": {"length": length, "num_kv_pairs": pairs, "vocab_size": 256}}, "mqar")
-             for width in MQAR_WIDTHS for length in MQAR_LENGTHS for pairs in MQAR_PAIRS if 4 * pairs <= length]
-    cipher = {"steps": 2000, "batch_size": 16, "seq_len": 256, "eval_examples": 8, "eval_batch_size": 8,
-              "options": {"segment": 4096}}
+             for width in MQAR_WIDTHS for length in budget.mqar_lengths for pairs in budget.mqar_pairs
+             if 4 * pairs <= length]
+    stream = {"steps": steps, "batch_size": budget.stream_rows, "seq_len": budget.stream_seq_len, **with_model}
+    cipher = {**stream, "eval_examples": 8, "eval_batch_size": 8, "options": {"segment": budget.cipher_segment}}
     runs.append(SuiteRun("cipher/base", "stream_cipher", cipher, "cipher", stream=True))
-    runs += [SuiteRun(f"cipher/hope_cms{levels}", "stream_cipher", {**cipher, "model": {"cms_levels": levels}},
+    runs += [SuiteRun(f"cipher/hope_cms{levels}", "stream_cipher", {**cipher, "model": {**model, "cms_levels": levels}},
                       "cipher", archs=("hope",), stream=True) for levels in (1, 2, 3)]
-    long_document = {"steps": 2000, "batch_size": 16, "seq_len": 512, "eval_examples": 4, "eval_batch_size": 4,
-                     "options": {"length": 32768}}
+    long_document = {**stream, "eval_examples": 4, "eval_batch_size": 4,
+                     "options": {"length": budget.long_document_length}}
     runs.append(SuiteRun("long_document/base", "stream_long_document", long_document, "long_document", stream=True))
     runs.append(SuiteRun("long_document/hope_frozen", "stream_long_document",
-                         {**long_document, "model": {"test_time_learning": False}}, "long_document",
+                         {**long_document, "model": {**model, "test_time_learning": False}}, "long_document",
                          archs=("hope",), stream=True))
+    length = budget.niah_length
     runs += [SuiteRun(f"niah/{variant}", f"niah_{variant}",
-                      {"steps": 2000, "batch_size": 16, "eval_examples": 64, "eval_chunk": 512,
-                       "lengths": (512, 1024, 2048, 4096, 8192), "options": {"length": 512}}, "niah")
+                      {"steps": steps, "batch_size": budget.niah_rows, "eval_examples": 64, "eval_chunk": length,
+                       "lengths": tuple(length * k for k in (1, 2, 4, 8, 16)), "options": {"length": length},
+                       **with_model}, "niah")
              for variant in ("single_1", "single_2", "single_3")]
     runs += [SuiteRun(f"in_context/{dataset}", f"in_context_{dataset}",
-                      {"steps": 2000, "batch_size": 8, "eval_examples": 128, "eval_chunk": 512,
+                      {"steps": steps, "batch_size": budget.in_context_rows, "eval_examples": 128,
+                       "eval_chunk": 512, **with_model,
                        "options": {"shots": 1, "queries_per_stage": 2, "max_text_tokens": 32}}, "in_context")
              for dataset in ("clinc150", "banking77")]
-    return Suite("paper-small", "issue #17: formal languages, MQAR capacity, cipher languages, long documents, "
-                 "needles past the window, class-incremental intents in context", tuple(runs))
+    return Suite(name, summary, tuple(runs))
 
 
-SUITES = {suite.name: suite for suite in (_quick(), _paper_small())}
+EXPERIMENTS = ("formal languages, MQAR capacity, cipher languages, long documents, needles past the window, "
+               "class-incremental intents in context")
+
+
+SUITES = {suite.name: suite for suite in (
+    _quick(),
+    _paper("paper-small", PAPER_SMALL, f"issue #17 at the tiny size and the issue's steps: {EXPERIMENTS}"),
+    _paper("paper-cpu", PAPER_CPU, f"issue #17 cut to a few hours on 2 CPU cores: {EXPERIMENTS}"),
+)}
 
 
 def get_suite(name: str) -> Suite:

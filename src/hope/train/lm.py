@@ -42,7 +42,7 @@ from hope.threads import apply_threads, plan_threads
 from hope.train.config import TrainConfig
 from hope.train.loggers import Loggers, require_packages
 from hope.train.loop import StepResult, Trainer, lr_schedule
-from hope.train.stream import StreamedBatches
+from hope.train.stream import StreamedBatches, streamed_model_overrides
 from hope.train.sharding import checkpoint_blocks, shard_model
 
 
@@ -103,7 +103,8 @@ def _prepare(config: TrainConfig, dist_: Distributed) -> tuple[LanguageModel, Da
     if not dist_.main:
         dataset = load_dataset(config.data, config.tokenizer, config.vocab_size)
     torch.manual_seed(config.seed)
-    model = build(config.arch, config.size, vocab_size=dataset.tokenizer.vocab_size, **config.model)
+    model = build(config.arch, config.size, vocab_size=dataset.tokenizer.vocab_size,
+                  **streamed_model_overrides(config))
     return model, dataset, None
 
 

@@ -14,15 +14,28 @@ fixed fast weights, and the level steps at its boundary from the gradient the tr
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 
 from hope.data.stream import IGNORE_INDEX, DocumentStream, StreamBatch
 from hope.errors import HopeError
-from hope.models import LanguageModel, ModelState
+from hope.models import LanguageModel, ModelState, make_config
 from hope.models.hope.window import is_window_state, step_after_backward
 from hope.train.loop import StepResult
+
+
+def streamed_model_overrides(config: Any) -> dict[str, Any]:
+    """A run's ``model`` overrides (``TrainConfig`` or ``TaskRunConfig``: ``arch``, ``size``, ``model``, ``stream``,
+    ``seq_len``) and, for a streamed run of a model with learning CMS levels, its window as ``cms_grad_window``
+    unless given: the model's in-context steps are then truncated as its window-aligned training steps are
+    (docs/cms.md, "Truncated in-context steps")."""
+    overrides = dict(config.model)
+    fields = {f.name for f in dataclasses.fields(make_config(config.arch, config.size, **config.model))}
+    if getattr(config, "stream", False) and "cms_grad_window" in fields:
+        overrides.setdefault("cms_grad_window", config.seq_len)
+    return overrides
 
 
 def next_window_state(model: LanguageModel, state: ModelState, loss_tokens: int) -> ModelState:

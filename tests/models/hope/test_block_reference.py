@@ -13,7 +13,8 @@ segments, no ``run_blocks``, no ``forward_in_context``, no state)::
     RMSNorm(x; g) = x / sqrt(mean(x^2) + eps) * g
 
 Every learning level has a weight per position. At each boundary ``b`` (a multiple of the level's period
-``C``), in order, the model is recomputed from scratch on tokens ``0 .. b-1`` with those weights; every due
+``C``), in order, the model is recomputed from scratch on tokens ``0 .. b-1`` with those weights (the mixers'
+states detached at the multiples of ``cms_grad_window``, so the gradient below stops there); every due
 level of every block takes one step ``W <- W - eta_l grad_W L`` on the mean next-token loss
 ``L = mean_{t=b-C}^{b-1} CE(logits_t, ids_{t+1})`` (per sequence, summed over the batch), the gradient taken with
 respect to the weights it used in that period and treated as a constant (first order, NL Eq. 71); the new
@@ -66,10 +67,12 @@ class BlockReference:
             self.weights.append([[(level.gate_up.weight.expand(self.batch, -1, -1),
                                    level.down.weight.expand(self.batch, -1, -1))] * self.length for level in levels])
 
-    def logits(self, upto: int) -> torch.Tensor:
+    def logits(self, upto: int, truncated: bool = False) -> torch.Tensor:
+        """``truncated``: the mixers' states detached at the multiples of ``cms_grad_window`` (the inner steps')."""
+        cut = self.model.config.cms_grad_window if truncated else None
         x = self.model.embed.weight[self.ids[:, :upto]]
         for i, block in enumerate(self.model.blocks):
-            x = x + MixerReference(block.mixer, self.batch)(rms(x, block.mixer_norm.weight, self.eps))
+            x = x + MixerReference(block.mixer, self.batch, cut)(rms(x, block.mixer_norm.weight, self.eps))
             u = rms(x, block.channel_norm.weight, self.eps)
             x = x + torch.stack([self.cms(i, u[:, t], t) for t in range(upto)], dim=1)
         return rms(x, self.model.norm.weight, self.eps) @ self.model.head.weight.T
@@ -86,7 +89,7 @@ class BlockReference:
             due = [level for level in learning if b % self.periods[level] == 0]
             if not due:
                 continue
-            logits = self.logits(b)
+            logits = self.logits(b, truncated=True)
             steps = []
             for level in due:
                 first = b - self.periods[level]
@@ -130,7 +133,10 @@ def outer_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     dict(memory_input="full-separate"),
     dict(memory_read="previous", normalize_v=False, sigmoid_gates=False, proximal=False, curvature=False,
          momentum=False),
-], ids=["defaults", "running", "linear-start-dot", "head-input", "separate-input", "no-stabilisers"])
+    dict(cms_grad_window=2),
+    dict(cms_grad_window=4, memory_max_norm=0.3),
+], ids=["defaults", "running", "linear-start-dot", "head-input", "separate-input", "no-stabilisers",
+        "grad-window-2", "grad-window-4-bound"])
 def test_hope_equals_per_token_block_reference(overrides):
     """``build("hope", ...)`` against the reference: logits and the gradient of an outer loss w.r.t. every
     parameter, over 14 tokens (four CMS boundaries, the mixers' chunks cut across them)."""

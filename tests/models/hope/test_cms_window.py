@@ -55,12 +55,15 @@ def assert_same(a, b):
     ("hope-attention", dict(cms_periods=(T, 2 * T, 4 * T))),           # longer periods, one layer (see docstring)
     ("hope-attention", dict(cms_periods=(2 * T, None), cms_variant="independent")),
     ("hope", dict(cms_periods=(T, 2 * T))),
+    ("hope", dict(n_layers=2, cms_periods=(T, 2 * T), cms_grad_window=T)),      # truncated like the windows
+    ("hope-attention", dict(n_layers=2, cms_periods=(T, 4 * T), cms_grad_window=T)),
 ])
 def test_window_steps_equal_in_context_steps(arch, overrides):
     """Outputs, fast weights and outer gradients (parameters, initial states, learning rates) of windows with
     window-aligned steps equal those of one long in-context forward. With periods longer than a window the
     window path drops the gradient paths from a window's loss through the mixer state into earlier windows of
-    the period: with one layer the CMS sits above the only mixer, so there are none and both are exact."""
+    the period: with one layer the CMS sits above the only mixer, so there are none and both are exact; with
+    more, the in-context step drops them too when ``cms_grad_window`` is the window."""
     windows = 4
     model = tiny(arch, **overrides)
     ids = torch.randint(0, VOCAB, (2, windows * T + 1))

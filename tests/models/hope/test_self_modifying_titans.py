@@ -36,8 +36,9 @@ def dgd_step(w, u, error, alpha, eta, proximal, dgd, gain=0.0):
 class Reference:
     """The layer one token at a time, from the equations: no chunked op, no buffers, no segment loop."""
 
-    def __init__(self, layer: SelfModifyingTitans, batch: int) -> None:
-        self.layer, self.kind = layer, layer.banks["mem"].kind
+    def __init__(self, layer: SelfModifyingTitans, batch: int, cut_every: int | None = None) -> None:
+        """``cut_every``: the state is detached before every token at a multiple of it (a truncated gradient)."""
+        self.layer, self.kind, self.cut_every = layer, layer.banks["mem"].kind, cut_every
         self.state = {group: {key: getattr(bank, key).expand(batch, *getattr(bank, key).shape).clone()
                               for key in bank.keys} for group, bank in layer.banks.items()}
         self.start = {g: dict(w) for g, w in self.state.items()}
@@ -82,6 +83,8 @@ class Reference:
         proj = layer.banks["proj"]
         memories = len(proj.names)
         for i in range(t):
+            if self.cut_every and i and i % self.cut_every == 0:
+                self.detach()
             if layer.memory_inputs is None:  # memory_input="head": head h reads x's h-th slice
                 inputs = x[:, i].view(b, h, d).repeat(1, memories, 1)
             else:  # "full": one map of all of x (shared, or one per memory), cut into heads
@@ -124,6 +127,13 @@ class Reference:
                     self.end_chunk(group)
         reads = torch.stack(outputs, 1)
         return layer.output(reads, x)
+
+    def detach(self):
+        for states in (self.state, self.start, self.velocity):
+            for group in states:
+                states[group] = {key: w.detach() for key, w in states[group].items()}
+        self.betas = {g: [b.detach() for b in betas] for g, betas in self.betas.items()}
+        self.history = [h.detach() for h in self.history]
 
     def end_chunk(self, group):
         if self.layer.momentum:

@@ -54,6 +54,14 @@ class CMSConfig(ModelConfig):
     """Differentiate through the inner gradient (create_graph=True: full second-order meta-gradient). The
     default is first order: the inner gradient is a constant for the outer loss, which still reaches the
     initial states and the learning rates through the fast weights."""
+    cms_grad_window: int | None = 256
+    """The in-context step (prefill, generation, ``model(ids, state)``) differentiates each position's loss back to
+    the start of its window of ``cms_grad_window`` tokens (windows start at multiples of it) and no further: the
+    truncation of streamed training, whose window-aligned steps take each window's gradient with the state cut at
+    the window's start. With the window of streamed training (``--seq-len``, 256 by default) the in-context steps
+    equal the steps the model was trained with; ``None`` differentiates through the whole period, where the
+    gradients through the self-modifying memories of trained models grow by orders of magnitude (docs/cms.md,
+    "Truncated in-context steps"). Only the inner step is truncated: outputs and outer gradients are unchanged."""
     test_time_learning: bool = True
     """False freezes every in-context update (CMS fast weights and self-modifying Titans memories): the model
     then runs with its meta-learned initial states as static weights."""
@@ -75,6 +83,10 @@ class CMSConfig(ModelConfig):
             raise HopeError(f"cms_variant must be one of {', '.join(CMS_VARIANTS)}, got {self.cms_variant!r}")
         if self.cms_hidden < 0:
             raise HopeError(f"cms_hidden must be >= 0, got {self.cms_hidden}")
+        if self.cms_grad_window is not None and (isinstance(self.cms_grad_window, bool)
+                                                 or not isinstance(self.cms_grad_window, int)
+                                                 or self.cms_grad_window < 1):
+            raise HopeError(f"cms_grad_window must be a positive integer or None, got {self.cms_grad_window!r}")
         if not self.cms_lr > 0:
             raise HopeError(f"cms_lr must be > 0, got {self.cms_lr}")
 

@@ -50,6 +50,56 @@ class _After(torch.autograd.Function):
         return (grad,) + (None,) * ctx.anchors
 
 
+_INNER_STEPS = [0]
+"""How many inner-step gradients are being taken (``_inner_gradients``); :class:`_CutForInnerSteps` reads it from
+the autograd engine's threads, so it is a module global, not a context variable."""
+
+
+class _CutForInnerSteps(torch.autograd.Function):
+    """The mixer states at a truncation point (``cms_grad_window``), unchanged: the outer backward goes through
+    them, the inner step's gradient (taken while ``_INNER_STEPS[0] > 0``) stops at them."""
+
+    @staticmethod
+    def forward(ctx, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(t.view_as(t) for t in tensors)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        return (None,) * len(grads) if _INNER_STEPS[0] else grads
+
+
+def _cut_mixer_states(layers: list[BlockState]) -> list[BlockState]:
+    """``layers`` with every mixer-state tensor that carries a gradient passed through :class:`_CutForInnerSteps`."""
+    leaves, spec = pytree.tree_flatten([layer.mixer for layer in layers])
+    cut = [i for i, t in enumerate(leaves) if isinstance(t, torch.Tensor) and t.requires_grad]
+    if not cut:
+        return layers
+    for i, t in zip(cut, _CutForInnerSteps.apply(*(leaves[i] for i in cut))):
+        leaves[i] = t
+    mixers = pytree.tree_unflatten(leaves, spec)
+    return [layer._replace(mixer=mixer) for layer, mixer in zip(layers, mixers)]
+
+
+def _run_truncated(model, ids: torch.Tensor, start: int, stop: int, offset: int,
+                   layers: list[BlockState]) -> tuple[torch.Tensor, list[BlockState], torch.Tensor]:
+    """``model.run_blocks`` over positions ``start .. stop`` (``ids`` begins at position ``offset``), split at the
+    multiples of ``model.cms_grad_window`` with the mixer states cut there for the inner steps."""
+    window = model.cms_grad_window
+    cuts = [] if window is None else list(range((start // window + 1) * window, stop, window))
+    logits, hidden, position = [], [], start
+    for cut in [*cuts, stop]:
+        if position in cuts:
+            layers = _cut_mixer_states(layers)
+        piece_logits, layers, piece_hidden = model.run_blocks(ids[:, position - offset: cut - offset], layers,
+                                                              position)
+        logits.append(piece_logits)
+        hidden.append(piece_hidden)
+        position = cut
+    if len(logits) == 1:
+        return logits[0], layers, hidden[0]
+    return torch.cat(logits, dim=1), layers, torch.cat(hidden, dim=1)
+
+
 def _tensors_with_grad(layers: list[BlockState]) -> list[torch.Tensor]:
     return [t for t in pytree.tree_leaves(layers) if isinstance(t, torch.Tensor) and t.requires_grad]
 
@@ -163,7 +213,9 @@ def _learning_loop(model, ids: torch.Tensor, start: int, layers: list[BlockState
     outputs, hiddens, window = [], [], []
     position = start
     for boundary in [*boundaries, end]:
-        logits, layers, hidden = model.run_blocks(ids[:, position - start : boundary - start], layers, position)
+        if model.cms_grad_window and position % model.cms_grad_window == 0:
+            layers = _cut_mixer_states(layers)
+        logits, layers, hidden = _run_truncated(model, ids, position, boundary, start, layers)
         outputs.append(logits if outer_grad else logits.detach())
         hiddens.append(hidden if outer_grad else hidden.detach())
         if boundary == end:
@@ -215,8 +267,12 @@ def _inner_gradients(model, window: list, boundary: int, due: list[int], layers:
         raise RuntimeError(f"losses of positions {first}..{boundary - 1} are missing (internal error)")
     loss = torch.cat([x for p, x in window if p >= first], dim=1).mean(dim=1).sum()
     groups = [(c, model.blocks[i].channel.step_tensors(layers[i].channel, c)) for c in due for i in model.cms_layers]
-    flat = torch.autograd.grad(loss, [t for _, group in groups for t in group], create_graph=second_order,
-                               retain_graph=True)
+    _INNER_STEPS[0] += 1
+    try:
+        flat = torch.autograd.grad(loss, [t for _, group in groups for t in group], create_graph=second_order,
+                                   retain_graph=True)
+    finally:
+        _INNER_STEPS[0] -= 1
     grads: dict[int, list[list[torch.Tensor]]] = {c: [] for c in due}
     offset = 0
     for c, group in groups:
