@@ -22,7 +22,7 @@ def test_paper_cpu_runs_the_same_experiments_at_its_own_budget():
     assert experiments(cpu) == experiments(small)
     assert {e.name for e in cpu.runs} <= {e.name for e in small.runs}
     for entry in cpu.runs:
-        assert entry.settings["steps"] == PAPER_CPU.steps
+        assert entry.settings["steps"] == (PAPER_CPU.formal_steps if entry.experiment == "formal" else PAPER_CPU.steps)
         if entry.experiment != "mqar":
             assert {**CPU_MODEL, **entry.settings["model"]} == entry.settings["model"]
     cipher = [e for e in cpu.runs if e.experiment == "cipher"]

@@ -97,7 +97,9 @@ class Budget:
     """The sizes of one version of issue #17's six experiments (``paper-small``, ``paper-cpu``)."""
 
     steps: int
-    """Training steps of every entry."""
+    """Training steps of every entry but the formal languages'."""
+    formal_steps: int
+    """Training steps of the formal languages (the issue asks for 2,000 or more)."""
     model: dict[str, Any]
     """Model overrides of every entry but MQAR's (``{}``: the ``tiny`` preset)."""
     formal_rows: int
@@ -117,19 +119,22 @@ class Budget:
     in_context_examples: int
 
 
-PAPER_SMALL = Budget(steps=2000, model={}, formal_rows=32, mqar_lengths=MQAR_LENGTHS, mqar_pairs=MQAR_PAIRS,
+PAPER_SMALL = Budget(steps=2000, formal_steps=2000, model={}, formal_rows=32, mqar_lengths=MQAR_LENGTHS,
+                     mqar_pairs=MQAR_PAIRS,
                      mqar_rows=64, stream_rows=16, stream_seq_len=512, cipher_segment=4096,
                      long_document_length=32768, niah_length=512, niah_factors=(1, 2, 4, 8, 16), niah_rows=16,
                      niah_examples=64, in_context_rows=8, in_context_examples=128)
 """The issue's step counts at the ``tiny`` size (about 6,850 process-hours here: docs/tasks.md)."""
 
 CPU_MODEL = {"d_model": 64, "n_layers": 2, "n_heads": 4}
-PAPER_CPU = Budget(steps=400, model=CPU_MODEL, formal_rows=16, mqar_lengths=(64,), mqar_pairs=(4, 8, 16),
+PAPER_CPU = Budget(steps=400, formal_steps=2000, model=CPU_MODEL, formal_rows=8, mqar_lengths=(64,),
+                   mqar_pairs=(4, 8, 16),
                    mqar_rows=16, stream_rows=8, stream_seq_len=256, cipher_segment=1024,
                    long_document_length=4096, niah_length=512, niah_factors=(1, 2, 4, 8), niah_rows=8,
                    niah_examples=32, in_context_rows=4, in_context_examples=64)
 """The same experiments cut to a few hours on 2 CPU cores (docs/tasks.md, suites, has the estimate): 2-layer
-width-64 models, 400 steps, shorter streams, haystacks scored to 8x (not 16x), MQAR at length 64 only (4, 8 and 16
+width-64 models, 400 steps (formal languages: 2,000 of 8 rows; at 400 steps of 16 rows parity was still
+learning), shorter streams, haystacks scored to 8x (not 16x), MQAR at length 64 only (4, 8 and 16
 pairs, both widths), fewer evaluation rows."""
 
 
@@ -138,7 +143,8 @@ def _paper(name: str, budget: Budget, summary: str) -> Suite:
     steps, model = budget.steps, budget.model
     with_model = {"model": model} if model else {}
     runs = [SuiteRun(f"formal/{language}", f"formal_{language}",
-                     {"steps": steps, "batch_size": budget.formal_rows, "eval_examples": 512, **with_model}, "formal")
+                     {"steps": budget.formal_steps, "batch_size": budget.formal_rows, "eval_examples": 512,
+                      **with_model}, "formal")
             for language in LANGUAGES]
     runs += [SuiteRun(f"mqar/d{width}/L{length}/kv{pairs}", "mqar",
                       {"steps": steps, "batch_size": budget.mqar_rows, "eval_examples": 512, "lengths": (length,),
