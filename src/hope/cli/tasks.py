@@ -92,7 +92,7 @@ class SuiteOptions:
     """Options of ``hope tasks suite``."""
 
     name: str = field(metadata={"positional": True})
-    """Suite: quick (tiny, for the tests), paper-cpu (issue #17's experiments cut to a few hours on 2 cores) or
+    """Suite: quick (tiny, for the tests), paper-cpu (issue #17's experiments cut toward 2 CPU cores) or
     paper-small (the same at the issue's budget); hope.tasks.suites."""
     out: str = field(metadata={"required": True})
     """Suite directory (one folder per entry, arch and seed; suite.json); run again to resume."""

@@ -132,7 +132,7 @@ PAPER_CPU = Budget(steps=400, formal_steps=2000, model=CPU_MODEL, formal_rows=8,
                    mqar_rows=16, stream_rows=8, stream_seq_len=256, cipher_segment=1024,
                    long_document_length=4096, niah_length=512, niah_factors=(1, 2, 4, 8), niah_rows=8,
                    niah_examples=32, in_context_rows=4, in_context_examples=64)
-"""The same experiments cut to a few hours on 2 CPU cores (docs/tasks.md, suites, has the estimate): 2-layer
+"""The same experiments cut toward what 2 CPU cores run (10-20 process-hours: docs/tasks.md, suites): 2-layer
 width-64 models, 400 steps (formal languages: 2,000 of 8 rows; at 400 steps of 16 rows parity was still
 learning), shorter streams, haystacks scored to 8x (not 16x), MQAR at length 64 only (4, 8 and 16
 pairs, both widths), fewer evaluation rows."""
@@ -186,7 +186,7 @@ EXPERIMENTS = ("formal languages, MQAR capacity, cipher languages, long document
 SUITES = {suite.name: suite for suite in (
     _quick(),
     _paper("paper-small", PAPER_SMALL, f"issue #17 at the tiny size and the issue's steps: {EXPERIMENTS}"),
-    _paper("paper-cpu", PAPER_CPU, f"issue #17 cut to a few hours on 2 CPU cores: {EXPERIMENTS}"),
+    _paper("paper-cpu", PAPER_CPU, f"issue #17 cut toward 2 CPU cores: {EXPERIMENTS}"),
 )}
 
 
