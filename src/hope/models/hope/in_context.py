@@ -13,6 +13,12 @@ chain back to its parameter), so without help every step would walk the whole gr
 quadratic cost: at 2,048 tokens the steps took 8.3 of the forward's 9.9 s). :class:`_After` gives the new fast weights
 of each step a topological number above everything computed before the step, so a step walks only its window.
 
+Truncation (``cms_grad_window``; docs/cms.md, "Truncated in-context steps"). A step's gradient runs back from each
+position's loss only to the start of its window of ``cms_grad_window`` tokens: the mixers' states are passed through
+:class:`_CutForInnerSteps` at every multiple of it, which stops the inner gradients there and lets outputs and the
+outer backward through unchanged. So the steps equal the window-aligned steps of streamed training
+(``hope.models.hope.window``) with windows of that length.
+
 Pending steps live in the ``ModelState``: for each learning level, a snapshot of the model state where it last
 stepped, and the tokens read since the oldest snapshot. A call that reaches a pending boundary re-runs the
 model from that snapshot over the stored tokens, so the step sees the same graph as one full forward would:
