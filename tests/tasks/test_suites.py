@@ -94,6 +94,13 @@ def test_quick_suite_runs_resumes_and_reports(tmp_path, capsys):
     assert main(["tasks", "report", str(out)]) == 0
     assert "wrote " + str(out / "report.md") in capsys.readouterr().out
 
+    changed = json.loads((redo / "result.json").read_text())
+    changed["config"]["steps"] = 400  # as if the suite's budget was changed after this run
+    (redo / "result.json").write_text(json.dumps(changed))
+    with pytest.raises(HopeError, match=r"made with steps=400 but entry mqar/L64/kv4 now asks steps=3"):
+        run_suite("quick", out, [0], ["transformer"], progress=False)
+    assert json.loads((redo / "result.json").read_text()) == changed  # nothing rerun or removed
+
 
 @pytest.mark.slow
 def test_suite_jobs_run_in_parallel_processes_and_resume(tmp_path):

@@ -236,6 +236,27 @@ def plan(suite: Suite, out: str | Path, seeds: list[int], archs: list[str] | Non
     return runs
 
 
+RUN_ONLY_FIELDS = ("out", "progress", "threads", "device", "log_every", "logger", "compile")
+"""``TaskRunConfig`` fields that do not change what a run measures (a finished run made with others is kept)."""
+
+
+def _check_done_run_matches(run: PlannedRun) -> None:
+    """Refuse to count a finished run made with other settings than the suite now asks (a suite whose budget was
+    changed since): name the first differing field and leave the folder as it is."""
+    path = run.out / "result.json"
+    if run.reason or not path.is_file():
+        return
+    try:
+        done = json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise HopeError(f"{path} is not a finished task result ({err}); remove its folder to rerun it") from err
+    wanted = json.loads(json.dumps(dataclasses.asdict(run.config)))
+    for key, value in wanted.items():
+        if key not in RUN_ONLY_FIELDS and key in done and done[key] != value:
+            raise HopeError(f"{path} was made with {key}={done[key]!r} but entry {run.entry.name} now asks "
+                            f"{key}={value!r}; remove {run.out} (or the entry's folder) or choose another --out")
+
+
 def _run_one(config: TaskRunConfig) -> tuple[dict[str, Any] | None, str]:
     """Run one suite run from scratch (an interrupted one's metrics are dropped); a ``HopeError`` becomes its
     reason for being skipped."""
@@ -268,6 +289,8 @@ def run_suite(name: str, out: str | Path, seeds: list[int], archs: list[str] | N
     planned = plan(suite, out, sorted(set(seeds)), archs, jobs)
     skipped = [{"task": p.entry.task, "entry": p.entry.name, "arch": p.arch, "seed": p.seed, "reason": p.reason}
                for p in planned if p.reason]
+    for run in planned:
+        _check_done_run_matches(run)
     todo = [p for p in planned if not p.reason and not (p.out / "result.json").is_file()]
     resumed = len(planned) - len(skipped) - len(todo)
     started = time.time()
