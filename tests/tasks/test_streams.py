@@ -2,6 +2,8 @@
 independently of the generator, their metrics against hand-computed values, and the runner's window-by-window
 loss against one full forward pass."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,9 @@ from hope.data.corpus import load_corpus
 from hope.data.tokenizer import BytesTokenizer
 from hope.errors import HopeError
 from hope.models import build
-from hope.tasks.runner import QUICK_MODEL, _stream_losses
+from hope.tasks.config import TaskRunConfig
+from hope.tasks.registry import get_task
+from hope.tasks.runner import QUICK_MODEL, _stream_losses, stream_eval_rows
 from hope.tasks.streams import CipherStream, LongDocumentStream, loss_by_position, position_bins, stream_metrics
 
 
@@ -133,3 +137,17 @@ def test_window_by_window_loss_with_the_state_carried_is_the_full_forward_loss(a
     np.testing.assert_allclose(carried, full, atol=1e-4)
     np.testing.assert_allclose(reset, np.concatenate(windows, axis=1), atol=1e-4)
     assert not np.allclose(reset[:, 32:], full[:, 32:], atol=1e-3)  # the carried state matters
+
+
+@pytest.mark.parametrize("task", ["stream_cipher", "stream_long_document"])
+def test_carried_and_reset_readings_score_the_same_rows(corpus_dir, task):
+    """The evaluation settings differ only in how the rows are read, so they read the same rows (paired)."""
+    spec = get_task(task)
+    options = {"segment": 64} if task == "stream_cipher" else {"length": 256}
+    config = TaskRunConfig(task=task, out="unused", seed=3, eval_examples=2, options={**options, "data": corpus_dir})
+    rows = {label: stream_eval_rows(spec, BytesTokenizer(), config, overrides)[1]
+            for label, overrides in spec.evals.items()}
+    assert set(rows) == {"carried", "reset"}
+    assert all(np.array_equal(a.ids, b.ids) for a, b in zip(rows["carried"], rows["reset"]))
+    other = stream_eval_rows(spec, BytesTokenizer(), dataclasses.replace(config, seed=4), spec.evals["reset"])
+    assert not np.array_equal(other[1][0].ids, rows["reset"][0].ids)

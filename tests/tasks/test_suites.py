@@ -22,7 +22,8 @@ def test_paper_cpu_runs_the_same_experiments_at_its_own_budget():
     assert experiments(cpu) == experiments(small)
     assert {e.name for e in cpu.runs} <= {e.name for e in small.runs}
     for entry in cpu.runs:
-        assert entry.settings["steps"] == (PAPER_CPU.formal_steps if entry.experiment == "formal" else PAPER_CPU.steps)
+        steps = {"formal": PAPER_CPU.formal_steps, "niah": PAPER_CPU.niah_steps}.get(entry.experiment, PAPER_CPU.steps)
+        assert entry.settings["steps"] == steps
         if entry.experiment != "mqar":
             assert {**CPU_MODEL, **entry.settings["model"]} == entry.settings["model"]
     cipher = [e for e in cpu.runs if e.experiment == "cipher"]
@@ -35,7 +36,10 @@ def test_paper_small_lists_every_experiment_of_issue_17(tmp_path):
     for entry in suite.runs:
         by_experiment.setdefault(entry.experiment, []).append(entry)
     assert set(by_experiment) == {"formal", "mqar", "cipher", "long_document", "niah", "in_context"}
-    assert sorted(e.task for e in by_experiment["in_context"]) == ["in_context_banking77", "in_context_clinc150"]
+    assert sorted(e.task for e in by_experiment["in_context"] if e.archs is None) == ["in_context_banking77",
+                                                                                   "in_context_clinc150"]
+    hope_levels = sorted((e.task, e.settings["model"]["cms_levels"]) for e in by_experiment["in_context"] if e.archs)
+    assert hope_levels == [(f"in_context_{d}", k) for d in ("banking77", "clinc150") for k in (1, 2)]
     assert sorted(e.task for e in by_experiment["formal"]) == sorted(f"formal_{name}" for name in LANGUAGES)
     assert all(e.settings["steps"] >= 2000 for e in suite.runs)
     grid = {(e.settings["model"]["d_model"], e.settings["options"]["length"], e.settings["options"]["num_kv_pairs"])
@@ -118,9 +122,20 @@ def test_bad_suite_input_raises_one_line_errors(tmp_path, capsys):
         run_suite("quick", tmp_path, [0], ["hope", "mamba"])
     with pytest.raises(HopeError, match="jobs"):
         run_suite("quick", tmp_path, [0], jobs=0)
+    with pytest.raises(HopeError, match="no entry of suite quick starts with 'mqar/L128'"):
+        run_suite("quick", tmp_path, [0], entries=["formal", "mqar/L128"])
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "suite.json").write_text(json.dumps({"suite": "paper-small"}))
     with pytest.raises(HopeError, match="holds suite 'paper-small'"):
         run_suite("quick", tmp_path / "other", [0])
     assert main(["tasks", "report", str(tmp_path / "other"), str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == "hope: error: give --out FILE (only a suite directory has a default report file)"
+
+
+def test_entries_runs_only_the_named_entries_and_counts_the_whole_suite(tmp_path):
+    out = tmp_path / "suite"
+    record = run_suite("quick", out, [0], ["transformer"], progress=False, entries=["mqar", "formal/parity"])
+    done = sorted(str(p.relative_to(out).parent.parent.parent) for p in out.rglob("result.json"))
+    assert done == ["formal/parity", "mqar/L64/kv4", "mqar/L64/kv8"]
+    assert record["runs"] == len(SUITES["quick"].runs) and record["finished"] == 3
+    assert run_suite("quick", out, [0], ["transformer"], progress=False, entries=["niah"])["resumed"] == 3

@@ -3,7 +3,7 @@
     hope tasks list
     hope tasks run TASK --arch ARCH --size SIZE [--length L ...] [--seed S ...] --out DIR
     hope tasks quick [--archs transformer,hope] --out DIR
-    hope tasks suite NAME --seeds 0 1 2 --out DIR [--archs hope transformer] [--jobs N]
+    hope tasks suite NAME --seeds 0 1 2 --out DIR [--archs hope transformer] [--jobs N] [--entries niah/single_1]
     hope tasks report DIR... --out docs/results.md
     hope tasks report SUITE_DIR        (writes SUITE_DIR/report.md)
 
@@ -102,6 +102,8 @@ class SuiteOptions:
     """Only these architectures (default: hope, hope-attention, titans, gated-deltanet, transformer)."""
     jobs: int = 1
     """Runs at a time (processes; each gets cores / jobs threads)."""
+    entries: tuple[str, ...] = ()
+    """Only run the entries whose names start with one of these (e.g. niah/single_1 in_context); default: all."""
     progress: bool = True
     """Show a progress bar over the runs."""
 
@@ -139,7 +141,7 @@ def cmd_suite(args: argparse.Namespace) -> None:
     from hope.tasks.suites import run_suite
 
     record = run_suite(options.name, options.out, list(options.seeds), list(options.archs) or None, options.jobs,
-                       options.progress)
+                       options.progress, list(options.entries) or None)
     for entry in record["skipped"]:
         print(f"skipped {entry['entry']} ({entry['arch']}, seed {entry['seed']}): {entry['reason']}", file=sys.stderr)
     build_suite_report(options.out, f"{options.out}/report.md",

@@ -110,6 +110,7 @@ class Budget:
     stream_seq_len: int
     cipher_segment: int
     long_document_length: int
+    niah_steps: int
     niah_length: int
     niah_factors: tuple[int, ...]
     """NIAH scored at these multiples of the training length."""
@@ -122,7 +123,8 @@ class Budget:
 PAPER_SMALL = Budget(steps=2000, formal_steps=2000, model={}, formal_rows=32, mqar_lengths=MQAR_LENGTHS,
                      mqar_pairs=MQAR_PAIRS,
                      mqar_rows=64, stream_rows=16, stream_seq_len=512, cipher_segment=4096,
-                     long_document_length=32768, niah_length=512, niah_factors=(1, 2, 4, 8, 16), niah_rows=16,
+                     long_document_length=32768, niah_steps=2000, niah_length=512, niah_factors=(1, 2, 4, 8, 16),
+                     niah_rows=16,
                      niah_examples=64, in_context_rows=8, in_context_examples=128)
 """The issue's step counts at the ``tiny`` size (about 6,850 process-hours here: docs/tasks.md)."""
 
@@ -130,12 +132,13 @@ CPU_MODEL = {"d_model": 64, "n_layers": 2, "n_heads": 4}
 PAPER_CPU = Budget(steps=400, formal_steps=2000, model=CPU_MODEL, formal_rows=8, mqar_lengths=(64,),
                    mqar_pairs=(4, 8, 16),
                    mqar_rows=16, stream_rows=8, stream_seq_len=256, cipher_segment=1024,
-                   long_document_length=4096, niah_length=512, niah_factors=(1, 2, 4, 8), niah_rows=8,
-                   niah_examples=32, in_context_rows=4, in_context_examples=64)
+                   long_document_length=4096, niah_steps=1000, niah_length=256, niah_factors=(1, 2, 4, 8),
+                   niah_rows=16, niah_examples=32, in_context_rows=4, in_context_examples=64)
 """The same experiments cut toward what 2 CPU cores run (10-20 process-hours: docs/tasks.md, suites): 2-layer
 width-64 models, 400 steps (formal languages: 2,000 of 8 rows; at 400 steps of 16 rows parity was still
-learning), shorter streams, haystacks scored to 8x (not 16x), MQAR at length 64 only (4, 8 and 16
-pairs, both widths), fewer evaluation rows."""
+learning), shorter streams, MQAR at length 64 only (4, 8 and 16 pairs, both widths), fewer evaluation rows; needles trained
+on rows of 256 for 1,000 steps of 16 (at 512 x 8 for 400 steps every model scored 0%, and Transformer++ at 256 x 16
+needs about 1,000 steps: docs/results.md) and scored to 8x (not 16x)."""
 
 
 def _paper(name: str, budget: Budget, summary: str) -> Suite:
@@ -165,17 +168,19 @@ def _paper(name: str, budget: Budget, summary: str) -> Suite:
                          archs=("hope",), stream=True))
     length = budget.niah_length
     runs += [SuiteRun(f"niah/{variant}", f"niah_{variant}",
-                      {"steps": steps, "batch_size": budget.niah_rows, "eval_examples": budget.niah_examples,
+                      {"steps": budget.niah_steps, "batch_size": budget.niah_rows, "eval_examples": budget.niah_examples,
                        "eval_chunk": length,
                        "lengths": tuple(length * k for k in budget.niah_factors), "options": {"length": length},
                        **with_model}, "niah")
              for variant in ("single_1", "single_2", "single_3")]
-    runs += [SuiteRun(f"in_context/{dataset}", f"in_context_{dataset}",
-                      {"steps": steps, "batch_size": budget.in_context_rows,
-                       "eval_examples": budget.in_context_examples,
-                       "eval_chunk": 512, **with_model,
-                       "options": {"shots": 1, "queries_per_stage": 2, "max_text_tokens": 32}}, "in_context")
-             for dataset in ("clinc150", "banking77")]
+    for dataset in ("clinc150", "banking77"):
+        in_context = {"steps": steps, "batch_size": budget.in_context_rows, "eval_examples": budget.in_context_examples,
+                      "eval_chunk": 512, **with_model,
+                      "options": {"shots": 1, "queries_per_stage": 2, "max_text_tokens": 32}}
+        runs.append(SuiteRun(f"in_context/{dataset}/base", f"in_context_{dataset}", in_context, "in_context"))
+        runs += [SuiteRun(f"in_context/{dataset}/hope_cms{levels}", f"in_context_{dataset}",
+                          {**in_context, "model": {**model, "cms_levels": levels}}, "in_context", archs=("hope",))
+                 for levels in (1, 2)]
     return Suite(name, summary, tuple(runs))
 
 
@@ -269,9 +274,10 @@ def _run_one(config: TaskRunConfig) -> tuple[dict[str, Any] | None, str]:
 
 
 def run_suite(name: str, out: str | Path, seeds: list[int], archs: list[str] | None = None, jobs: int = 1,
-              progress: bool = True) -> dict[str, Any]:
-    """Run every run of suite ``name`` not yet done (``result.json`` present); write ``suite.json`` (also when
-    interrupted) and return it with ``resumed`` (runs already done) and ``this_call_seconds``."""
+              progress: bool = True, entries: list[str] | None = None) -> dict[str, Any]:
+    """Run every run of suite ``name`` not yet done (``result.json`` present), or only those of the entries whose
+    names start with one of ``entries``; write ``suite.json`` (also when interrupted; its counts cover the whole
+    suite) and return it with ``resumed`` (runs already done) and ``this_call_seconds``."""
     if jobs < 1:
         raise HopeError(f"jobs must be at least 1, got {jobs}")
     if not seeds:
@@ -286,6 +292,10 @@ def run_suite(name: str, out: str | Path, seeds: list[int], archs: list[str] | N
     previous = json.loads(record_path.read_text()) if record_path.is_file() else {}
     if previous and previous.get("suite") != name:
         raise HopeError(f"{out} holds suite {previous.get('suite')!r}, not {name!r}; choose another --out")
+    unmatched = [prefix for prefix in entries or () if not any(e.name.startswith(prefix) for e in suite.runs)]
+    if unmatched:
+        raise HopeError(f"no entry of suite {name} starts with {unmatched[0]!r}; its entries: "
+                        f"{', '.join(e.name for e in suite.runs)}")
     planned = plan(suite, out, sorted(set(seeds)), archs, jobs)
     skipped = [{"task": p.entry.task, "entry": p.entry.name, "arch": p.arch, "seed": p.seed, "reason": p.reason}
                for p in planned if p.reason]
@@ -293,11 +303,13 @@ def run_suite(name: str, out: str | Path, seeds: list[int], archs: list[str] | N
         _check_done_run_matches(run)
     todo = [p for p in planned if not p.reason and not (p.out / "result.json").is_file()]
     resumed = len(planned) - len(skipped) - len(todo)
+    if entries:
+        todo = [p for p in todo if any(p.entry.name.startswith(prefix) for prefix in entries)]
     started = time.time()
     out.mkdir(parents=True, exist_ok=True)
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) if jobs > 1 else None
     try:
-        with tqdm(total=len(planned) - len(skipped), initial=resumed, desc=f"suite {name}", disable=not progress) as bar:
+        with tqdm(total=resumed + len(todo), initial=resumed, desc=f"suite {name}", disable=not progress) as bar:
             outcomes = pool.map(_run_one, [p.config for p in todo]) if pool else (_run_one(p.config) for p in todo)
             for run, (_, error) in zip(todo, outcomes):
                 if error:
