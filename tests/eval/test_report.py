@@ -5,13 +5,15 @@ import statistics
 
 import pytest
 
-from hope.eval.report import build_report, model_label
+from hope.errors import HopeError
+from hope.eval.report import build_report, common_parts, model_label
 
 
-def write(folder, seed, accuracy, arch="hope", **config):
+def write(folder, seed, accuracy, arch="hope", task_options=None, model_overrides=None, **config):
     folder.mkdir(parents=True)
     result = {"task": "niah_single_1", "family": "niah", "arch": arch, "size": "tiny", "seed": seed,
-              "model_overrides": {}, "params": 1, "evals": {"256": {"item_accuracy": accuracy}},
+              "model_overrides": model_overrides or {}, "task_options": task_options or {}, "params": 1,
+              "evals": {"256": {"item_accuracy": accuracy}},
               "config": {"steps": 3, "batch_size": 2, "lr": 1e-3, "options": {}, **config}}
     (folder / "result.json").write_text(json.dumps(result))
     return result
@@ -36,6 +38,21 @@ def test_outer_periods_are_part_of_the_model_label(tmp_path):
     assert model_label(outer) == "hope (tiny, cms_outer_periods=1/4/16)"
     report = build_report([tmp_path], tmp_path / "r.md")
     assert "| hope (tiny) | 10.0 | 0 |" in report and "| hope (tiny, cms_outer_periods=1/4/16) | 20.0 | 0 |" in report
+
+
+def test_runs_of_one_seed_with_other_task_options_are_not_silently_replaced(tmp_path):
+    write(tmp_path / "a", 0, 0.1, task_options={"length": 256})
+    write(tmp_path / "b", 0, 0.2, task_options={"length": 512})
+    with pytest.raises(HopeError, match="different task options"):
+        build_report([tmp_path], tmp_path / "r.md")
+
+
+def test_label_parts_shared_by_every_run_are_stated_once():
+    runs = [{"arch": arch, "size": "tiny", "model_overrides": {"d_model": 64, **extra}}
+            for arch, extra in (("hope", {"cms_levels": 1}), ("titans", {}))]
+    common = common_parts(runs)
+    assert common == {"tiny", "d_model=64"}
+    assert [model_label(r, common) for r in runs] == ["hope (cms_levels=1)", "titans"]
 
 
 @pytest.mark.parametrize("seeds", [[0], [0, 1, 2]])

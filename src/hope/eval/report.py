@@ -18,15 +18,28 @@ from hope.errors import HopeError
 from hope.tasks.registry import FAMILIES, TASKS
 
 
-def model_label(result: dict[str, Any]) -> str:
-    """``arch (size)``, plus model overrides and a fine-tuned checkpoint when there are any."""
+def _label_parts(result: dict[str, Any]) -> list[str]:
+    """The size, model overrides, outer CMS periods and fine-tuned checkpoint of a run, as label parts."""
     extras = [f"{k}={v}" for k, v in sorted((result.get("model_overrides") or {}).items())]
     outer = (result.get("config") or {}).get("cms_outer_periods")
     if outer:
         extras.append("cms_outer_periods=" + "/".join(map(str, outer)))
     if result.get("checkpoint"):
         extras.append(f"from {Path(result['checkpoint']).name}")
-    return f"{result['arch']} ({', '.join([result['size'], *extras])})"
+    return [result["size"], *extras]
+
+
+def model_label(result: dict[str, Any], common: frozenset[str] = frozenset()) -> str:
+    """``arch (size)``, plus model overrides and a fine-tuned checkpoint when there are any; the parts in ``common``
+    (shared by every run of a table, stated once beside it) left out."""
+    parts = [part for part in _label_parts(result) if part not in common]
+    return f"{result['arch']} ({', '.join(parts)})" if parts else result["arch"]
+
+
+def common_parts(results: list[dict[str, Any]]) -> frozenset[str]:
+    """The label parts that every one of ``results`` shares."""
+    sets = [set(_label_parts(result)) for result in results]
+    return frozenset(set.intersection(*sets)) if sets else frozenset()
 
 
 def _percent(value: float) -> str:
@@ -158,11 +171,18 @@ def collect_results(paths: list[str | Path]) -> list[dict[str, Any]]:
     return results
 
 
-def _by_seed(results: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+def _by_seed(results: list[dict[str, Any]], common: frozenset[str] = frozenset()
+             ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """The runs of each (task, model), one per seed in seed order; of two runs with one seed the later path wins."""
     table: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for result in results:
-        table.setdefault((result["task"], model_label(result)), {})[int(result.get("seed", 0))] = result
+        key, seed = (result["task"], model_label(result, common)), int(result.get("seed", 0))
+        earlier = table.setdefault(key, {}).get(seed)
+        if earlier is not None and earlier.get("task_options") != result.get("task_options"):
+            raise HopeError(f"two {key[0]} runs of {key[1]} with seed {seed} have different task options "
+                            f"({earlier.get('task_options')} and {result.get('task_options')}); report them apart "
+                            "(a suite folder alone gets one table per setting)")
+        table[key][seed] = result
     return {key: [seeds[s] for s in sorted(seeds)] for key, seeds in table.items()}
 
 
@@ -337,6 +357,11 @@ def _spread(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def _color(plt: Any, k: int, count: int) -> Any:
+    """The ``k``-th of ``count`` distinct colours (tab10, or tab20 past ten lines)."""
+    return plt.get_cmap("tab10" if count <= 10 else "tab20")(k % 20)
+
+
 def _plot_family(family: str, tasks: list[str], models: list[str], runs: dict, out: Path) -> str | None:
     plt = _pyplot()
     if plt is None:
@@ -351,11 +376,14 @@ def _plot_family(family: str, tasks: list[str], models: list[str], runs: dict, o
                     curves = [_stream_points(r["evals"][label]) for r in seeds if label in r["evals"]]
                     x = [p for p, _ in curves[0]]
                     ax.plot(x, [_mean([c[i][1] for c in curves if i < len(c)]) for i in range(len(x))], style,
-                            color=f"C{k}", linewidth=0.8, marker="" if "boundaries" in seeds[0]["evals"][label] else ".",
-                            label=f"{model}, {label}")
+                            color=_color(plt, k, len(models)), linewidth=0.8,
+                            marker="" if "boundaries" in seeds[0]["evals"][label] else ".", label=f"{model}, {label}")
             first = next(iter(seeds[0]["evals"].values())) if seeds else {}
-            for _, start, _ in first.get("boundaries", [])[1:]:
-                ax.axvline(start, color="grey", linewidth=0.5)
+            for index, (segment, start, end) in enumerate(first.get("boundaries", [])):
+                if index:
+                    ax.axvline(start, color="grey", linewidth=0.5)
+                ax.text((start + end) / 2, 1.0, segment, transform=ax.get_xaxis_transform(), ha="center",
+                        va="bottom", fontsize=7)
             if seeds and "boundaries" not in first:
                 ax.set_xscale("log", base=2)
             ax.set_title(task, fontsize=9)
@@ -377,13 +405,13 @@ def _plot_family(family: str, tasks: list[str], models: list[str], runs: dict, o
         rows = -(-len(tasks) // columns)
         fig, axes = plt.subplots(rows, columns, figsize=(max(3.2 * columns, 7.0), 2.6 * rows + 0.6), squeeze=False)
         for ax, task in zip(axes.flat, tasks):
-            for model in models:
+            for index, model in enumerate(models):
                 seeds = runs.get((task, model))
                 if seeds:
                     labels = [k for k in seeds[0]["evals"] if all(k in r["evals"] for r in seeds)]
                     values = [[100 * r["evals"][k]["item_accuracy"] for r in seeds] for k in labels]
                     ax.errorbar(labels, [_mean(v) for v in values], yerr=[_spread(v) for v in values], marker="o",
-                                capsize=2, label=model)
+                                capsize=2, color=_color(plt, index, len(models)), label=model)
             ax.set_title(task, fontsize=9)
             ax.set_ylim(-2, 102)
             ax.tick_params(labelsize=7)
@@ -417,14 +445,17 @@ def build_suite_report(folder: str | Path, out: str | Path, command: str = "") -
         if not results:
             continue
         lines += [f"## {experiment}", ""]
-        runs = _by_seed(results)
-        models = sorted({m for _, m in runs})
+        common = common_parts(results)
         tasks = list(dict.fromkeys(r["task"] for r in results))
         family = TASKS[tasks[0]].family
+        if common:
+            lines += [f"Every model: {', '.join(sorted(common))}.", ""]
         if experiment == "mqar":
-            lines += _mqar_table(results)
-            plot = _plot_mqar(results, out, f"{out.stem}_{experiment}.png")
+            lines += _mqar_table(results, common)
+            plot = _plot_mqar(results, out, f"{out.stem}_{experiment}.png", common)
         else:
+            runs = _by_seed(results, common)
+            models = sorted({m for _, m in runs})
             lines += (_stream_table if family == "stream" else _continual_table if family == "continual"
                       else _family_table)(tasks, models, runs)
             plot = _plot_family(family, tasks, models, runs, out.with_name(f"{out.stem}_{experiment}.md"))
@@ -444,21 +475,18 @@ def _results_under(path: Path) -> list[dict[str, Any]]:
     return [json.loads(file.read_text()) for file in sorted(path.rglob("result.json"))]
 
 
-def _mqar_key(result: dict[str, Any]) -> tuple[str, int, int]:
-    options = result["task_options"]
-    return model_label(result), int(options["length"]), int(options["num_kv_pairs"])
-
-
-def _mqar_cells(results: list[dict[str, Any]]) -> dict[tuple[str, int, int], list[float]]:
+def _mqar_cells(results: list[dict[str, Any]], common: frozenset[str]) -> dict[tuple[str, int, int], list[float]]:
     """Item accuracy at the training length of every (model, length, pairs), one value per seed."""
     cells: dict[tuple[str, int, int], list[float]] = {}
     for result in sorted(results, key=lambda r: int(r.get("seed", 0))):
-        cells.setdefault(_mqar_key(result), []).append(next(iter(result["evals"].values()))["item_accuracy"])
+        options = result["task_options"]
+        key = (model_label(result, common), int(options["length"]), int(options["num_kv_pairs"]))
+        cells.setdefault(key, []).append(next(iter(result["evals"].values()))["item_accuracy"])
     return cells
 
 
-def _mqar_table(results: list[dict[str, Any]]) -> list[str]:
-    cells = _mqar_cells(results)
+def _mqar_table(results: list[dict[str, Any]], common: frozenset[str]) -> list[str]:
+    cells = _mqar_cells(results, common)
     columns = sorted({(length, pairs) for _, length, pairs in cells})
     models = sorted({model for model, _, _ in cells})
     lines = ["| model | " + " | ".join(f"L{length} kv{pairs}" for length, pairs in columns) + " |",
@@ -480,12 +508,12 @@ def _legend_below(fig, handles: list, labels: list[str]) -> None:
     fig.tight_layout(rect=(0, extra / (height + extra), 1, 1))
 
 
-def _plot_mqar(results: list[dict[str, Any]], out: Path, name: str) -> str | None:
+def _plot_mqar(results: list[dict[str, Any]], out: Path, name: str, common: frozenset[str]) -> str | None:
     """Accuracy against key-value pairs, one panel per sequence length, one line per model."""
     plt = _pyplot()
     if plt is None:
         return None
-    cells = _mqar_cells(results)
+    cells = _mqar_cells(results, common)
     lengths = sorted({length for _, length, _ in cells})
     models = sorted({model for model, _, _ in cells})
     fig, axes = plt.subplots(1, len(lengths), figsize=(3.6 * len(lengths), 3.4), squeeze=False)
@@ -494,8 +522,8 @@ def _plot_mqar(results: list[dict[str, Any]], out: Path, name: str) -> str | Non
             points = sorted((pairs, values) for (m, n, pairs), values in cells.items() if m == model and n == length)
             if points:
                 ax.errorbar([p for p, _ in points], [100 * _mean(v) for _, v in points],
-                            yerr=[100 * _spread(v) for _, v in points], marker="o", capsize=2, color=f"C{k}",
-                            label=model)
+                            yerr=[100 * _spread(v) for _, v in points], marker="o", capsize=2,
+                            color=_color(plt, k, len(models)), label=model)
         ax.set_xscale("log", base=2)
         ax.set_ylim(-2, 102)
         ax.set_title(f"length {length}", fontsize=9)
