@@ -139,3 +139,20 @@ def test_entries_runs_only_the_named_entries_and_counts_the_whole_suite(tmp_path
     assert done == ["formal/parity", "mqar/L64/kv4", "mqar/L64/kv8"]
     assert record["runs"] == len(SUITES["quick"].runs) and record["finished"] == 3
     assert run_suite("quick", out, [0], ["transformer"], progress=False, entries=["niah"])["resumed"] == 3
+
+
+def test_the_record_is_written_before_and_after_every_run(tmp_path, monkeypatch):
+    """A suite killed without warning (no ``finally``) still leaves suite.json counting the runs done."""
+    import hope.tasks.suites as suites
+
+    out, seen = tmp_path / "suite", []
+    real = suites._run_one
+
+    def run_one(config):
+        seen.append(json.loads((out / "suite.json").read_text())["finished"])
+        return real(config)
+
+    monkeypatch.setattr(suites, "_run_one", run_one)
+    run_suite("quick", out, [0], ["transformer"], progress=False, entries=["mqar"])
+    assert seen == [0, 1]
+    assert json.loads((out / "suite.json").read_text())["finished"] == 2

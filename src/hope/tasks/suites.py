@@ -307,6 +307,21 @@ def run_suite(name: str, out: str | Path, seeds: list[int], archs: list[str] | N
         todo = [p for p in todo if any(p.entry.name.startswith(prefix) for prefix in entries)]
     started = time.time()
     out.mkdir(parents=True, exist_ok=True)
+
+    def write_record() -> dict[str, Any]:
+        """``suite.json`` and ``skipped.json`` as things stand (rewritten after every run, so that a suite killed
+        without warning keeps its record)."""
+        record = {"suite": name, "summary": suite.summary, "seeds": sorted(set(seeds)), "archs": archs or list(ARCHS),
+                  "runs": len(planned),
+                  "finished": sum(1 for p in planned if not p.reason and (p.out / "result.json").is_file()),
+                  "skipped": skipped, "seconds": round(previous.get("seconds", 0.0) + time.time() - started, 2),
+                  "entries": {e.name: {"task": e.task, "experiment": e.experiment, "stream": e.stream}
+                              for e in suite.runs}}
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
+        (out / "skipped.json").write_text(json.dumps(skipped, indent=2) + "\n")
+        return record
+
+    write_record()
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) if jobs > 1 else None
     try:
         with tqdm(total=resumed + len(todo), initial=resumed, desc=f"suite {name}", disable=not progress) as bar:
@@ -315,17 +330,11 @@ def run_suite(name: str, out: str | Path, seeds: list[int], archs: list[str] | N
                 if error:
                     skipped.append({"task": run.entry.task, "entry": run.entry.name, "arch": run.arch,
                                     "seed": run.seed, "reason": error})
+                write_record()
                 bar.update(1)
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
-        seconds = time.time() - started
-        record = {"suite": name, "summary": suite.summary, "seeds": sorted(set(seeds)), "archs": archs or list(ARCHS),
-                  "runs": len(planned),
-                  "finished": sum(1 for p in planned if not p.reason and (p.out / "result.json").is_file()),
-                  "skipped": skipped, "seconds": round(previous.get("seconds", 0.0) + seconds, 2),
-                  "entries": {e.name: {"task": e.task, "experiment": e.experiment, "stream": e.stream}
-                              for e in suite.runs}}
-        record_path.write_text(json.dumps(record, indent=2) + "\n")
-        (out / "skipped.json").write_text(json.dumps(skipped, indent=2) + "\n")
+        record = write_record()
+    seconds = time.time() - started
     return {**record, "resumed": resumed, "this_call_seconds": round(seconds, 2)}
