@@ -16,7 +16,8 @@ from hope.models import build
 from hope.tasks.config import TaskRunConfig
 from hope.tasks.registry import get_task
 from hope.tasks.runner import QUICK_MODEL, _stream_losses, stream_eval_rows
-from hope.tasks.streams import CipherStream, LongDocumentStream, loss_by_position, position_bins, stream_metrics
+from hope.tasks.streams import (CipherStream, LongDocumentStream, loss_by_position, position_bins, running_count_losses,
+                                stream_metrics)
 
 
 @pytest.fixture
@@ -151,3 +152,10 @@ def test_carried_and_reset_readings_score_the_same_rows(corpus_dir, task):
     assert all(np.array_equal(a.ids, b.ids) for a, b in zip(rows["carried"], rows["reset"]))
     other = stream_eval_rows(spec, BytesTokenizer(), dataclasses.replace(config, seed=4), spec.evals["reset"])
     assert not np.array_equal(other[1][0].ids, rows["reset"][0].ids)
+
+
+def test_running_count_losses_by_hand():
+    """Row [0, 1, 0, 0] over two ids: 1 after counts (2, 1), 0 after (2, 2), 0 after (3, 2)."""
+    losses = running_count_losses(np.array([[0, 1, 0, 0], [1, 1, 1, 1]]), 2)
+    assert np.allclose(losses[0], [np.log(3), np.log(2), np.log(5 / 3)])
+    assert np.allclose(losses[1], [np.log(3 / 2), np.log(4 / 3), np.log(5 / 4)])

@@ -165,6 +165,15 @@ def loss_by_position(losses: np.ndarray, first: int = 64) -> list[list[float]]:
     return [[start, stop, float(losses[:, start:stop].mean())] for start, stop in position_bins(losses.shape[1], first)]
 
 
+def running_count_losses(ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Next-token loss of a model with no training at all, for reference: each token of ``ids`` ``[rows, time]``
+    predicted from the add-one counts of the tokens before it in its row. Returns ``[rows, time - 1]``."""
+    ids = np.asarray(ids, dtype=np.int64)
+    seen = np.cumsum(np.eye(vocab_size, dtype=np.float64)[ids[:, :-1]], axis=1) + 1.0
+    hits = np.take_along_axis(seen, ids[:, 1:, None], axis=2)[..., 0]
+    return np.log(seen.sum(axis=2)) - np.log(hits)
+
+
 def stream_metrics(curve: np.ndarray, segments: tuple[tuple[str, int, int], ...], window: int) -> dict[str, Any]:
     """Metrics of a per-token loss ``curve`` (mean over rows) along a stream of named segments.
 
