@@ -27,7 +27,7 @@ def test_paper_cpu_runs_the_same_experiments_at_its_own_budget():
         if entry.experiment != "mqar":
             assert {**CPU_MODEL, **entry.settings["model"]} == entry.settings["model"]
     cipher = [e for e in cpu.runs if e.experiment == "cipher"]
-    assert sorted(e.settings["model"].get("cms_levels", 0) for e in cipher) == [0, 1, 2, 3]
+    assert sorted(e.settings["model"].get("cms_levels", 0) for e in cipher) == [0, 1, 2]  # 0: all three levels
 
 
 def test_paper_small_lists_every_experiment_of_issue_17(tmp_path):
@@ -46,7 +46,7 @@ def test_paper_small_lists_every_experiment_of_issue_17(tmp_path):
             for e in by_experiment["mqar"]}
     assert grid == {(w, n, p) for w in MQAR_WIDTHS for n in MQAR_LENGTHS for p in MQAR_PAIRS if 4 * p <= n}
     assert {p for _, _, p in grid} == {4, 8, 16, 32, 64} and {n for _, n, _ in grid} == {64, 128, 256}
-    assert sorted(e.settings.get("model", {}).get("cms_levels", 0) for e in by_experiment["cipher"]) == [0, 1, 2, 3]
+    assert sorted(e.settings.get("model", {}).get("cms_levels", 0) for e in by_experiment["cipher"]) == [0, 1, 2]
     assert all(e.stream for e in by_experiment["cipher"] + by_experiment["long_document"])
     for entry in by_experiment["niah"]:
         train = entry.settings["options"]["length"]
