@@ -431,9 +431,12 @@ def build_suite_report(folder: str | Path, out: str | Path, command: str = "") -
     record = json.loads((folder / "suite.json").read_text())
     out.parent.mkdir(parents=True, exist_ok=True)
     minutes = record["seconds"] / 60
+    process_hours = sum(r.get("seconds", 0.0) for entry in record["entries"] if (folder / entry).is_dir()
+                        for r in _results_under(folder / entry)) / 3600
     lines = [f"# Suite {record['suite']}", "",
              f"{record['summary']}. {record['finished']} of {record['runs']} runs finished, seeds "
-             f"{', '.join(map(str, record['seeds']))}, {minutes:.1f} minutes of running in all"
+             f"{', '.join(map(str, record['seeds']))}; {minutes:.1f} minutes of running by the suite's calls since "
+             f"its record began, {process_hours:.2f} process-hours by the finished runs' own clocks"
              f"{f'; report written by `{command}`' if command else ''}. Every number was measured by these runs; "
              "with several seeds, mean ± sample standard deviation.", ""]
     experiments: dict[str, list[str]] = {}
