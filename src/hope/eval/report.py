@@ -368,7 +368,7 @@ def _plot_family(family: str, tasks: list[str], models: list[str], runs: dict, o
         return None
     name = f"{out.stem}_{family}.png"
     if family == "stream":
-        fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+        fig, axes = plt.subplots(1, len(tasks), figsize=(max(4.5 * len(tasks), 7.0), 3.6), squeeze=False)
         for ax, task in zip(axes.flat, tasks):
             for k, model in enumerate(models):
                 seeds = runs.get((task, model), [])
@@ -386,7 +386,7 @@ def _plot_family(family: str, tasks: list[str], models: list[str], runs: dict, o
                         va="bottom", fontsize=7)
             if seeds and "boundaries" not in first:
                 ax.set_xscale("log", base=2)
-            ax.set_title(task, fontsize=9)
+            ax.set_title(task, fontsize=9, pad=14 if first.get("boundaries") else 6)
             ax.set_xlabel("position (tokens)", fontsize=8)
             ax.set_ylabel("next-token loss", fontsize=8)
             ax.tick_params(labelsize=7)
