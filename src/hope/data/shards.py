@@ -32,6 +32,7 @@ from hope.data.corpus import SPLITS, Document, split_of
 from hope.data.sources import iter_documents
 from hope.data.tokenizer import Tokenizer, build_tokenizer, save_tokenizer, tokenizer_from_json
 from hope.errors import HopeError
+from hope.files import write_atomic
 
 FORMAT = "hope-shards-v1"
 INDEX = "index.json"
@@ -77,12 +78,6 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2" if vocab_size <= 1 << 16 else "<u4")
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def is_prepared(path: str | Path | None) -> bool:
     """Whether ``path`` is a folder of token shards (complete or not: ``open_shards`` tells which)."""
     if path is None or str(path).startswith("hf:") or not Path(path).is_dir():
@@ -118,7 +113,7 @@ class ShardWriter:
         while len(stream) >= self.shard_tokens or (final and len(stream)):
             shard, stream = stream[: self.shard_tokens], stream[self.shard_tokens :]
             name = f"{self.split}-{len(self.files):05d}{SHARD_SUFFIX}"
-            _write_atomic(self.out / name, shard.tofile)
+            write_atomic(self.out / name, shard.tofile)
             self.files.append({"file": name, "tokens": len(shard)})
         self.pending, self.pending_tokens = ([stream] if len(stream) else []), len(stream)
 
@@ -127,7 +122,7 @@ class ShardWriter:
         self._flush(final=True)
         name = f"{self.split}-documents.npy"
         starts = np.frombuffer(self.starts, dtype=np.int64)
-        _write_atomic(self.out / name, lambda tmp: _save_npy(tmp, starts))
+        write_atomic(self.out / name, lambda tmp: _save_npy(tmp, starts))
         return {"files": self.files, "tokens": self.n_tokens, "bytes": self.n_bytes, "documents": len(starts),
                 "document_starts": name}
 
@@ -189,8 +184,8 @@ def prepare(config: PrepareConfig) -> dict[str, object]:
     index = {"format": FORMAT, "source": config.source, "dtype": dtype.name, "vocab_size": tokenizer.vocab_size,
              "eot_id": tokenizer.eot_id, "tokenizer_sha256": _sha256(tokenizer.to_json()),
              "splits": {s: w.finish() for s, w in writers.items()}}
-    _write_atomic(out / TOKENIZER, lambda tmp: save_tokenizer(tokenizer, tmp))
-    _write_atomic(out / INDEX, lambda tmp: tmp.write_text(json.dumps(index, indent=2)))
+    write_atomic(out / TOKENIZER, lambda tmp: save_tokenizer(tokenizer, tmp))
+    write_atomic(out / INDEX, lambda tmp: tmp.write_text(json.dumps(index, indent=2)))
     return index
 
 

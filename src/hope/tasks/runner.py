@@ -33,6 +33,7 @@ from hope.data.dataset import encode_corpus
 from hope.data.stream import DocumentStream
 from hope.data.tokenizer import BytesTokenizer, load_tokenizer
 from hope.errors import HopeError
+from hope.files import write_text_atomic
 from hope.eval.report import plot_run, run_markdown
 from hope.models import LanguageModel, build, make_config
 from hope.optim.cms_outer import CMSOuterPeriods
@@ -469,7 +470,7 @@ def _window_loss(model, tokens: np.ndarray, config: TaskRunConfig, device) -> fl
 
 def _write_run(config: TaskRunConfig, result: dict[str, Any]) -> None:
     out = Path(config.out)
-    (out / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_text_atomic(out / "result.json", json.dumps(result, indent=2, default=str) + "\n")
     plots = plot_run(result, out)
     (out / "results.md").write_text(run_markdown(result, plots))
 

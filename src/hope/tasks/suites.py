@@ -25,6 +25,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from hope.errors import HopeError
+from hope.files import write_text_atomic
 from hope.models import ARCHS as MODEL_ARCHS
 from hope.run_lock import RunLock
 from hope.tasks.config import TaskRunConfig
@@ -317,8 +318,8 @@ def run_suite(name: str, out: str | Path, seeds: list[int], archs: list[str] | N
                   "skipped": skipped, "seconds": round(previous.get("seconds", 0.0) + time.time() - started, 2),
                   "entries": {e.name: {"task": e.task, "experiment": e.experiment, "stream": e.stream}
                               for e in suite.runs}}
-        record_path.write_text(json.dumps(record, indent=2) + "\n")
-        (out / "skipped.json").write_text(json.dumps(skipped, indent=2) + "\n")
+        write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
+        write_text_atomic(out / "skipped.json", json.dumps(skipped, indent=2) + "\n")
         return record
 
     write_record()
