@@ -519,7 +519,7 @@ def _plot_mqar(results: list[dict[str, Any]], out: Path, name: str, common: froz
     cells = _mqar_cells(results, common)
     lengths = sorted({length for _, length, _ in cells})
     models = sorted({model for model, _, _ in cells})
-    fig, axes = plt.subplots(1, len(lengths), figsize=(3.6 * len(lengths), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(lengths), figsize=(max(3.6 * len(lengths), 6.0), 3.4), squeeze=False)
     for ax, length in zip(axes.flat, lengths):
         for k, model in enumerate(models):
             points = sorted((pairs, values) for (m, n, pairs), values in cells.items() if m == model and n == length)
