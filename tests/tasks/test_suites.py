@@ -20,9 +20,13 @@ def test_paper_cpu_runs_the_same_experiments_at_its_own_budget():
     small, cpu = get_suite("paper-small"), get_suite("paper-cpu")
     experiments = lambda suite: {(e.experiment, e.task, e.archs, e.stream) for e in suite.runs}
     assert experiments(cpu) == experiments(small)
-    assert {e.name for e in cpu.runs} <= {e.name for e in small.runs}
+    assert {e.name for e in cpu.runs if e.experiment != "mqar"} <= {e.name for e in small.runs}
+    grid = lambda suite: {(e.settings["model"]["d_model"], e.settings["options"]["length"],
+                           e.settings["options"]["num_kv_pairs"]) for e in suite.runs if e.experiment == "mqar"}
+    assert grid(cpu) == {(w, 64, p) for w in PAPER_CPU.mqar_widths for p in PAPER_CPU.mqar_pairs}
     for entry in cpu.runs:
-        steps = {"formal": PAPER_CPU.formal_steps, "niah": PAPER_CPU.niah_steps}.get(entry.experiment, PAPER_CPU.steps)
+        steps = {"formal": PAPER_CPU.formal_steps, "niah": PAPER_CPU.niah_steps,
+                 "mqar": PAPER_CPU.mqar_steps}.get(entry.experiment, PAPER_CPU.steps)
         assert entry.settings["steps"] == steps
         if entry.experiment != "mqar":
             assert {**CPU_MODEL, **entry.settings["model"]} == entry.settings["model"]
@@ -45,6 +49,7 @@ def test_paper_small_lists_every_experiment_of_issue_17(tmp_path):
     grid = {(e.settings["model"]["d_model"], e.settings["options"]["length"], e.settings["options"]["num_kv_pairs"])
             for e in by_experiment["mqar"]}
     assert grid == {(w, n, p) for w in MQAR_WIDTHS for n in MQAR_LENGTHS for p in MQAR_PAIRS if 4 * p <= n}
+    assert all(e.settings["model"]["tie_embeddings"] is False for e in by_experiment["mqar"])
     assert {p for _, _, p in grid} == {4, 8, 16, 32, 64} and {n for _, n, _ in grid} == {64, 128, 256}
     assert sorted(e.settings.get("model", {}).get("cms_levels", 0) for e in by_experiment["cipher"]) == [0, 1, 2]
     assert all(e.stream for e in by_experiment["cipher"] + by_experiment["long_document"])
