@@ -161,3 +161,35 @@ def test_the_record_is_written_before_and_after_every_run(tmp_path, monkeypatch)
     run_suite("quick", out, [0], ["transformer"], progress=False, entries=["mqar"])
     assert seen == [0, 1]
     assert json.loads((out / "suite.json").read_text())["finished"] == 2
+
+
+def test_suite_workers_end_with_the_suite_process(tmp_path):
+    """A killed suite leaves no worker running the runs queued to it (they went on for an hour before)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "suite_parent.py"
+    script.write_text("import os, time\n"
+                      "from hope.tasks.suites import worker_pool\n"
+                      "if __name__ == '__main__':\n"
+                      "    pool = worker_pool(1)\n"
+                      "    print(pool.submit(os.getpid).result(), flush=True)\n"
+                      "    pool.submit(time.sleep, 60)\n"
+                      "    time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    time.sleep(1.0)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    raise AssertionError(f"worker {worker} outlived its suite process by 15 s")

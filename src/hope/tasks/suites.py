@@ -16,6 +16,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -283,6 +284,23 @@ def _run_one(config: TaskRunConfig) -> tuple[dict[str, Any] | None, str]:
         return None, str(err)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Pool worker initializer: end this worker once the suite process ``parent`` is gone (killed, a worker would
+    otherwise go on with the runs already queued to it, beside whatever runs next)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def worker_pool(jobs: int) -> ProcessPoolExecutor:
+    """``jobs`` worker processes (spawned: no forked threads) that end with the process that made them."""
+    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent,
+                               initargs=(os.getpid(),))
+
+
 def run_suite(name: str, out: str | Path, seeds: list[int], archs: list[str] | None = None, jobs: int = 1,
               progress: bool = True, entries: list[str] | None = None) -> dict[str, Any]:
     """Run every run of suite ``name`` not yet done (``result.json`` present), or only those of the entries whose
@@ -332,7 +350,7 @@ def run_suite(name: str, out: str | Path, seeds: list[int], archs: list[str] | N
         return record
 
     write_record()
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) if jobs > 1 else None
+    pool = worker_pool(jobs) if jobs > 1 else None
     try:
         with tqdm(total=resumed + len(todo), initial=resumed, desc=f"suite {name}", disable=not progress) as bar:
             outcomes = pool.map(_run_one, [p.config for p in todo]) if pool else (_run_one(p.config) for p in todo)
