@@ -89,5 +89,21 @@ def test_bad_options_raise_one_line_errors(intent_data_dir):
         InContextClassTask("clinc150", data_dir=data, num_stages=1, shots=4)
     with pytest.raises(HopeError, match="query_stage"):
         InContextClassTask("clinc150", data_dir=data, num_stages=2, classes_per_stage=1, query_stage=2)
+    with pytest.raises(HopeError, match="split must be one of train, test, shown"):
+        InContextClassTask("clinc150", data_dir=data, split="valid")
     with pytest.raises(HopeError, match="unknown intent dataset"):
         InContextClassTask("snips", data_dir=data)
+
+
+def test_shown_split_queries_repeat_a_text_shown_for_their_intent(intent_data_dir):
+    truth = _true_labels(intent_data_dir)
+    task = InContextClassTask("clinc150", BytesTokenizer(), str(intent_data_dir), num_stages=2, classes_per_stage=3,
+                              shots=2, queries_per_stage=3, split="shown")
+    batch = task.sample(0, 4)
+    for b in range(len(batch)):
+        shots, queries = _parse(batch.input_ids[b], batch.targets[b], BytesTokenizer.vocab_size)
+        label_after = dict(shots)
+        assert len(queries) == 6
+        for text, target in queries:
+            assert target == label_after[text]  # the label the row showed right after this very text
+            assert truth[text] == next(truth[shown] for shown, label in shots if label == target)

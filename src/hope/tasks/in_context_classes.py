@@ -7,8 +7,10 @@ stage come the queries ``text SEP``, ``queries_per_stage`` per stage (or of stag
 the class's label as the target at ``SEP``. Labels are tokens drawn per row, so the mapping from intent to label can
 only be read from the row itself: the model learns the classes in context, and a query of an early stage scores how
 much of it the model still holds after the later stages (with the state carried across windows when the runner
-reads long rows in chunks, ``--eval-chunk``). Queries read text never shown in the row: other training examples
-(``split="train"``) or the dataset's test split (``split="test"``).
+reads long rows in chunks, ``--eval-chunk``). Queries read text never shown in the row, other training examples
+(``split="train"``) or the dataset's test split (``split="test"``), or repeat one of the texts the row showed for
+their class (``split="shown"``): recall of a label read in context without generalising to new wording, the control
+that separates the memory from the language understanding (docs/results.md, intents in context).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from hope.data.tokenizer import BytesTokenizer
 from hope.errors import HopeError
 from hope.tasks.base import RowBuilder, Task, check_positive
 from hope.tasks.continual import INTENT_DATASETS, IntentExample, load_intents
+
+
+QUERY_SPLITS = ("train", "test", "shown")
 
 
 @functools.lru_cache(maxsize=4)
@@ -48,6 +53,7 @@ class InContextClassTask(Task):
     query_stage: int | None = None
     """Ask only this stage's queries (0-based; ``None``: every stage's)."""
     split: str = "train"
+    """Where the queries' texts come from: ``train`` (unshown training texts), ``test``, or ``shown`` (the row's own)."""
     max_text_tokens: int = 48
 
     name = "in_context_classes"
@@ -57,8 +63,8 @@ class InContextClassTask(Task):
             raise HopeError(f"unknown intent dataset {self.dataset!r}; expected one of {', '.join(INTENT_DATASETS)}")
         for name in ("num_stages", "classes_per_stage", "shots", "queries_per_stage", "max_text_tokens"):
             check_positive(name, getattr(self, name))
-        if self.split not in ("train", "test"):
-            raise HopeError(f"split must be train or test, got {self.split!r}")
+        if self.split not in QUERY_SPLITS:
+            raise HopeError(f"split must be one of {', '.join(QUERY_SPLITS)}, got {self.split!r}")
         if self.query_stage is not None and not 0 <= self.query_stage < self.num_stages:
             raise HopeError(f"query_stage must be in [0, {self.num_stages}), got {self.query_stage}")
         classes, train, test = _by_class(self.dataset, self.data_dir)
@@ -105,7 +111,8 @@ class InContextClassTask(Task):
             for label in chosen[stage * self.classes_per_stage: (stage + 1) * self.classes_per_stage]:
                 order = rng.permutation(len(train[label]))
                 shown += [(train[label][i], label) for i in order[: self.shots]]
-                pools[label] = [train[label][i] for i in order[self.shots:]] if self.split == "train" else test[label]
+                unshown = self.shots if self.split == "train" else 0
+                pools[label] = test[label] if self.split == "test" else [train[label][i] for i in order[unshown:][: self.shots if self.split == "shown" else None]]
             for k in rng.permutation(len(shown)):
                 example, label = shown[k]
                 row.extend(self._text(example))

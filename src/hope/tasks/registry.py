@@ -130,11 +130,14 @@ def _specs() -> list[TaskSpec]:
     specs.append(TaskSpec("continual_sotu_eras", "continual", "language modelling of SOTU eras in time order",
                           "NL Sec. 9.1", DomainStream))
     for dataset in continual.INTENT_DATASETS:
-        stages = {f"stage{k + 1}": {"split": "test", "query_stage": k} for k in range(5)}
-        specs.append(TaskSpec(f"in_context_{dataset}", "in_context",
-                              f"class-incremental {dataset} in context: 5 stages of 3 classes, then queries",
-                              "NL Sec. 9.1, in context", lambda dataset=dataset, **o: InContextClassTask(dataset, **o),
-                              {}, {"all": {"split": "test"}, **stages}, text=True))
+        for suffix, train, split, queries in (("", "train", "test", "new texts"),
+                                              ("_shown", "shown", "shown", "repeats of the shown texts")):
+            stages = {f"stage{k + 1}": {"split": split, "query_stage": k} for k in range(5)}
+            specs.append(TaskSpec(f"in_context_{dataset}{suffix}", "in_context",
+                                  f"class-incremental {dataset} in context: 5 stages of 3 classes, then queries "
+                                  f"({queries})", "NL Sec. 9.1, in context",
+                                  lambda dataset=dataset, **o: InContextClassTask(dataset, **o),
+                                  {"split": train}, {"all": {"split": split}, **stages}, text=True))
     carried = {"carried": {"carry_state": True}, "reset": {"carry_state": False}}
     specs.append(TaskSpec("stream_cipher", "stream", "two cipher languages read in context, A B A (loss, forgetting)",
                           "after NL Sec. 9.1 (CTNL)", CipherStream, {}, carried, text=True))
