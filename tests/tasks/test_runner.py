@@ -4,12 +4,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from hope.errors import HopeError
 from hope.cli import main
 from hope.eval.report import build_report, collect_results
 from hope.tasks.config import TaskRunConfig
-from hope.tasks.runner import QUICK_MODEL, eval_settings, run_quick_suite, run_task
+from hope.checkpoint import load_checkpoint
+from hope.tasks.runner import QUICK_MODEL, checkpoint_model, eval_settings, run_quick_suite, run_task
 from hope.tasks.continual import continual_metrics
 from hope.tasks.registry import TASKS, get_task
 
@@ -109,3 +111,29 @@ def test_cli_runs_several_seeds_into_their_own_folders_and_the_report_pools_them
     assert [r["seed"] for r in collect_results([out / "seed-0", out / "seed-1"])] == [0, 1]
     report = build_report([out], tmp_path / "r.md")
     assert " | 0, 1 |" in report and " ± " in report
+
+
+def test_a_saved_model_evaluates_again_alike_and_takes_probes_that_keep_its_weights(tmp_path):
+    common = dict(task="niah_single_1", eval_examples=2, eval_batch_size=2, eval_chunk=128, lengths=(256, 512),
+                  options={"length": 256}, progress=False)
+    trained = run_task(TaskRunConfig(**common, arch="hope", out=str(tmp_path / "train"), steps=2, batch_size=2,
+                                     model=dict(QUICK_MODEL), save_model=True))
+    saved = str(tmp_path / "train" / "model")
+    again = run_task(TaskRunConfig(**common, out=str(tmp_path / "again"), steps=0, checkpoint=saved))
+    assert again["arch"] == "hope" and again["loss_curve"] == []
+    assert {k: v["token_accuracy"] for k, v in again["evals"].items()} == \
+        {k: v["token_accuracy"] for k, v in trained["evals"].items()}
+    probe = TaskRunConfig(**common, out=str(tmp_path / "frozen"), steps=0, checkpoint=saved,
+                          model={"test_time_learning": False})
+    model, _ = checkpoint_model(probe, torch.device("cpu"))
+    loaded, _, _ = load_checkpoint(saved)
+    assert not model.config.test_time_learning and loaded.config.test_time_learning
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    assert run_task(probe)["model_overrides"] == {"test_time_learning": False}
+    with pytest.raises(HopeError, match="changes the weights of checkpoint"):
+        run_task(TaskRunConfig(**common, out=str(tmp_path / "wider"), steps=0, checkpoint=saved,
+                               model={"d_model": 64}))
+    with pytest.raises(HopeError, match="0 evaluates a --checkpoint"):
+        TaskRunConfig(**common, out=str(tmp_path / "none"), steps=0)
+    with pytest.raises(HopeError, match="--save-model applies to"):
+        TaskRunConfig(task="mqar", out=str(tmp_path / "mqar"), save_model=True)

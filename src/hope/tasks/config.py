@@ -32,7 +32,7 @@ class TaskRunConfig:
     seed: int = 0
     """Seed of the model and of every generated batch."""
     steps: int = 1000
-    """Optimizer steps (continual tasks: per stage)."""
+    """Optimizer steps (continual tasks: per stage); 0 evaluates a ``--checkpoint`` without training it."""
     batch_size: int = 32
     """Rows per step."""
     lr: float = 1e-3
@@ -58,9 +58,13 @@ class TaskRunConfig:
     tokenizer: str = "bytes"
     """Tokenizer of text tasks: 'bytes' or a tokenizer.json file."""
     checkpoint: str | None = None
-    """Fine-tune this checkpoint directory instead of training from scratch."""
+    """Fine-tune this checkpoint directory instead of training from scratch (with ``--steps 0``: evaluate it)."""
+    save_model: bool = False
+    """Write the trained model to OUT/model (a checkpoint, ``hope.checkpoint``) so that it can be evaluated again,
+    e.g. at other lengths or with a component frozen: ``--checkpoint OUT/model --steps 0`` (sequence tasks)."""
     model: dict[str, Any] = field(default_factory=dict)
-    """Model config overrides, KEY=VALUE, e.g. cms_levels=2."""
+    """Model config overrides, KEY=VALUE, e.g. cms_levels=2. With ``--checkpoint`` only the fields that keep its
+    weights apply (e.g. test_time_learning=false, cms_periods): the probes of a trained model."""
     options: dict[str, Any] = field(default_factory=dict, metadata={"flag": "option"})
     """Task generator options, KEY=VALUE, e.g. num_kv_pairs=32."""
     data_dir: str | None = None
@@ -87,11 +91,21 @@ class TaskRunConfig:
     streaming)."""
 
     def __post_init__(self) -> None:
-        get_task(self.task)
-        for name in ("steps", "batch_size", "eval_examples", "eval_batch_size", "eval_chunk", "seq_len",
+        spec = get_task(self.task)
+        family = spec.family
+        if self.steps == 0 and self.checkpoint is None:
+            raise HopeError("steps must be at least 1 (0 evaluates a --checkpoint without training)")
+        if self.steps == 0 and family in ("continual", "stream"):
+            raise HopeError(f"--steps 0 (evaluation only) applies to sequence tasks, not the {family} task {self.task}")
+        if self.save_model and (family in ("continual", "stream") or not spec.text):
+            raise HopeError(f"--save-model applies to the sequence tasks written in a tokenizer's ids (niah, babilong, in_context), "
+                            f"whose checkpoint holds that tokenizer; not {self.task}")
+        for name in ("batch_size", "eval_examples", "eval_batch_size", "eval_chunk", "seq_len",
                      "max_bad_steps", "log_every"):
             if getattr(self, name) < 1:
                 raise HopeError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.steps < 0:
+            raise HopeError(f"steps must be at least 1 (0 evaluates a --checkpoint), got {self.steps}")
         if self.lr <= 0:
             raise HopeError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.min_lr_ratio <= 1:

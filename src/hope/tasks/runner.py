@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from hope.checkpoint import load_checkpoint
+from hope.checkpoint import load_checkpoint, read_header, save_checkpoint
 from hope.compiling import compiling
 from hope.data.dataset import encode_corpus
 from hope.data.stream import DocumentStream
@@ -65,10 +65,20 @@ def _fresh_model(config: TaskRunConfig, vocab_size: int, device: torch.device) -
         raise HopeError(f"bad model option: {err}") from None
 
 
-def _checkpoint(config: TaskRunConfig, device: torch.device):
-    """The model and tokenizer of ``config.checkpoint``, to fine-tune."""
+def checkpoint_model(config: TaskRunConfig, device: torch.device):
+    """The model and tokenizer of ``config.checkpoint``, to fine-tune or evaluate, with ``config.model`` applied
+    to its config where the weights stay the same (a probe such as ``test_time_learning=False``)."""
     model, tokenizer, _ = load_checkpoint(config.checkpoint, device)
-    return model, tokenizer
+    if not config.model:
+        return model, tokenizer
+    settings = {k: v for k, v in model.config.to_dict().items() if k != "arch"}
+    probe = LanguageModel(make_config(model.config.arch, None, **{**settings, **config.model})).to(device)
+    try:
+        probe.load_state_dict(model.state_dict(), strict=True)
+    except RuntimeError:
+        raise HopeError(f"--model {' '.join(f'{k}={v}' for k, v in config.model.items())} changes the weights of "
+                        f"checkpoint {config.checkpoint}; only settings that keep them apply to a checkpoint") from None
+    return probe, tokenizer
 
 
 def _fits(model: LanguageModel, vocab_size: int, config: TaskRunConfig) -> LanguageModel:
@@ -138,7 +148,8 @@ def run_task(config: TaskRunConfig) -> dict[str, Any]:
     if out.exists() and not out.is_dir():
         raise HopeError(f"--out {out} is not a folder (a file of that name exists)")
     require_packages(config.logger)
-    width = make_config(config.arch, config.size, **config.model).d_model
+    width = (read_header(config.checkpoint)[0] if config.checkpoint else
+             make_config(config.arch, config.size, **config.model)).d_model
     apply_threads(plan_threads(config.threads, d_model=width, device=resolve_device(config.device).type))
     with RunLock(out):
         if (out / "result.json").exists():
@@ -157,7 +168,8 @@ def _run_and_write(config: TaskRunConfig) -> dict[str, Any]:
             result = run(config, spec, loggers)
     finally:
         loggers.close()
-    result.update({"task": spec.name, "family": spec.family, "arch": config.arch, "size": config.size,
+    result.setdefault("arch", config.arch)
+    result.update({"task": spec.name, "family": spec.family, "size": config.size,
                    "model_overrides": config.model, "task_options": config.options, "seed": config.seed,
                    "checkpoint": config.checkpoint, "seconds": round(time.time() - started, 2),
                    "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "progress"}})
@@ -167,7 +179,7 @@ def _run_and_write(config: TaskRunConfig) -> dict[str, Any]:
 
 def _run_sequence(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict[str, Any]:
     device = resolve_device(config.device)
-    model, tokenizer = _checkpoint(config, device) if config.checkpoint else (None, None)
+    model, tokenizer = checkpoint_model(config, device) if config.checkpoint else (None, None)
     if tokenizer is None and spec.text:
         tokenizer = _tokenizer(config)
     settings = eval_settings(spec, config.lengths)
@@ -194,10 +206,13 @@ def _run_sequence(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> di
             curve.append([index, round(result.loss.item(), 5)])
             bar.set_postfix(loss=f"{result.loss.item():.4f}")
 
-    with tqdm(total=config.steps, desc=f"{spec.name} {config.arch}", disable=not config.progress) as bar:
-        trainer.fit(lambda step: [step_log.count(_to_device(train_task.batch(rng, config.batch_size), device))],
-                    lambda _, batch: _answer_loss(predictor.logits(batch[0]), batch[1]),
-                    config.steps, callbacks=[record, step_log], bar=bar)
+    if config.steps:
+        with tqdm(total=config.steps, desc=f"{spec.name} {model.config.arch}", disable=not config.progress) as bar:
+            trainer.fit(lambda step: [step_log.count(_to_device(train_task.batch(rng, config.batch_size), device))],
+                        lambda _, batch: _answer_loss(predictor.logits(batch[0]), batch[1]),
+                        config.steps, callbacks=[record, step_log], bar=bar)
+    if config.save_model:
+        save_checkpoint(Path(config.out) / "model", model, tokenizer or _tokenizer(config))
     model.eval()
     evals = {}
     for index, (label, task) in enumerate(eval_tasks.items()):
@@ -206,7 +221,7 @@ def _run_sequence(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> di
         loggers.log(trainer.step, {f"eval_{label}_{name}": evals[label][name]
                                    for name in ("item_accuracy", "sequence_accuracy", "token_accuracy")})
     return {"params": sum(p.numel() for p in model.parameters()), "train_settings": {**spec.train, **config.options},
-            "loss_curve": curve, "evals": evals}
+            "loss_curve": curve, "evals": evals, "arch": model.config.arch}
 
 
 def _evaluate(predictor: Predictor, task, config: TaskRunConfig, rng: np.random.Generator,
@@ -295,7 +310,7 @@ def _run_eras(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict[s
     device = resolve_device(config.device)
     stages = spec.build(**config.options).stages()
     if config.checkpoint:
-        model, tokenizer = _checkpoint(config, device)
+        model, tokenizer = checkpoint_model(config, device)
     else:
         tokenizer = _tokenizer(config)
         model = _fresh_model(config, int(tokenizer.vocab_size), device)
@@ -376,7 +391,7 @@ def _run_stream(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict
     held-out streams per evaluation setting window by window (``seq_len`` tokens), with the state carried or
     reset, and record the loss of every token (``hope.tasks.streams``)."""
     device = resolve_device(config.device)
-    model, tokenizer = _checkpoint(config, device) if config.checkpoint else (None, _tokenizer(config))
+    model, tokenizer = checkpoint_model(config, device) if config.checkpoint else (None, _tokenizer(config))
     settings = eval_settings(spec, config.lengths)
     train_stream = spec.build(tokenizer, **{**spec.train, **config.options})
     model = _fits(model, train_stream.vocab_size, config) if model is not None else \
@@ -411,7 +426,7 @@ def _run_stream(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict
         evals[label]["settings"] = overrides
         loggers.log(trainer.step, {f"eval_{label}_loss": evals[label]["loss"]})
     return {"params": sum(p.numel() for p in model.parameters()), "train_settings": {**spec.train, **config.options},
-            "loss_curve": curve, "evals": evals}
+            "loss_curve": curve, "evals": evals, "arch": model.config.arch}
 
 
 def stream_eval_rows(spec: TaskSpec, tokenizer: Any, config: TaskRunConfig, overrides: dict[str, Any]) -> tuple:
