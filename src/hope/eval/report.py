@@ -68,13 +68,16 @@ def run_markdown(result: dict[str, Any], plots: list[str]) -> str:
     elif result["family"] == "stream":
         lines += _stream_tables(result)
     else:
-        lines += ["| setting | item accuracy | sequence accuracy | token accuracy | examples | row length |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["| setting | item accuracy | sequence accuracy | token accuracy | answer loss | examples | row length |",
+                  "|---|---|---|---|---|---|---|"]
         for label, scores in result["evals"].items():
+            loss = f"{scores['answer_loss']:.3f}" if "answer_loss" in scores else "-"
             lines.append(f"| {label} | {_percent(scores['item_accuracy'])} | {_percent(scores['sequence_accuracy'])} | "
-                         f"{_percent(scores['token_accuracy'])} | {scores['examples']} | {scores['max_length']} |")
+                         f"{_percent(scores['token_accuracy'])} | {loss} | {scores['examples']} | {scores['max_length']} |")
         lines += ["", "Accuracies are exact-match percentages: item = each answer (a value, a query, a whole "
-                  "string), sequence = every answer of a row, token = each answer position."]
+                  "string), sequence = every answer of a row, token = each answer position. Answer loss: mean "
+                  "negative log-likelihood (nats) of the answer tokens, which shows partial retention that exact "
+                  "match hides."]
     lines += [""] + [f"![{name}]({name})" for name in plots]
     return "\n".join(lines) + "\n"
 

@@ -4,9 +4,11 @@ reconstruction decoder on the last hidden state (``LanguageModel(..., output_hid
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hope.models import LanguageModel
+from hope.tasks.base import IGNORE_INDEX
 
 
 class ReconstructionDecoder(nn.Module):
@@ -37,13 +39,21 @@ class Predictor:
         return self.decoder(hidden[:, -1], input_ids.shape[1])
 
     @torch.no_grad()
-    def predict(self, input_ids: torch.Tensor, chunk: int) -> torch.Tensor:
-        """Argmax ids; rows longer than ``chunk`` run chunk by chunk carrying the state."""
+    def predict(self, input_ids: torch.Tensor, chunk: int,
+                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Argmax ids and, given ``targets``, the negative log-likelihood of each target (0 where it is
+        ``IGNORE_INDEX``); rows longer than ``chunk`` run chunk by chunk carrying the state."""
         if input_ids.shape[1] <= chunk or self.decoder is not None:
-            return self.logits(input_ids).argmax(-1)
-        state, pieces = None, []
-        for start in range(0, input_ids.shape[1], chunk):
-            out = self.model(input_ids[:, start: start + chunk], state=state)
-            state = out.state
-            pieces.append(out.logits.argmax(-1))
-        return torch.cat(pieces, dim=1)
+            starts_and_logits = [(0, self.logits(input_ids))]
+        else:
+            state, starts_and_logits = None, []
+            for start in range(0, input_ids.shape[1], chunk):
+                out = self.model(input_ids[:, start: start + chunk], state=state)
+                state = out.state
+                starts_and_logits.append((start, out.logits))
+        ids = torch.cat([logits.argmax(-1) for _, logits in starts_and_logits], dim=1)
+        if targets is None:
+            return ids, None
+        nll = [F.cross_entropy(logits.float().transpose(1, 2), targets[:, start: start + logits.shape[1]],
+                               ignore_index=IGNORE_INDEX, reduction="none") for start, logits in starts_and_logits]
+        return ids, torch.cat(nll, dim=1)

@@ -228,19 +228,22 @@ def _evaluate(predictor: Predictor, task, config: TaskRunConfig, rng: np.random.
               device: torch.device) -> dict[str, Any]:
     names = ("items", "items_right", "sequences", "sequences_right", "positions", "positions_right")
     totals = dict.fromkeys(names, 0)
-    longest = 0
+    longest, answer_nll = 0, 0.0
     remaining = config.eval_examples
     while remaining > 0:
         batch = task.batch(rng, min(config.eval_batch_size, remaining))
         remaining -= len(batch)
-        input_ids, _ = _to_device(batch, device)
-        scores = score_predictions(predictor.predict(input_ids, config.eval_chunk).cpu().numpy(), batch)
+        input_ids, targets = _to_device(batch, device)
+        predictions, nll = predictor.predict(input_ids, config.eval_chunk, targets)
+        scores = score_predictions(predictions.cpu().numpy(), batch)
         for name in names:
             totals[name] += scores[name]
+        answer_nll += nll.sum().item()
         longest = max(longest, batch.input_ids.shape[1])
     return {"item_accuracy": totals["items_right"] / totals["items"],
             "sequence_accuracy": totals["sequences_right"] / totals["sequences"],
             "token_accuracy": totals["positions_right"] / totals["positions"],
+            "answer_loss": answer_nll / totals["positions"],
             "examples": totals["sequences"], "items": totals["items"], "max_length": int(longest)}
 
 
