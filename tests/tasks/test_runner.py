@@ -137,3 +137,12 @@ def test_a_saved_model_evaluates_again_alike_and_takes_probes_that_keep_its_weig
         TaskRunConfig(**common, out=str(tmp_path / "none"), steps=0)
     with pytest.raises(HopeError, match="--save-model applies to"):
         TaskRunConfig(task="mqar", out=str(tmp_path / "mqar"), save_model=True)
+
+
+def test_an_in_context_run_with_fewer_stages_is_scored_on_the_stages_its_rows_have(tmp_path, intent_data_dir):
+    config = TaskRunConfig(task="in_context_clinc150", out=str(tmp_path / "run"), steps=1, batch_size=2,
+                           eval_examples=2, model=dict(QUICK_MODEL), data_dir=str(intent_data_dir), progress=False,
+                           options={"num_stages": 2, "classes_per_stage": 2, "shots": 1, "queries_per_stage": 1})
+    result = run_task(config)
+    assert set(result["evals"]) == {"all", "stage1", "stage2"}
+    assert all(scores["answer_loss"] > 0 for scores in result["evals"].values())

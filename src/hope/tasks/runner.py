@@ -182,8 +182,8 @@ def _run_sequence(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> di
     model, tokenizer = checkpoint_model(config, device) if config.checkpoint else (None, None)
     if tokenizer is None and spec.text:
         tokenizer = _tokenizer(config)
-    settings = eval_settings(spec, config.lengths)
     train_task = spec.build(tokenizer, **{**spec.train, **config.options})
+    settings = _stages_of(train_task, eval_settings(spec, config.lengths))
     model = _fits(model, train_task.vocab_size, config) if model is not None else \
         _fresh_model(config, train_task.vocab_size, device)
     eval_tasks = {label: spec.build(tokenizer, **{**spec.train, **config.options, **overrides})
@@ -222,6 +222,14 @@ def _run_sequence(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> di
                                    for name in ("item_accuracy", "sequence_accuracy", "token_accuracy")})
     return {"params": sum(p.numel() for p in model.parameters()), "train_settings": {**spec.train, **config.options},
             "loss_curve": curve, "evals": evals, "arch": model.config.arch}
+
+
+def _stages_of(task, settings: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The settings that ask one stage's queries (``query_stage``), kept for the stages a row of ``task`` has
+    (``--option num_stages=2`` drops stage3 ... stage5)."""
+    stages = getattr(task, "num_stages", None)
+    return {label: overrides for label, overrides in settings.items()
+            if stages is None or overrides.get("query_stage", 0) < stages}
 
 
 def _evaluate(predictor: Predictor, task, config: TaskRunConfig, rng: np.random.Generator,
