@@ -1,7 +1,7 @@
 """A reference for the stream tasks: the loss of a predictor with no training, a running count of each row's bytes.
 
 For each stream entry of a suite folder (``hope tasks suite ... --out DIR``: ``cipher/base``,
-``long_document/base``), the evaluation rows of every seed are drawn as the task runner draws them
+``cipher_letters/base``, ``long_document/base``) that the folder holds, the evaluation rows of every seed are drawn as the task runner draws them
 (``hope.tasks.runner.stream_eval_rows``, with the entry's own options) and each token is predicted from the
 add-one counts of the tokens before it in its row (``hope.tasks.streams.running_count_losses``). A model that
 learns a new cipher language in context should beat this; one whose loss stays above it has learned at most
@@ -24,7 +24,7 @@ from hope.tasks.registry import get_task
 from hope.tasks.runner import stream_eval_rows
 from hope.tasks.streams import loss_by_position, running_count_losses, stream_metrics
 
-ENTRIES = ("cipher/base", "long_document/base")
+ENTRIES = ("cipher/base", "cipher_letters/base", "long_document/base")
 
 
 def reference(result: dict) -> dict:
@@ -42,7 +42,7 @@ def reference(result: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", required=True, help="suite folder with cipher/base and long_document/base runs")
+    parser.add_argument("--suite", required=True, help=f"suite folder with runs of {', '.join(ENTRIES)}")
     parser.add_argument("--out", required=True, help="path of the .md / .json to write, without the suffix")
     args = parser.parse_args()
     found, lines = {}, ["# Running byte count: the stream tasks' no-training reference", "",

@@ -6,7 +6,7 @@ import statistics
 import pytest
 
 from hope.errors import HopeError
-from hope.eval.report import build_report, common_parts, model_label
+from hope.eval.report import _by_seed, build_report, common_parts, model_label
 
 
 def write(folder, seed, accuracy, arch="hope", task_options=None, model_overrides=None, **config):
@@ -53,6 +53,18 @@ def test_label_parts_shared_by_every_run_are_stated_once():
     common = common_parts(runs)
     assert common == {"tiny", "d_model=64"}
     assert [model_label(r, common) for r in runs] == ["hope (cms_levels=1)", "titans"]
+
+
+def test_suite_experiments_label_runs_apart_by_the_task_options_they_do_not_share():
+    runs = [{"arch": "hope", "size": "tiny", "task": "stream_cipher", "seed": 0, "model_overrides": {"d_model": 64},
+             "task_options": {"segment": 64, "alphabet": alphabet}} for alphabet in ("letters", "none")]
+    common = common_parts(runs, options=True)
+    assert common == {"tiny", "d_model=64", "segment=64"}
+    assert [model_label(r, common, options=True) for r in runs] == ["hope (alphabet=letters)", "hope (alphabet=none)"]
+    assert list(_by_seed(runs, common, options=True)) == [("stream_cipher", "hope (alphabet=letters)"),
+                                                           ("stream_cipher", "hope (alphabet=none)")]
+    with pytest.raises(HopeError, match="different task options"):
+        _by_seed(runs, common_parts(runs))
 
 
 @pytest.mark.parametrize("seeds", [[0], [0, 1, 2]])

@@ -68,6 +68,34 @@ def test_cipher_stream_segments_are_held_out_text_in_one_cipher_per_language(cor
     assert any(maps["A1"][b] != maps["B1"][b] for b in shared)  # another for B
 
 
+def test_letter_cipher_permutes_the_letters_alike_in_both_cases_and_keeps_every_other_byte(tmp_path):
+    rng = np.random.default_rng(11)
+    symbols = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;!?\n"))
+    for k in range(60):
+        (tmp_path / f"doc{k:03d}.txt").write_text("".join(rng.choice(symbols, size=int(rng.integers(200, 400)))))
+    text = "\n\n".join(doc.text for doc in load_corpus(str(tmp_path)).test).encode()
+    row = CipherStream(segment=128, pattern="AB", alphabet="letters", data=str(tmp_path)).row(np.random.default_rng(2))
+    lower, upper = range(ord("a"), ord("z") + 1), range(ord("A"), ord("Z") + 1)
+    maps = {}
+    for name, start, stop in row.segments:
+        found = _decipher_offsets(text, row.ids[1 + start: 1 + stop])
+        assert len(found) == 1, f"{name}: {len(found)} places in the held-out text"
+        mapping = found[0][1]
+        for plain, cipher in mapping.items():
+            if plain in lower:
+                assert cipher in lower and mapping.get(plain - 32, cipher - 32) == cipher - 32
+            elif plain in upper:
+                assert cipher in upper
+            else:
+                assert cipher == plain
+        maps[name] = mapping
+    shared = set(maps["A1"]) & set(maps["B1"]) & set(lower)
+    assert any(maps["A1"][b] != maps["B1"][b] for b in shared)
+    plain = CipherStream(segment=128, pattern="AB", alphabet="none", data=str(tmp_path)).row(np.random.default_rng(2))
+    for name, start, stop in plain.segments:
+        assert bytes(plain.ids[1 + start: 1 + stop].tolist()) in text, name
+
+
 def test_streams_are_deterministic_in_their_generator(corpus_dir):
     cipher = CipherStream(segment=64, data=corpus_dir)
     documents = LongDocumentStream(length=300, data=corpus_dir)
@@ -113,6 +141,8 @@ def test_loss_by_position_by_hand():
 def test_bad_stream_options_raise_one_line_errors(corpus_dir):
     with pytest.raises(HopeError, match="upper-case"):
         CipherStream(pattern="aba")
+    with pytest.raises(HopeError, match="alphabet must be one of bytes, letters, none"):
+        CipherStream(alphabet="words")
     with pytest.raises(HopeError, match="tokenizer bytes"):
         CipherStream(tokenizer=type("BPE", (), {"kind": "bpe"})())
     with pytest.raises(HopeError, match="fewer than segment"):

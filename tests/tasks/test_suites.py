@@ -9,8 +9,8 @@ from hope.cli import main
 from hope.errors import HopeError
 from hope.tasks.config import TaskRunConfig
 from hope.tasks.formal_languages import LANGUAGES
-from hope.tasks.suites import (ARCHS, CPU_MODEL, MQAR_LENGTHS, MQAR_PAIRS, MQAR_WIDTHS, PAPER_CPU, SUITES, get_suite,
-                               plan, run_suite)
+from hope.tasks.suites import (ARCHS, CPU_MODEL, MQAR_LENGTHS, MQAR_PAIRS, MQAR_WIDTHS, PAPER_CPU, PAPER_SMALL, SUITES,
+                               get_suite, plan, run_suite)
 
 STREAMING = "stream" in {f.name for f in dataclasses.fields(TaskRunConfig)}
 
@@ -34,12 +34,33 @@ def test_paper_cpu_runs_the_same_experiments_at_its_own_budget():
     assert sorted(e.settings["model"].get("cms_levels", 0) for e in cipher) == [0, 1, 2]  # 0: all three levels
 
 
+@pytest.mark.parametrize("suite_name, budget", [("paper-small", PAPER_SMALL), ("paper-cpu", PAPER_CPU)])
+def test_letter_cipher_entries_step_every_cms_level_several_times_per_segment(suite_name, budget):
+    entries = [e for e in get_suite(suite_name).runs if e.experiment == "cipher_letters"]
+    assert sorted(a for e in entries if e.name in ("cipher_letters/base", "cipher_letters/cms") for a in e.archs) == \
+        sorted(ARCHS)
+    window = budget.letter_cipher_seq_len
+    for entry in entries:
+        settings = entry.settings
+        assert entry.stream and settings["seq_len"] == window
+        assert settings["batch_size"] * window == budget.stream_rows * budget.stream_seq_len  # tokens per step
+        assert settings["options"]["alphabet"] == ("none" if entry.name.endswith("plain") else "letters")
+        periods = settings.get("model", {}).get("cms_periods")
+        assert (periods is None) == (entry.name == "cipher_letters/base")
+        if periods:
+            assert all(p % window == 0 for p in periods) and settings["options"]["segment"] >= 4 * max(periods)
+    hope = {e.name.removeprefix("cipher_letters/hope_"): e.settings["model"] for e in entries if e.archs == ("hope",)}
+    assert {name: {k: v for k, v in m.items() if k not in ("cms_periods", *CPU_MODEL)} for name, m in hope.items()} == {
+        "cms1": {"cms_levels": 1}, "cms2": {"cms_levels": 2}, "nested": {"cms_variant": "nested"},
+        "frozen": {"test_time_learning": False}, "plain": {}}
+
+
 def test_paper_small_lists_every_experiment_of_issue_17(tmp_path):
     suite = get_suite("paper-small")
     by_experiment = {}
     for entry in suite.runs:
         by_experiment.setdefault(entry.experiment, []).append(entry)
-    assert set(by_experiment) == {"formal", "mqar", "cipher", "long_document", "niah", "in_context"}
+    assert set(by_experiment) == {"formal", "mqar", "cipher", "cipher_letters", "long_document", "niah", "in_context"}
     assert sorted(e.task for e in by_experiment["in_context"] if e.archs is None) == ["in_context_banking77",
                                                                                    "in_context_clinc150"]
     hope_levels = sorted((e.task, e.settings["model"]["cms_levels"]) for e in by_experiment["in_context"] if e.archs)

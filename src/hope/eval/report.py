@@ -18,9 +18,12 @@ from hope.errors import HopeError
 from hope.tasks.registry import FAMILIES, TASKS
 
 
-def _label_parts(result: dict[str, Any]) -> list[str]:
-    """The size, model overrides, outer CMS periods and fine-tuned checkpoint of a run, as label parts."""
+def _label_parts(result: dict[str, Any], options: bool = False) -> list[str]:
+    """The size, model overrides, outer CMS periods and fine-tuned checkpoint of a run, as label parts; with
+    ``options``, its task options too (suite experiments whose entries differ in them)."""
     extras = [f"{k}={v}" for k, v in sorted((result.get("model_overrides") or {}).items())]
+    if options:
+        extras += [f"{k}={v}" for k, v in sorted((result.get("task_options") or {}).items())]
     outer = (result.get("config") or {}).get("cms_outer_periods")
     if outer:
         extras.append("cms_outer_periods=" + "/".join(map(str, outer)))
@@ -29,16 +32,16 @@ def _label_parts(result: dict[str, Any]) -> list[str]:
     return [result["size"], *extras]
 
 
-def model_label(result: dict[str, Any], common: frozenset[str] = frozenset()) -> str:
-    """``arch (size)``, plus model overrides and a fine-tuned checkpoint when there are any; the parts in ``common``
-    (shared by every run of a table, stated once beside it) left out."""
-    parts = [part for part in _label_parts(result) if part not in common]
+def model_label(result: dict[str, Any], common: frozenset[str] = frozenset(), options: bool = False) -> str:
+    """``arch (size)``, plus model overrides and a fine-tuned checkpoint when there are any (and task options, with
+    ``options``); the parts in ``common`` (shared by every run of a table, stated once beside it) left out."""
+    parts = [part for part in _label_parts(result, options) if part not in common]
     return f"{result['arch']} ({', '.join(parts)})" if parts else result["arch"]
 
 
-def common_parts(results: list[dict[str, Any]]) -> frozenset[str]:
+def common_parts(results: list[dict[str, Any]], options: bool = False) -> frozenset[str]:
     """The label parts that every one of ``results`` shares."""
-    sets = [set(_label_parts(result)) for result in results]
+    sets = [set(_label_parts(result, options)) for result in results]
     return frozenset(set.intersection(*sets)) if sets else frozenset()
 
 
@@ -174,12 +177,13 @@ def collect_results(paths: list[str | Path]) -> list[dict[str, Any]]:
     return results
 
 
-def _by_seed(results: list[dict[str, Any]], common: frozenset[str] = frozenset()
+def _by_seed(results: list[dict[str, Any]], common: frozenset[str] = frozenset(), options: bool = False
              ) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """The runs of each (task, model), one per seed in seed order; of two runs with one seed the later path wins."""
+    """The runs of each (task, model), one per seed in seed order; of two runs with one seed the later path wins.
+    With ``options``, runs that differ in task options are apart models (labelled by them)."""
     table: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for result in results:
-        key, seed = (result["task"], model_label(result, common)), int(result.get("seed", 0))
+        key, seed = (result["task"], model_label(result, common, options)), int(result.get("seed", 0))
         earlier = table.setdefault(key, {}).get(seed)
         if earlier is not None and earlier.get("task_options") != result.get("task_options"):
             raise HopeError(f"two {key[0]} runs of {key[1]} with seed {seed} have different task options "
@@ -451,16 +455,17 @@ def build_suite_report(folder: str | Path, out: str | Path, command: str = "") -
         if not results:
             continue
         lines += [f"## {experiment}", ""]
-        common = common_parts(results)
+        mqar = experiment == "mqar"  # its table has a column per task option (length, pairs)
+        common = common_parts(results, options=not mqar)
         tasks = list(dict.fromkeys(r["task"] for r in results))
         family = TASKS[tasks[0]].family
         if common:
             lines += [f"Every model: {', '.join(sorted(common))}.", ""]
-        if experiment == "mqar":
+        if mqar:
             lines += _mqar_table(results, common)
             plot = _plot_mqar(results, out, f"{out.stem}_{experiment}.png", common)
         else:
-            runs = _by_seed(results, common)
+            runs = _by_seed(results, common, options=True)
             models = sorted({m for _, m in runs})
             lines += (_stream_table if family == "stream" else _continual_table if family == "continual"
                       else _family_table)(tasks, models, runs)

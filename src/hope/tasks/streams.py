@@ -1,9 +1,9 @@
 """Long token streams read with the model state carried across windows, scored by next-token loss.
 
 * **Cipher languages** (``CipherStream``; after the paper's continual translation of a novel language, CTNL,
-  NL Sec. 9.1): segments of held-out corpus text, each enciphered by the byte-level substitution cipher of its
-  language, in the order of ``pattern`` (default ``ABA``: language A, then B, then A again). Each segment reads
-  fresh text, so only the language can carry over. ``stream_metrics`` gives the loss of each segment, how much
+  NL Sec. 9.1): segments of held-out corpus text, each enciphered by the substitution cipher of its
+  language (of all 256 byte values, or of the 26 letters only: ``alphabet``), in the order of ``pattern``
+  (default ``ABA``: language A, then B, then A again). Each segment reads fresh text, so only the language can carry over. ``stream_metrics`` gives the loss of each segment, how much
   a returning language's loss rose while another was read (forgetting) and how many tokens it took to recover.
 * **Long documents** (``LongDocumentStream``): held-out documents, in a seeded order, concatenated (each ended by the
   tokenizer's end-of-text id) to ``length`` tokens; ``loss_by_position`` bins the loss by position.
@@ -38,9 +38,26 @@ class StreamRow:
     segments: tuple[tuple[str, int, int], ...]
 
 
-def substitution_cipher(rng: np.random.Generator) -> np.ndarray:
-    """A byte-level substitution cipher: a random permutation of the 256 byte values (``cipher[b]`` enciphers b)."""
-    return rng.permutation(BYTE_VALUES).astype(np.int64)
+CIPHER_ALPHABETS = ("bytes", "letters", "none")
+LOWER, UPPER = ord("a"), ord("A")
+
+
+def substitution_cipher(rng: np.random.Generator, alphabet: str = "bytes") -> np.ndarray:
+    """A substitution cipher as a table over the 256 byte values (``cipher[b]`` enciphers b). ``bytes``: a random
+    permutation of all 256 values, so most enciphered bytes are ones the corpus never holds. ``letters``: one random
+    permutation of the 26 letters, applied to lower and upper case alike; every other byte (spaces, digits,
+    punctuation) is kept, so the text keeps its word lengths and every byte stays one the model was trained on.
+    ``none``: the identity (the plain text, a control for what a model that decoded the cipher would score)."""
+    if alphabet == "bytes":
+        return rng.permutation(BYTE_VALUES).astype(np.int64)
+    if alphabet not in CIPHER_ALPHABETS:
+        raise HopeError(f"alphabet must be one of {', '.join(CIPHER_ALPHABETS)}, got {alphabet!r}")
+    cipher, letters = np.arange(BYTE_VALUES, dtype=np.int64), rng.permutation(26)
+    if alphabet == "none":
+        return cipher
+    for base in (LOWER, UPPER):
+        cipher[base: base + 26] = base + letters
+    return cipher
 
 
 @functools.lru_cache(maxsize=2)
@@ -66,6 +83,9 @@ class CipherStream:
 
     segment: int = 4096
     pattern: str = "ABA"
+    alphabet: str = "bytes"
+    """What each cipher permutes: ``bytes`` (all 256 values), ``letters`` (the 26 letters) or ``none`` (plain text,
+    a control); ``substitution_cipher``."""
     split: str = "test"
     data: str | None = None
     carry_state: bool = True
@@ -74,6 +94,8 @@ class CipherStream:
 
     def __post_init__(self) -> None:
         check_positive("segment", self.segment, 2)
+        if self.alphabet not in CIPHER_ALPHABETS:
+            raise HopeError(f"alphabet must be one of {', '.join(CIPHER_ALPHABETS)}, got {self.alphabet!r}")
         if not self.pattern or not self.pattern.isalpha() or not self.pattern.isupper():
             raise HopeError(f"pattern must be upper-case letters, one per segment (e.g. ABA), got {self.pattern!r}")
         if self.tokenizer is not None and getattr(self.tokenizer, "kind", None) != "bytes":
@@ -96,7 +118,7 @@ class CipherStream:
 
     def ciphers(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """One cipher per distinct letter of ``pattern``, drawn in order of first appearance."""
-        return {letter: substitution_cipher(rng) for letter in dict.fromkeys(self.pattern)}
+        return {letter: substitution_cipher(rng, self.alphabet) for letter in dict.fromkeys(self.pattern)}
 
     def row(self, rng: np.random.Generator) -> StreamRow:
         """One stream: ciphers, then one text offset per segment, all from ``rng``. The first input token is the

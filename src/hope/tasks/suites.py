@@ -119,6 +119,11 @@ class Budget:
     stream_rows: int
     stream_seq_len: int
     cipher_segment: int
+    letter_cipher_periods: tuple[int, ...]
+    """CMS periods of Hope and Hope-Attention in the letter-cipher entries: short enough that every level steps
+    several times in each segment (``letter_cipher_segment``) and a multiple of ``letter_cipher_seq_len``."""
+    letter_cipher_seq_len: int
+    letter_cipher_segment: int
     long_document_length: int
     niah_steps: int
     niah_length: int
@@ -133,6 +138,7 @@ class Budget:
 PAPER_SMALL = Budget(steps=2000, formal_steps=2000, model={}, formal_rows=32, mqar_widths=MQAR_WIDTHS,
                      mqar_lengths=MQAR_LENGTHS, mqar_pairs=MQAR_PAIRS, mqar_steps=2000, mqar_rows=64,
                      mqar_options={"vocab_size": 256}, stream_rows=16, stream_seq_len=512, cipher_segment=4096,
+                     letter_cipher_periods=(512, 2048, 8192), letter_cipher_seq_len=512, letter_cipher_segment=32768,
                      long_document_length=32768, niah_steps=2000, niah_length=512, niah_factors=(1, 2, 4, 8, 16),
                      niah_rows=16,
                      niah_examples=64, in_context_rows=8, in_context_examples=128)
@@ -142,6 +148,7 @@ CPU_MODEL = {"d_model": 64, "n_layers": 2, "n_heads": 4}
 PAPER_CPU = Budget(steps=400, formal_steps=2000, model=CPU_MODEL, formal_rows=8, mqar_widths=(32, 64),
                    mqar_lengths=(64,), mqar_pairs=(4, 16), mqar_steps=1000, mqar_rows=32,
                    mqar_options={"vocab_size": 64, "random_non_queries": False}, stream_rows=8, stream_seq_len=256, cipher_segment=1024,
+                   letter_cipher_periods=(64, 256, 1024), letter_cipher_seq_len=64, letter_cipher_segment=4096,
                    long_document_length=4096, niah_steps=1000, niah_length=256, niah_factors=(1, 2, 4, 8),
                    niah_rows=16, niah_examples=32, in_context_rows=4, in_context_examples=64)
 """The same experiments cut toward what 2 CPU cores run (10-20 process-hours: docs/tasks.md, suites): 2-layer
@@ -150,6 +157,33 @@ learning), shorter streams, MQAR at length 64 only (4, 8 and 16 pairs at widths 
 token ids and no random filler: where Transformer++ reaches 100% on 4 pairs at width 64), fewer evaluation rows; needles trained
 on rows of 256 for 1,000 steps of 16 (at 512 x 8 for 400 steps every model scored 0%, and Transformer++ at 256 x 16
 needs about 1,000 steps: docs/results.md) and scored to 8x (not 16x)."""
+
+
+def _letter_cipher(budget: Budget) -> list[SuiteRun]:
+    """Cipher languages A, B, A that a model trained on English can learn in context: each permutes the 26 letters
+    only, and Hope's and Hope-Attention's CMS levels step every 64-1,024 tokens (``paper-cpu``), so that each level
+    steps several times per segment. Pretraining reads the same tokens per step as the other stream entries, in
+    windows of ``letter_cipher_seq_len`` (a divisor of every period: window-aligned steps). Hope also with 1 and
+    2 levels, with the paper's nested variant (NL Eq. 72), with its in-context updates frozen, and on the plain
+    text (``alphabet=none``: what a model that decoded the ciphers would score)."""
+    window = budget.letter_cipher_seq_len
+    base = {"steps": budget.steps, "batch_size": budget.stream_rows * budget.stream_seq_len // window,
+            "seq_len": window, "eval_examples": 16, "eval_batch_size": 16,
+            "options": {"segment": budget.letter_cipher_segment, "alphabet": "letters"}}
+    model = {**budget.model} if budget.model else {}
+    cms = {**model, "cms_periods": budget.letter_cipher_periods}
+    hope_variants = {"cms1": {"cms_levels": 1}, "cms2": {"cms_levels": 2}, "nested": {"cms_variant": "nested"},
+                     "frozen": {"test_time_learning": False}}
+    runs = [SuiteRun("cipher_letters/base", "stream_cipher", {**base, **({"model": model} if model else {})},
+                     "cipher_letters", archs=("titans", "gated-deltanet", "transformer"), stream=True),
+            SuiteRun("cipher_letters/cms", "stream_cipher", {**base, "model": cms}, "cipher_letters",
+                     archs=("hope", "hope-attention"), stream=True)]
+    runs += [SuiteRun(f"cipher_letters/hope_{name}", "stream_cipher", {**base, "model": {**cms, **override}},
+                      "cipher_letters", archs=("hope",), stream=True) for name, override in hope_variants.items()]
+    runs.append(SuiteRun("cipher_letters/hope_plain", "stream_cipher",
+                         {**base, "model": cms, "options": {**base["options"], "alphabet": "none"}},
+                         "cipher_letters", archs=("hope",), stream=True))
+    return runs
 
 
 def _paper(name: str, budget: Budget, summary: str) -> Suite:
@@ -171,6 +205,7 @@ def _paper(name: str, budget: Budget, summary: str) -> Suite:
     runs.append(SuiteRun("cipher/base", "stream_cipher", cipher, "cipher", stream=True))
     runs += [SuiteRun(f"cipher/hope_cms{levels}", "stream_cipher", {**cipher, "model": {**model, "cms_levels": levels}},
                       "cipher", archs=("hope",), stream=True) for levels in (1, 2)]
+    runs += _letter_cipher(budget)
     long_document = {**stream, "eval_examples": 4, "eval_batch_size": 4,
                      "options": {"length": budget.long_document_length}}
     runs.append(SuiteRun("long_document/base", "stream_long_document", long_document, "long_document", stream=True))
