@@ -51,8 +51,7 @@ def test_letter_cipher_entries_step_every_cms_level_several_times_per_segment(su
             assert all(p % window == 0 for p in periods) and settings["options"]["segment"] >= 4 * max(periods)
     hope = {e.name.removeprefix("cipher_letters/hope_"): e.settings["model"] for e in entries if e.archs == ("hope",)}
     assert {name: {k: v for k, v in m.items() if k not in ("cms_periods", *CPU_MODEL)} for name, m in hope.items()} == {
-        "cms1": {"cms_levels": 1}, "cms2": {"cms_levels": 2}, "nested": {"cms_variant": "nested"},
-        "frozen": {"test_time_learning": False}, "plain": {}}
+        "cms1": {"cms_levels": 1}, "cms2": {"cms_levels": 2}, "frozen": {"test_time_learning": False}, "plain": {}}
 
 
 def test_paper_small_lists_every_experiment_of_issue_17(tmp_path):

@@ -163,8 +163,8 @@ def _letter_cipher(budget: Budget) -> list[SuiteRun]:
     """Cipher languages A, B, A that a model trained on English can learn in context: each permutes the 26 letters
     only, and Hope's and Hope-Attention's CMS levels step every 64-1,024 tokens (``paper-cpu``), so that each level
     steps several times per segment. Pretraining reads the same tokens per step as the other stream entries, in
-    windows of ``letter_cipher_seq_len`` (a divisor of every period: window-aligned steps). Hope also with 1 and
-    2 levels, with the paper's nested variant (NL Eq. 72), with its in-context updates frozen, and on the plain
+    windows of ``letter_cipher_seq_len`` (a divisor of every period: window-aligned steps; so not the nested
+    variant, which has none). Hope also with 1 and 2 levels, with its in-context updates frozen, and on the plain
     text (``alphabet=none``: what a model that decoded the ciphers would score)."""
     window = budget.letter_cipher_seq_len
     base = {"steps": budget.steps, "batch_size": budget.stream_rows * budget.stream_seq_len // window,
@@ -172,8 +172,7 @@ def _letter_cipher(budget: Budget) -> list[SuiteRun]:
             "options": {"segment": budget.letter_cipher_segment, "alphabet": "letters"}}
     model = {**budget.model} if budget.model else {}
     cms = {**model, "cms_periods": budget.letter_cipher_periods}
-    hope_variants = {"cms1": {"cms_levels": 1}, "cms2": {"cms_levels": 2}, "nested": {"cms_variant": "nested"},
-                     "frozen": {"test_time_learning": False}}
+    hope_variants = {"cms1": {"cms_levels": 1}, "cms2": {"cms_levels": 2}, "frozen": {"test_time_learning": False}}
     runs = [SuiteRun("cipher_letters/base", "stream_cipher", {**base, **({"model": model} if model else {})},
                      "cipher_letters", archs=("titans", "gated-deltanet", "transformer"), stream=True),
             SuiteRun("cipher_letters/cms", "stream_cipher", {**base, "model": cms}, "cipher_letters",

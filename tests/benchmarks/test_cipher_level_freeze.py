@@ -1,0 +1,68 @@
+"""benchmarks/cipher_level_freeze.py keeps exactly the levels it names out of one segment's steps."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hope.models import build
+from hope.tasks.runner import _stream_losses
+
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "cipher_level_freeze.py"
+_SPEC = importlib.util.spec_from_file_location("cipher_level_freeze", _PATH)
+freeze = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(freeze)
+
+SEGMENTS = (("A1", 0, 16), ("B1", 16, 32), ("A2", 32, 48))
+WINDOW = 4
+
+
+def _model(periods=(4, 8)):
+    torch.manual_seed(0)
+    return build("hope", "tiny", vocab_size=17, d_model=16, n_layers=2, n_heads=2, chunk_size=4, memory_chunk_size=4,
+                 cms_periods=periods, cms_lr=0.5).double().eval()
+
+
+def _ids(length=48, rows=2):
+    return np.random.default_rng(0).integers(0, 17, (rows, length + 1))
+
+
+def _levels(state, level):
+    return [w for block in state.layers for w in block.channel.levels[level]]
+
+
+def test_the_calls_kept_out_are_those_that_step_on_the_segments_targets():
+    assert list(freeze.frozen_calls(SEGMENTS, "B1", WINDOW)) == [20, 24, 28, 32]
+
+
+def test_freezing_nothing_reads_as_the_task_runner_does():
+    model, ids = _model(), _ids()
+    losses, _ = freeze.read(model, ids, WINDOW)
+    np.testing.assert_allclose(losses, _stream_losses(model, ids, WINDOW, True, torch.device("cpu")), rtol=1e-12)
+
+
+def test_freezing_every_level_everywhere_reads_as_static_levels():
+    model, ids = _model(), _ids()
+    static = _model((None, None))
+    static.load_state_dict(model.state_dict())
+    losses, _ = freeze.read(model, ids, WINDOW, (0, 1), range(0, 48, WINDOW))
+    np.testing.assert_allclose(losses, _stream_losses(static, ids, WINDOW, True, torch.device("cpu")), rtol=1e-12)
+    learning, _ = freeze.read(model, ids, WINDOW)
+    assert not np.allclose(losses, learning)
+
+
+def test_a_level_kept_out_of_b_returns_to_a_with_the_weights_a_left_it():
+    model, ids = _model(), _ids()
+    calls = freeze.frozen_calls(SEGMENTS, "B1", WINDOW)
+    full, _ = freeze.read(model, ids, WINDOW, (1,), calls)
+    _, after_a = freeze.read(model, ids[:, :21], WINDOW, (1,), calls)  # calls 0..16: A's last step (at 16) taken
+    _, before_a2 = freeze.read(model, ids[:, :37], WINDOW, (1,), calls)  # calls 0..32: every step on B's targets
+    for kept, left in zip(_levels(before_a2, 1), _levels(after_a, 1)):
+        torch.testing.assert_close(kept, left, rtol=0, atol=0)
+    assert not all(torch.equal(a, b) for a, b in zip(_levels(before_a2, 0), _levels(after_a, 0)))
+    unfrozen, _ = freeze.read(model, ids, WINDOW)
+    np.testing.assert_array_equal(full[:, :20], unfrozen[:, :20])  # A and B's first call read as before
+    assert not np.allclose(full[:, 32:], unfrozen[:, 32:])
+    for memory in (m for m in model.modules() if isinstance(m, freeze.CMS)):
+        assert torch.isfinite(memory.log_lr).all()  # the learning rates are put back
