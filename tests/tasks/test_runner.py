@@ -135,7 +135,7 @@ def test_a_saved_model_evaluates_again_alike_and_takes_probes_that_keep_its_weig
                                model={"d_model": 64}))
     with pytest.raises(HopeError, match="0 evaluates a --checkpoint"):
         TaskRunConfig(**common, out=str(tmp_path / "none"), steps=0)
-    with pytest.raises(HopeError, match="--save-model applies to"):
+    with pytest.raises(HopeError, match="--save-model applies to the tasks written"):
         TaskRunConfig(task="mqar", out=str(tmp_path / "mqar"), save_model=True)
 
 

@@ -9,13 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hope.checkpoint import load_checkpoint
 from hope.data.corpus import load_corpus
 from hope.data.tokenizer import BytesTokenizer
 from hope.errors import HopeError
 from hope.models import build
 from hope.tasks.config import TaskRunConfig
 from hope.tasks.registry import get_task
-from hope.tasks.runner import QUICK_MODEL, _stream_losses, stream_eval_rows
+from hope.tasks.runner import QUICK_MODEL, _stream_losses, run_task, stream_eval_rows
 from hope.tasks.streams import (CipherStream, LongDocumentStream, loss_by_position, position_bins, running_count_losses,
                                 stream_metrics)
 
@@ -189,3 +190,17 @@ def test_running_count_losses_by_hand():
     losses = running_count_losses(np.array([[0, 1, 0, 0], [1, 1, 1, 1]]), 2)
     assert np.allclose(losses[0], [np.log(3), np.log(2), np.log(5 / 3)])
     assert np.allclose(losses[1], [np.log(3 / 2), np.log(4 / 3), np.log(5 / 4)])
+
+
+def test_a_streamed_cipher_run_saves_the_model_it_scored(corpus_dir, tmp_path):
+    config = TaskRunConfig(task="stream_cipher", arch="hope", out=str(tmp_path / "run"), steps=2, batch_size=2,
+                           seq_len=16, stream=True, eval_examples=2, eval_batch_size=2, save_model=True,
+                           progress=False, options={"segment": 64, "alphabet": "letters", "data": corpus_dir},
+                           model={**QUICK_MODEL, "cms_periods": (16, 32), "chunk_size": 16, "memory_chunk_size": 16})
+    result = run_task(config)
+    model, tokenizer, _ = load_checkpoint(tmp_path / "run" / "model")
+    assert model.config.cms_periods == (16, 32) and tokenizer.kind == "bytes"
+    spec = get_task("stream_cipher")
+    _, rows = stream_eval_rows(spec, tokenizer, config, spec.evals["carried"])
+    losses = _stream_losses(model.eval(), np.stack([row.ids for row in rows]), 16, True, torch.device("cpu"))
+    assert losses.mean() == pytest.approx(result["evals"]["carried"]["loss"], rel=1e-5)

@@ -426,6 +426,8 @@ def _run_stream(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict
             batches = _window_batches(tokens, config, np.random.default_rng([config.seed, 0]), step_log, device)
             loss, callbacks = _window_batch_loss, [record, step_log]
         trainer.fit(batches, loss, config.steps, callbacks=callbacks, bar=bar)
+    if config.save_model:
+        save_checkpoint(Path(config.out) / "model", model, tokenizer)
     model.eval()
     evals = {}
     for label, overrides in settings.items():

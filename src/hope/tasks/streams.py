@@ -3,8 +3,9 @@
 * **Cipher languages** (``CipherStream``; after the paper's continual translation of a novel language, CTNL,
   NL Sec. 9.1): segments of held-out corpus text, each enciphered by the substitution cipher of its
   language (of all 256 byte values, or of the 26 letters only: ``alphabet``), in the order of ``pattern``
-  (default ``ABA``: language A, then B, then A again). Each segment reads fresh text, so only the language can carry over. ``stream_metrics`` gives the loss of each segment, how much
-  a returning language's loss rose while another was read (forgetting) and how many tokens it took to recover.
+  (default ``ABA``: language A, then B, then A again). Each segment reads fresh text, so only the language can
+  carry over. ``stream_metrics`` gives the loss of each segment, how much a returning language's loss rose while
+  another was read (forgetting) and how many tokens it took to recover.
 * **Long documents** (``LongDocumentStream``): held-out documents, in a seeded order, concatenated (each ended by the
   tokenizer's end-of-text id) to ``length`` tokens; ``loss_by_position`` bins the loss by position.
 
