@@ -13,7 +13,8 @@ reach A's return with the weights A left them (NL Eq. 71 with ``eta_l = 0``); th
 If the slower levels hold A through B, as the paper argues for the continuum (NL Sec. 7.1), keeping them out of B
 saves little of A's loss at its return and keeping the fast level out saves most. Reported per reading: the loss of
 A's first window on its return, forgetting (that minus A's last window before B), and the mean loss over B and over
-A's return. Writes ``NAME.json`` and ``NAME.md`` under ``--docs``.
+A's return. ``--equal-token-rate`` reads with every level moving as far per token as the fastest (its learning rate
+times its period over the fastest's). Writes ``NAME.json`` and ``NAME.md`` under ``--docs``.
 
     python benchmarks/cipher_level_freeze.py --run runs/cipher_saved/hope/seed-0 --name cipher_level_freeze_seed0
 """
@@ -48,18 +49,20 @@ def frozen_calls(segments: tuple[tuple[str, int, int], ...], during: str, window
 
 
 @torch.no_grad()
-def read(model, ids: np.ndarray, window: int, frozen: tuple[int, ...] = (), calls: range = range(0)) -> tuple:
+def read(model, ids: np.ndarray, window: int, frozen: tuple[int, ...] = (), calls: range = range(0),
+         lr_scale: tuple[float, ...] | None = None) -> tuple:
     """Next-token loss of every position of rows ``ids [B, T + 1]``, read ``window`` tokens per call with the state
-    carried, the learning rate of CMS levels ``frozen`` at zero in every layer for the calls starting in ``calls``;
-    and the state after the last call."""
+    carried, the learning rate of CMS levels ``frozen`` at zero in every layer for the calls starting in ``calls``
+    (and every level's learning rate times ``lr_scale[l]`` throughout); and the state after the last call."""
     memories = [m for m in model.modules() if isinstance(m, CMS)]
     saved = [m.log_lr.detach().clone() for m in memories]
+    offset = torch.tensor(lr_scale or [1.0] * len(saved[0]), dtype=saved[0].dtype).log()
     inputs, targets = torch.from_numpy(ids[:, :-1]), torch.from_numpy(ids[:, 1:])
     losses, state = [], None
     try:
         for start in range(0, inputs.shape[1], window):
             for memory, log_lr in zip(memories, saved):
-                memory.log_lr.copy_(log_lr)
+                memory.log_lr.copy_(log_lr + offset)
                 if start in calls:
                     memory.log_lr[list(frozen)] = -math.inf
             output = model(inputs[:, start: start + window], state=state)
@@ -72,7 +75,8 @@ def read(model, ids: np.ndarray, window: int, frozen: tuple[int, ...] = (), call
     return torch.cat(losses, dim=1).numpy(), state
 
 
-def measure(model, rows: list, window: int, during: str = "B1", returning: str = "A2") -> dict:
+def measure(model, rows: list, window: int, during: str = "B1", returning: str = "A2",
+            lr_scale: tuple[float, ...] | None = None) -> dict:
     """Every reading (:func:`read`) of ``rows``: A's loss on its return, forgetting, and segment means."""
     ids = np.stack([row.ids for row in rows])
     segments = rows[0].segments
@@ -81,7 +85,7 @@ def measure(model, rows: list, window: int, during: str = "B1", returning: str =
     readings = {"none": (), **{f"L{level}": (level,) for level in range(levels)}, "all": tuple(range(levels))}
     results = {}
     for name, frozen in readings.items():
-        losses, _ = read(model, ids, window, frozen, calls)
+        losses, _ = read(model, ids, window, frozen, calls, lr_scale)
         metrics = stream_metrics(losses.mean(axis=0), segments, window)
         results[name] = {"frozen_levels": list(frozen),
                          "returning_first": metrics["segments"][returning]["first"],
@@ -98,6 +102,9 @@ def main() -> None:
     parser.add_argument("--run", required=True, help="a stream_cipher run directory made with --save-model")
     parser.add_argument("--docs", default=str(DOCS))
     parser.add_argument("--name", default="cipher_level_freeze")
+    parser.add_argument("--equal-token-rate", action="store_true",
+                        help="scale each level's learning rate by its period over the fastest's, so that every level "
+                             "moves as far per token (Eq. 71 with the sum over its period instead of the mean)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     run = Path(args.run)
@@ -108,20 +115,22 @@ def main() -> None:
     model.eval()
     spec = get_task(config.task)
     _, rows = stream_eval_rows(spec, tokenizer, config, spec.evals["carried"])
-    results = measure(model, rows, config.seq_len)
+    periods = next(m for m in model.modules() if isinstance(m, CMS)).periods
+    lr_scale = tuple(p / min(periods) for p in periods) if args.equal_token_rate else None
+    results = measure(model, rows, config.seq_len, lr_scale=lr_scale)
     expected = result["evals"]["carried"]["loss"]
-    if not math.isclose(results["none"]["loss"], expected, rel_tol=1e-4):
+    if lr_scale is None and not math.isclose(results["none"]["loss"], expected, rel_tol=1e-4):
         raise SystemExit(f"reading without freezing gave {results['none']['loss']:.5f}, the run's carried loss is "
                          f"{expected:.5f}: not the run's model or rows")
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
-    periods = next(m for m in model.modules() if isinstance(m, CMS)).periods
     (docs / f"{args.name}.json").write_text(json.dumps(
-        {"run": str(run), "periods": list(periods), "rows": len(rows), "window": config.seq_len, "results": results},
-        indent=2) + "\n")
+        {"run": str(run), "periods": list(periods), "rows": len(rows), "window": config.seq_len,
+         "lr_scale": lr_scale, "results": results}, indent=2) + "\n")
+    scaled = f" Every level's learning rate times {', '.join(f'{x:g}' for x in lr_scale)}." if lr_scale else ""
     lines = [f"Run `{run}` (CMS periods {', '.join(map(str, periods))}), its {len(rows)} evaluation rows read "
              f"{config.seq_len} tokens per call with the state carried; the named CMS levels (every layer) take no "
-             "step on B's tokens. Loss in nats per token.", "",
+             f"step on B's tokens.{scaled} Loss in nats per token.", "",
              "| levels kept out of B | A's first window on return | forgetting of A | B mean | A's return, mean |",
              "|---|---:|---:|---:|---:|"]
     for name, r in results.items():

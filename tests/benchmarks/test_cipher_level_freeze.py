@@ -66,3 +66,12 @@ def test_a_level_kept_out_of_b_returns_to_a_with_the_weights_a_left_it():
     assert not np.allclose(full[:, 32:], unfrozen[:, 32:])
     for memory in (m for m in model.modules() if isinstance(m, freeze.CMS)):
         assert torch.isfinite(memory.log_lr).all()  # the learning rates are put back
+
+
+def test_a_learning_rate_scale_reads_as_a_model_with_those_learning_rates():
+    model, ids = _model(), _ids()
+    scaled = _model()
+    for memory in (m for m in scaled.modules() if isinstance(m, freeze.CMS)):
+        memory.log_lr.data += torch.tensor([1.0, 4.0], dtype=torch.float64).log()
+    losses, _ = freeze.read(model, ids, WINDOW, lr_scale=(1.0, 4.0))
+    np.testing.assert_allclose(losses, _stream_losses(scaled, ids, WINDOW, True, torch.device("cpu")), rtol=1e-12)
