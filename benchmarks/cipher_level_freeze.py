@@ -134,7 +134,8 @@ def main() -> None:
              "| levels kept out of B | A's first window on return | forgetting of A | B mean | A's return, mean |",
              "|---|---:|---:|---:|---:|"]
     for name, r in results.items():
-        label = {"none": "none (as read)", "all": "all"}.get(name, f"level {name[1:]} (period {periods[int(name[1:])]})")
+        label = {"none": "none (as read)", "all": "all"}[name] if name in ("none", "all") else \
+            f"level {name[1:]} (period {periods[int(name[1:])]})"
         lines.append(f"| {label} | {r['returning_first']:.3f} | {r['forgetting']:.3f} | {r['during_mean']:.3f} | "
                      f"{r['returning_mean']:.3f} |")
     (docs / f"{args.name}.md").write_text("\n".join(lines) + "\n")

@@ -1,13 +1,16 @@
 """benchmarks/cipher_level_freeze.py keeps exactly the levels it names out of one segment's steps."""
 
 import importlib.util
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from hope.models import build
-from hope.tasks.runner import _stream_losses
+from hope.tasks.config import TaskRunConfig
+from hope.tasks.runner import QUICK_MODEL, _stream_losses, run_task
 
 _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "cipher_level_freeze.py"
 _SPEC = importlib.util.spec_from_file_location("cipher_level_freeze", _PATH)
@@ -75,3 +78,24 @@ def test_a_learning_rate_scale_reads_as_a_model_with_those_learning_rates():
         memory.log_lr.data += torch.tensor([1.0, 4.0], dtype=torch.float64).log()
     losses, _ = freeze.read(model, ids, WINDOW, lr_scale=(1.0, 4.0))
     np.testing.assert_allclose(losses, _stream_losses(scaled, ids, WINDOW, True, torch.device("cpu")), rtol=1e-12)
+
+
+def test_the_script_reads_a_saved_run_as_it_was_scored_and_writes_its_tables(tmp_path, monkeypatch):
+    rng = np.random.default_rng(7)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz ABC.,"))
+    for k in range(60):
+        (tmp_path / f"doc{k:03d}.txt").write_text("".join(rng.choice(letters, size=int(rng.integers(150, 300)))))
+    run = tmp_path / "run"
+    run_task(TaskRunConfig(task="stream_cipher", arch="hope", out=str(run), steps=2, batch_size=2, seq_len=16,
+                           stream=True, eval_examples=2, eval_batch_size=2, save_model=True, progress=False,
+                           options={"segment": 48, "alphabet": "letters", "data": str(tmp_path)},
+                           model={**QUICK_MODEL, "cms_periods": (16, 32), "chunk_size": 16, "memory_chunk_size": 16}))
+    for extra in ([], ["--equal-token-rate"]):
+        monkeypatch.setattr(sys, "argv", ["cipher_level_freeze.py", "--run", str(run), "--docs", str(tmp_path / "docs"),
+                                          "--name", "probe", *extra])
+        freeze.main()
+        written = json.loads((tmp_path / "docs" / "probe.json").read_text())
+        assert list(written["results"]) == ["none", "L0", "L1", "all"]
+        assert written["lr_scale"] == ([1.0, 2.0] if extra else None)
+        table = (tmp_path / "docs" / "probe.md").read_text()
+        assert "| none (as read) |" in table and "| level 1 (period 32) |" in table and "| all |" in table
