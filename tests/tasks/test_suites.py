@@ -9,7 +9,8 @@ from hope.cli import main
 from hope.errors import HopeError
 from hope.tasks.config import TaskRunConfig
 from hope.tasks.formal_languages import LANGUAGES
-from hope.tasks.suites import (ARCHS, CPU_MODEL, MQAR_LENGTHS, MQAR_PAIRS, MQAR_WIDTHS, PAPER_CPU, PAPER_SMALL, SUITES,
+from hope.tasks.suites import (ARCHS, CPU_MODEL, MQAR_GRID, MQAR_LENGTHS, MQAR_PAIRS, MQAR_WIDTHS, PAPER_CPU, PAPER_SMALL,
+                               SUITES,
                                get_suite, plan, run_suite)
 
 STREAMING = "stream" in {f.name for f in dataclasses.fields(TaskRunConfig)}
@@ -23,7 +24,7 @@ def test_paper_cpu_runs_the_same_experiments_at_its_own_budget():
     assert {e.name for e in cpu.runs if e.experiment != "mqar"} <= {e.name for e in small.runs}
     grid = lambda suite: {(e.settings["model"]["d_model"], e.settings["options"]["length"],
                            e.settings["options"]["num_kv_pairs"]) for e in suite.runs if e.experiment == "mqar"}
-    assert grid(cpu) == {(w, 64, p) for w in PAPER_CPU.mqar_widths for p in PAPER_CPU.mqar_pairs}
+    assert grid(cpu) == {(w, n, p) for w in (32, 64) for n, p in ((64, 4), (64, 16), (128, 8), (256, 16))}
     for entry in cpu.runs:
         steps = {"formal": PAPER_CPU.formal_steps, "niah": PAPER_CPU.niah_steps,
                  "mqar": PAPER_CPU.mqar_steps}.get(entry.experiment, PAPER_CPU.steps)
@@ -32,6 +33,20 @@ def test_paper_cpu_runs_the_same_experiments_at_its_own_budget():
             assert {**CPU_MODEL, **entry.settings["model"]} == entry.settings["model"]
     cipher = [e for e in cpu.runs if e.experiment == "cipher"]
     assert sorted(e.settings["model"].get("cms_levels", 0) for e in cipher) == [0, 1, 2]  # 0: all three levels
+
+
+@pytest.mark.parametrize("budget", [PAPER_SMALL, PAPER_CPU])
+def test_mqar_entries_read_the_same_tokens_per_step_at_every_length(budget):
+    """Rows x length is the budget's tokens per step; on ``paper-cpu``'s diagonal (one pair per 16 tokens) every
+    step also holds the same number of queries."""
+    suite = get_suite("paper-small" if budget is PAPER_SMALL else "paper-cpu")
+    mqar = [e for e in suite.runs if e.experiment == "mqar"]
+    assert {e.settings["batch_size"] * e.settings["options"]["length"] for e in mqar} == {budget.mqar_tokens}
+    assert all(e.settings["lengths"] == (e.settings["options"]["length"],) for e in mqar)
+    diagonal = [e for e in mqar if e.settings["options"]["length"] == 16 * e.settings["options"]["num_kv_pairs"]]
+    assert {e.settings["batch_size"] * e.settings["options"]["num_kv_pairs"] for e in diagonal} == \
+        {budget.mqar_tokens // 16}
+    assert {e.settings["options"]["length"] for e in diagonal} == set(MQAR_LENGTHS)
 
 
 @pytest.mark.parametrize("suite_name, budget", [("paper-small", PAPER_SMALL), ("paper-cpu", PAPER_CPU)])
@@ -68,7 +83,8 @@ def test_paper_small_lists_every_experiment_of_issue_17(tmp_path):
     assert all(e.settings["steps"] >= 2000 for e in suite.runs)
     grid = {(e.settings["model"]["d_model"], e.settings["options"]["length"], e.settings["options"]["num_kv_pairs"])
             for e in by_experiment["mqar"]}
-    assert grid == {(w, n, p) for w in MQAR_WIDTHS for n in MQAR_LENGTHS for p in MQAR_PAIRS if 4 * p <= n}
+    assert grid == {(w, n, p) for w in MQAR_WIDTHS for n, p in MQAR_GRID}
+    assert {(n, p) for n, p in MQAR_GRID} == {(n, p) for n in MQAR_LENGTHS for p in MQAR_PAIRS if 4 * p <= n}
     assert all(e.settings["model"]["tie_embeddings"] is False for e in by_experiment["mqar"])
     assert {p for _, _, p in grid} == {4, 8, 16, 32, 64} and {n for _, n, _ in grid} == {64, 128, 256}
     assert sorted(e.settings.get("model", {}).get("cms_levels", 0) for e in by_experiment["cipher"]) == [0, 1, 2]
