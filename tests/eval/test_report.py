@@ -2,11 +2,12 @@
 
 import json
 import statistics
+from fractions import Fraction
 
 import pytest
 
 from hope.errors import HopeError
-from hope.eval.report import _by_seed, build_report, common_parts, model_label
+from hope.eval.report import _by_seed, build_report, common_parts, model_label, mqar_panels
 
 
 def write(folder, seed, accuracy, arch="hope", task_options=None, model_overrides=None, **config):
@@ -81,3 +82,14 @@ def test_continual_rows_pool_their_metrics(tmp_path, seeds):
     forgetting = "50.0" if len(seeds) == 1 else "50.0 ± 0.0"
     assert f"| hope (tiny) | {average} | {forgetting} |" in report
     assert f"| {', '.join(map(str, seeds))} |" in report
+
+
+def test_mqar_plot_has_a_panel_against_pairs_per_length_and_against_length_per_density():
+    """paper-cpu's cells: 4 and 16 pairs at length 64, then one pair per 16 tokens at 128 and 256."""
+    cells = {(model, length, pairs): [0.5] for model in ("hope", "transformer")
+             for length, pairs in ((64, 4), (64, 16), (128, 8), (256, 16))}
+    assert mqar_panels(cells) == [("pairs", 64), ("length", Fraction(1, 16))]
+    grid = {("hope", n, p): [0.5] for n in (64, 128, 256) for p in (4, 8, 16, 32, 64) if 4 * p <= n}
+    assert mqar_panels(grid) == [("pairs", 64), ("pairs", 128), ("pairs", 256), ("length", Fraction(1, 32)),
+                                 ("length", Fraction(1, 16)), ("length", Fraction(1, 8)), ("length", Fraction(1, 4))]
+    assert mqar_panels({("hope", 64, 4): [1.0]}) == []

@@ -118,7 +118,7 @@ def test_quick_suite_runs_resumes_and_reports(tmp_path, capsys):
     assert set(results["cipher"]["evals"]) == {"carried", "reset"}
     assert "A2" in results["cipher"]["evals"]["carried"]["returns"]
     report = (out / "report.md").read_text()
-    for section in ("## formal", "## mqar", "## cipher", "## long_document", "## niah", "## in_context", "| L64 kv4 | L64 kv8 |",
+    for section in ("## formal", "## mqar", "## cipher", "## long_document", "## niah", "## in_context", "| L64 kv4 | L64 kv8 | L128 kv8 |",
                     "Loss by position, long_document"):
         assert section in report
     assert (out / "report_mqar.png").is_file()
@@ -163,8 +163,8 @@ def test_bad_suite_input_raises_one_line_errors(tmp_path, capsys):
         run_suite("quick", tmp_path, [0], ["hope", "mamba"])
     with pytest.raises(HopeError, match="jobs"):
         run_suite("quick", tmp_path, [0], jobs=0)
-    with pytest.raises(HopeError, match="no entry of suite quick starts with 'mqar/L128'"):
-        run_suite("quick", tmp_path, [0], entries=["formal", "mqar/L128"])
+    with pytest.raises(HopeError, match="no entry of suite quick starts with 'mqar/L256'"):
+        run_suite("quick", tmp_path, [0], entries=["formal", "mqar/L256"])
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "suite.json").write_text(json.dumps({"suite": "paper-small"}))
     with pytest.raises(HopeError, match="holds suite 'paper-small'"):
@@ -177,9 +177,9 @@ def test_entries_runs_only_the_named_entries_and_counts_the_whole_suite(tmp_path
     out = tmp_path / "suite"
     record = run_suite("quick", out, [0], ["transformer"], progress=False, entries=["mqar", "formal/parity"])
     done = sorted(str(p.relative_to(out).parent.parent.parent) for p in out.rglob("result.json"))
-    assert done == ["formal/parity", "mqar/L64/kv4", "mqar/L64/kv8"]
-    assert record["runs"] == len(SUITES["quick"].runs) and record["finished"] == 3
-    assert run_suite("quick", out, [0], ["transformer"], progress=False, entries=["niah"])["resumed"] == 3
+    assert done == ["formal/parity", "mqar/L128/kv8", "mqar/L64/kv4", "mqar/L64/kv8"]
+    assert record["runs"] == len(SUITES["quick"].runs) and record["finished"] == 4
+    assert run_suite("quick", out, [0], ["transformer"], progress=False, entries=["niah"])["resumed"] == 4
 
 
 def test_the_record_is_written_before_and_after_every_run(tmp_path, monkeypatch):
@@ -195,8 +195,8 @@ def test_the_record_is_written_before_and_after_every_run(tmp_path, monkeypatch)
 
     monkeypatch.setattr(suites, "_run_one", run_one)
     run_suite("quick", out, [0], ["transformer"], progress=False, entries=["mqar"])
-    assert seen == [0, 1]
-    assert json.loads((out / "suite.json").read_text())["finished"] == 2
+    assert seen == [0, 1, 2]
+    assert json.loads((out / "suite.json").read_text())["finished"] == 3
 
 
 def test_suite_workers_end_with_the_suite_process(tmp_path):

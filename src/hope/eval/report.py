@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -519,26 +520,43 @@ def _legend_below(fig, handles: list, labels: list[str]) -> None:
     fig.tight_layout(rect=(0, extra / (height + extra), 1, 1))
 
 
+def mqar_panels(cells: dict[tuple[str, int, int], list[float]]) -> list[tuple[str, Fraction | int]]:
+    """The panels of the MQAR plot: accuracy against pairs at each length with two or more pair counts
+    (``("pairs", length)``), then against length at each density of pairs per token that two or more lengths share
+    (``("length", pairs / length)``: Zoology's diagonals)."""
+    settings = {(length, pairs) for _, length, pairs in cells}
+    lengths = sorted({length for length, _ in settings})
+    densities = sorted({Fraction(pairs, length) for length, pairs in settings})
+    return ([("pairs", n) for n in lengths if sum(length == n for length, _ in settings) > 1]
+            + [("length", d) for d in densities if sum(Fraction(p, n) == d for n, p in settings) > 1])
+
+
 def _plot_mqar(results: list[dict[str, Any]], out: Path, name: str, common: frozenset[str]) -> str | None:
-    """Accuracy against key-value pairs, one panel per sequence length, one line per model."""
+    """Accuracy against key-value pairs at each length, and against length at each density of pairs (one pair per
+    16 tokens: Zoology's diagonal); one line per model."""
     plt = _pyplot()
-    if plt is None:
-        return None
     cells = _mqar_cells(results, common)
-    lengths = sorted({length for _, length, _ in cells})
+    panels = mqar_panels(cells)
+    if plt is None or not panels:
+        return None
     models = sorted({model for model, _, _ in cells})
-    fig, axes = plt.subplots(1, len(lengths), figsize=(max(3.6 * len(lengths), 6.0), 3.4), squeeze=False)
-    for ax, length in zip(axes.flat, lengths):
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(3.6 * len(panels), 6.0), 3.4), squeeze=False)
+    for ax, (against, value) in zip(axes.flat, panels):
         for k, model in enumerate(models):
-            points = sorted((pairs, values) for (m, n, pairs), values in cells.items() if m == model and n == length)
+            points = sorted((pairs if against == "pairs" else length, values)
+                            for (m, length, pairs), values in cells.items()
+                            if m == model and (length == value if against == "pairs" else Fraction(pairs, length) == value))
             if points:
-                ax.errorbar([p for p, _ in points], [100 * _mean(v) for _, v in points],
+                ax.errorbar([x for x, _ in points], [100 * _mean(v) for _, v in points],
                             yerr=[100 * _spread(v) for _, v in points], marker="o", capsize=2,
                             color=_color(plt, k, len(models)), label=model)
         ax.set_xscale("log", base=2)
+        ticks = sorted({x for line in ax.get_lines() for x in line.get_xdata()})
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        ax.minorticks_off()
         ax.set_ylim(-2, 102)
-        ax.set_title(f"length {length}", fontsize=9)
-        ax.set_xlabel("key-value pairs", fontsize=8)
+        ax.set_title(f"length {value}" if against == "pairs" else f"one pair per {float(1 / value):g} tokens", fontsize=9)
+        ax.set_xlabel("key-value pairs" if against == "pairs" else "sequence length", fontsize=8)
         ax.tick_params(labelsize=7)
     axes.flat[0].set_ylabel("accuracy (%)", fontsize=8)
     _legend_below(fig, *axes.flat[0].get_legend_handles_labels())

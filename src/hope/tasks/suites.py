@@ -75,9 +75,10 @@ _QUICK = {"steps": 3, "batch_size": 4, "eval_examples": 4, "eval_batch_size": 4,
 def _quick() -> Suite:
     """One small entry per experiment of the paper suites: tiny models, three steps; runs in seconds."""
     runs = [SuiteRun("formal/parity", "formal_parity", _QUICK, "formal"),
-            *[SuiteRun(f"mqar/L64/kv{pairs}", "mqar", {**_QUICK, "lengths": (64,),
-                                                       "options": {"length": 64, "num_kv_pairs": pairs, "vocab_size": 64}},
-                       "mqar") for pairs in (4, 8)],
+            *[SuiteRun(f"mqar/L{length}/kv{pairs}", "mqar",
+                       {**_QUICK, "lengths": (length,),
+                        "options": {"length": length, "num_kv_pairs": pairs, "vocab_size": 64}},
+                       "mqar") for length, pairs in ((64, 4), (64, 8), (128, 8))],
             SuiteRun("cipher", "stream_cipher", {**_QUICK, "eval_examples": 2, "options": {"segment": 64}}, "cipher"),
             SuiteRun("long_document", "stream_long_document", {**_QUICK, "eval_examples": 2, "options": {"length": 256}},
                      "long_document"),
