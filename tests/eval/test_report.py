@@ -84,12 +84,14 @@ def test_continual_rows_pool_their_metrics(tmp_path, seeds):
     assert f"| {', '.join(map(str, seeds))} |" in report
 
 
-def test_mqar_plot_has_a_panel_against_pairs_per_length_and_against_length_per_density():
-    """paper-cpu's cells: 4 and 16 pairs at length 64, then one pair per 16 tokens at 128 and 256."""
+def test_mqar_plot_has_a_panel_for_every_setting_that_two_cells_share():
+    """paper-cpu's cells: 4 and 16 pairs at lengths 64 and 256, one pair per 16 tokens at 64, 128 and 256."""
     cells = {(model, length, pairs): [0.5] for model in ("hope", "transformer")
-             for length, pairs in ((64, 4), (64, 16), (128, 8), (256, 16))}
-    assert mqar_panels(cells) == [("pairs", 64), ("length", Fraction(1, 16))]
+             for length, pairs in ((64, 4), (64, 16), (128, 8), (256, 4), (256, 16))}
+    assert mqar_panels(cells) == [("pairs", 64), ("pairs", 256), ("length", 4), ("length", 16),
+                                  ("density", Fraction(1, 16))]
     grid = {("hope", n, p): [0.5] for n in (64, 128, 256) for p in (4, 8, 16, 32, 64) if 4 * p <= n}
-    assert mqar_panels(grid) == [("pairs", 64), ("pairs", 128), ("pairs", 256), ("length", Fraction(1, 32)),
-                                 ("length", Fraction(1, 16)), ("length", Fraction(1, 8)), ("length", Fraction(1, 4))]
+    assert mqar_panels(grid) == [("pairs", 64), ("pairs", 128), ("pairs", 256), ("length", 4), ("length", 8),
+                                 ("length", 16), ("length", 32), ("density", Fraction(1, 32)),
+                                 ("density", Fraction(1, 16)), ("density", Fraction(1, 8)), ("density", Fraction(1, 4))]
     assert mqar_panels({("hope", 64, 4): [1.0]}) == []

@@ -24,7 +24,7 @@ def test_paper_cpu_runs_the_same_experiments_at_its_own_budget():
     assert {e.name for e in cpu.runs if e.experiment != "mqar"} <= {e.name for e in small.runs}
     grid = lambda suite: {(e.settings["model"]["d_model"], e.settings["options"]["length"],
                            e.settings["options"]["num_kv_pairs"]) for e in suite.runs if e.experiment == "mqar"}
-    assert grid(cpu) == {(w, n, p) for w in (32, 64) for n, p in ((64, 4), (64, 16), (128, 8), (256, 16))}
+    assert grid(cpu) == {(w, n, p) for w in (32, 64) for n, p in ((64, 4), (64, 16), (128, 4), (128, 8), (256, 4), (256, 16))}
     for entry in cpu.runs:
         steps = {"formal": PAPER_CPU.formal_steps, "niah": PAPER_CPU.niah_steps,
                  "mqar": PAPER_CPU.mqar_steps}.get(entry.experiment, PAPER_CPU.steps)

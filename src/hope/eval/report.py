@@ -520,32 +520,45 @@ def _legend_below(fig, handles: list, labels: list[str]) -> None:
     fig.tight_layout(rect=(0, extra / (height + extra), 1, 1))
 
 
-def mqar_panels(cells: dict[tuple[str, int, int], list[float]]) -> list[tuple[str, Fraction | int]]:
-    """The panels of the MQAR plot: accuracy against pairs at each length with two or more pair counts
-    (``("pairs", length)``), then against length at each density of pairs per token that two or more lengths share
-    (``("length", pairs / length)``: Zoology's diagonals)."""
+def mqar_panels(cells: dict[tuple[str, int, int], list[float]]) -> list[tuple[str, int | Fraction]]:
+    """The panels of the MQAR plot, each over the settings that two or more cells share: accuracy against pairs at
+    each length (``("pairs", length)``), against length at each number of pairs (``("length", pairs)``), and against
+    length at each density of pairs per token (``("density", pairs / length)``: Zoology's diagonals)."""
     settings = {(length, pairs) for _, length, pairs in cells}
-    lengths = sorted({length for length, _ in settings})
-    densities = sorted({Fraction(pairs, length) for length, pairs in settings})
-    return ([("pairs", n) for n in lengths if sum(length == n for length, _ in settings) > 1]
-            + [("length", d) for d in densities if sum(Fraction(p, n) == d for n, p in settings) > 1])
+    keys = {"pairs": lambda n, p: n, "length": lambda n, p: p, "density": lambda n, p: Fraction(p, n)}
+    panels = []
+    for kind, key in keys.items():
+        counts: dict[int | Fraction, int] = {}
+        for length, pairs in settings:
+            counts[key(length, pairs)] = counts.get(key(length, pairs), 0) + 1
+        panels += [(kind, value) for value in sorted(counts) if counts[value] > 1]
+    return panels
+
+
+def _in_panel(kind: str, value: int | Fraction, length: int, pairs: int) -> int | None:
+    """The x of cell (length, pairs) in panel (kind, value), or None when the cell is not in it."""
+    if kind == "pairs":
+        return pairs if length == value else None
+    return length if (pairs if kind == "length" else Fraction(pairs, length)) == value else None
 
 
 def _plot_mqar(results: list[dict[str, Any]], out: Path, name: str, common: frozenset[str]) -> str | None:
-    """Accuracy against key-value pairs at each length, and against length at each density of pairs (one pair per
-    16 tokens: Zoology's diagonal); one line per model."""
+    """Accuracy against key-value pairs at each length, against length at each number of pairs and along each
+    density of pairs (Zoology's diagonals); one line per model, at most four panels a row."""
     plt = _pyplot()
     cells = _mqar_cells(results, common)
     panels = mqar_panels(cells)
     if plt is None or not panels:
         return None
     models = sorted({model for model, _, _ in cells})
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(3.6 * len(panels), 6.0), 3.4), squeeze=False)
-    for ax, (against, value) in zip(axes.flat, panels):
+    columns = min(4, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(max(3.4 * columns, 6.0), 3.0 * rows), squeeze=False)
+    titles = {"pairs": "length {}", "length": "{} pairs", "density": "one pair per {} tokens"}
+    for ax, (kind, value) in zip(axes.flat, panels):
         for k, model in enumerate(models):
-            points = sorted((pairs if against == "pairs" else length, values)
-                            for (m, length, pairs), values in cells.items()
-                            if m == model and (length == value if against == "pairs" else Fraction(pairs, length) == value))
+            points = sorted((x, values) for (m, length, pairs), values in cells.items()
+                            if m == model and (x := _in_panel(kind, value, length, pairs)) is not None)
             if points:
                 ax.errorbar([x for x, _ in points], [100 * _mean(v) for _, v in points],
                             yerr=[100 * _spread(v) for _, v in points], marker="o", capsize=2,
@@ -555,10 +568,13 @@ def _plot_mqar(results: list[dict[str, Any]], out: Path, name: str, common: froz
         ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
         ax.minorticks_off()
         ax.set_ylim(-2, 102)
-        ax.set_title(f"length {value}" if against == "pairs" else f"one pair per {float(1 / value):g} tokens", fontsize=9)
-        ax.set_xlabel("key-value pairs" if against == "pairs" else "sequence length", fontsize=8)
+        ax.set_title(titles[kind].format(f"{float(1 / value):g}" if kind == "density" else value), fontsize=9)
+        ax.set_xlabel("key-value pairs" if kind == "pairs" else "sequence length", fontsize=8)
         ax.tick_params(labelsize=7)
-    axes.flat[0].set_ylabel("accuracy (%)", fontsize=8)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("accuracy (%)", fontsize=8)
     _legend_below(fig, *axes.flat[0].get_legend_handles_labels())
     fig.savefig(out.parent / name, dpi=110)
     plt.close(fig)

@@ -150,15 +150,15 @@ PAPER_SMALL = Budget(steps=2000, formal_steps=2000, model={}, formal_rows=32, mq
 
 CPU_MODEL = {"d_model": 64, "n_layers": 2, "n_heads": 4}
 PAPER_CPU = Budget(steps=400, formal_steps=2000, model=CPU_MODEL, formal_rows=8, mqar_widths=(32, 64),
-                   mqar_cells=((64, 4), (64, 16), (128, 8), (256, 16)), mqar_steps=1000, mqar_tokens=32 * 64,
+                   mqar_cells=((64, 4), (64, 16), (128, 4), (128, 8), (256, 4), (256, 16)), mqar_steps=1000, mqar_tokens=32 * 64,
                    mqar_options={"vocab_size": 64, "random_non_queries": False}, stream_rows=8, stream_seq_len=256, cipher_segment=1024,
                    letter_cipher_periods=(64, 256, 1024), letter_cipher_seq_len=64, letter_cipher_segment=4096,
                    long_document_length=4096, niah_steps=1000, niah_length=256, niah_factors=(1, 2, 4, 8),
                    niah_rows=16, niah_examples=32, in_context_rows=4, in_context_examples=64)
 """The same experiments cut toward what 2 CPU cores run (10-20 process-hours: docs/tasks.md, suites): 2-layer
 width-64 models, 400 steps (formal languages: 2,000 of 8 rows; at 400 steps of 16 rows parity was still
-learning), shorter streams, MQAR at widths 32 and 64 on 4 and 16 pairs at length 64 and on one pair per 16 tokens at lengths
-128 and 256 (Zoology's diagonal: 8 and 16 pairs), 1,000 steps of 2,048 tokens (32 rows of 64, 16 of 128, 8 of 256:
+learning), shorter streams, MQAR at widths 32 and 64 on 4 pairs at lengths 64, 128 and 256, on 16 pairs at length 64 and on
+one pair per 16 tokens at lengths 128 and 256 (Zoology's diagonal: 8 and 16 pairs), 1,000 steps of 2,048 tokens (32 rows of 64, 16 of 128, 8 of 256:
 the same queries per step along the diagonal), 64 token ids and no random filler (where Transformer++ reaches 100%
 on 4 pairs at width 64; 64 ids hold at most 31 pairs, so not the issue's 64), fewer evaluation rows; needles trained
 on rows of 256 for 1,000 steps of 16 (at 512 x 8 for 400 steps every model scored 0%, and Transformer++ at 256 x 16
