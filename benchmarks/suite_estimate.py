@@ -8,12 +8,7 @@ forward speed. Writes ``DOCS/suite_estimate_<suite>.json`` and ``.md``.
 
     python benchmarks/suite_estimate.py paper-small --seeds 3 --docs docs/results
 
-Speeds depend on the machine and on what else runs on it; the markdown records the load average. After the suite
-changes, ``--speeds`` keeps an earlier estimate's measurements: a run whose entry, architecture and training row
-length that estimate timed takes its seconds per training row and its evaluation seconds from there (so a new
-number of rows per step rescales its time), and only the other runs are timed:
-
-    python benchmarks/suite_estimate.py paper-small --seeds 3 --speeds docs/results/suite_estimate_paper-small.json
+Speeds depend on the machine and on what else runs on it; the markdown records the load average.
 """
 
 from __future__ import annotations
@@ -79,25 +74,6 @@ def forward_seconds_per_token(arch: str, model: dict, vocab: int, rows: int, len
     return (time.perf_counter() - started) / ids.numel()
 
 
-def _earlier_runs(path: Path) -> dict[tuple[str, str, int], dict]:
-    """The seed-0 runs of an earlier estimate, by (entry, arch, training row length)."""
-    try:
-        report = json.loads(path.read_text())
-        return {(r["entry"], r["arch"], r["batch"][1]): r for r in report["runs_seed0"]}
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
-        raise SystemExit(f"--speeds {path}: not an estimate written by this script ({error})") from None
-
-
-def _rescaled(earlier: dict, run) -> dict:
-    """An earlier estimate's run at this run's steps and rows per step (its seconds per row kept)."""
-    config = run.config
-    row_seconds = earlier["step_s"] / earlier["batch"][0]
-    return {**earlier, "experiment": run.entry.experiment, "steps": config.steps,
-            "batch": [config.batch_size, earlier["batch"][1]], "step_s": round(config.batch_size * row_seconds, 4),
-            "train_s": round(config.steps * config.batch_size * row_seconds, 1),
-            "timed": earlier.get("timed") if earlier.get("timed") not in (None, "here") else "earlier estimate"}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suite")
@@ -108,10 +84,7 @@ def main() -> None:
     parser.add_argument("--eval-length", type=int, default=2048,
                         help="longest evaluation row timed (longer rows are read in windows; default 2048)")
     parser.add_argument("--docs", default="docs/results")
-    parser.add_argument("--speeds", type=Path, default=None,
-                        help="an earlier estimate's JSON whose measured runs to reuse (same entry, arch and length)")
     args = parser.parse_args()
-    earlier = _earlier_runs(args.speeds) if args.speeds else {}
     torch.set_num_threads(1)
     runs = plan(get_suite(args.suite), "/nonexistent", list(range(args.seeds)), args.archs)
     train_cache: dict[str, float] = {}
@@ -120,10 +93,6 @@ def main() -> None:
     for run in [r for r in runs if r.seed == 0]:
         config = run.config
         vocab, length, evals = shapes(config)
-        reused = earlier.get((run.entry.name, run.arch, length))
-        if reused is not None:
-            rows.append(_rescaled(reused, run))
-            continue
         rounded = 1 << max(5, (length - 1).bit_length())
         key = json.dumps([run.arch, config.model, rounded])  # the vocabulary (5 to 257 ids) barely matters at tiny
         if key not in train_cache:
@@ -140,8 +109,7 @@ def main() -> None:
         rows.append({"entry": run.entry.name, "experiment": run.entry.experiment, "arch": run.arch,
                      "steps": config.steps, "batch": [config.batch_size, length],
                      "step_s": round(config.batch_size * train_cache[key], 4),
-                     "train_s": round(train_seconds, 1), "eval_s": round(eval_seconds, 1), "stream": run.entry.stream,
-                     "timed": "here"})
+                     "train_s": round(train_seconds, 1), "eval_s": round(eval_seconds, 1), "stream": run.entry.stream})
     per_seed = sum(r["train_s"] + r["eval_s"] for r in rows)
     experiments: dict[str, float] = {}
     for r in rows:
@@ -150,7 +118,7 @@ def main() -> None:
     report = {"suite": args.suite, "seeds": args.seeds, "runs": len(runs), "hours_one_process": args.seeds * per_seed / 3600,
               "hours_by_experiment": {k: v / 3600 for k, v in experiments.items()}, "load_average": load,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread",
-              "speeds_from": str(args.speeds) if args.speeds else None, "runs_seed0": rows}
+              "runs_seed0": rows}
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     (docs / f"suite_estimate_{args.suite}.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -158,16 +126,14 @@ def main() -> None:
              f"    python benchmarks/suite_estimate.py {args.suite} --seeds {args.seeds}", "",
              f"{len(runs)} runs ({args.seeds} seeds). Speeds timed on {report['machine']}, load average {load:.1f} "
              "while timing (other jobs on the cores make every number here slower than on a quiet machine).", "",
-             *([f"{sum(r['timed'] != 'here' for r in rows)} of the {len(rows)} runs of seed 0 reuse the speeds that "
-                f"`{args.speeds}` measured (column `timed`), rescaled to their rows per step.", ""] if args.speeds else []),
              "| experiment | hours (one process, 1 thread) |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in report["hours_by_experiment"].items()]
     lines += [f"| **all** | **{report['hours_one_process']:.1f}** |", "",
               "Per run, seed 0 (training seconds = steps x measured seconds per step; evaluation at the measured "
-              "forward speed):", "", "| entry | arch | steps | rows x length | s/step | train s | eval s | timed |",
-              "|---|---|---:|---|---:|---:|---:|---|"]
+              "forward speed):", "", "| entry | arch | steps | rows x length | s/step | train s | eval s |",
+              "|---|---|---:|---|---:|---:|---:|"]
     lines += [f"| {r['entry']} | {r['arch']} | {r['steps']} | {r['batch'][0]} x {r['batch'][1]} | {r['step_s']} | "
-              f"{r['train_s']} | {r['eval_s']} | {r['timed']} |" for r in rows]
+              f"{r['train_s']} | {r['eval_s']} |" for r in rows]
     (docs / f"suite_estimate_{args.suite}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[:12 + len(experiments)]))
 
