@@ -134,7 +134,8 @@ class HopeConfig(CMSConfig):
     and old checkpoints). Why ``full``: docs/results.md, "Ablations of Hope"."""
     memory: str = "deep"
     """``deep``: every memory is a 2-layer residual MLP per head (NL Eq. 89); ``linear``: a matrix per head (the
-    fast path on ``hope.ops.dgd``)."""
+    fast path on ``hope.ops.dgd``). The paper's deep form is the default; at a 2-layer width-64 scale the linear form
+    learned MQAR's pairs far faster (docs/results.md, "Why Hope stores less")."""
     memory_expansion: int = 1
     """Hidden width of each deep memory per head, in multiples of the head dimension."""
     chunk_size: int = 64
