@@ -4,7 +4,8 @@ Layout of ``DIR``::
 
     model.safetensors     weights
     config.json           model config (``ModelConfig.to_dict``)
-    tokenizer.json        the tokenizer the model was trained with
+    tokenizer.json        the tokenizer the model was trained with (absent for a model of token ids, such as
+                          MQAR's: ``save_checkpoint(..., tokenizer=None)``)
     trainer.safetensors   optimizer / scheduler tensors (absent in weights-only checkpoints)
     trainer.json          the rest of the trainer state (step, schedules, metrics)
     manifest.json         sha256 of every other file, written last
@@ -89,10 +90,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(directory: str | Path, model: LanguageModel, tokenizer: Tokenizer,
+def save_checkpoint(directory: str | Path, model: LanguageModel, tokenizer: Tokenizer | None,
                     trainer_state: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint to ``directory`` atomically; an existing checkpoint there is replaced only
-    once the new one is complete on disk."""
+    once the new one is complete on disk. ``tokenizer=None``: a model of token ids, with no tokenizer.json."""
     directory = Path(directory)
     tmp = _fresh_tmp(directory, f"tmp{os.getpid()}")
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -157,10 +158,12 @@ def _fresh_tmp(directory: Path, suffix: str) -> Path:
     return tmp
 
 
-def _write_header(tmp: Path, model: LanguageModel, tokenizer: Tokenizer, trainer_state: dict[str, Any] | None) -> None:
-    """config.json, tokenizer.json and the trainer state (JSON skeleton and safetensors)."""
+def _write_header(tmp: Path, model: LanguageModel, tokenizer: Tokenizer | None,
+                  trainer_state: dict[str, Any] | None) -> None:
+    """config.json, tokenizer.json (if any) and the trainer state (JSON skeleton and safetensors)."""
     (tmp / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2))
-    (tmp / "tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
+    if tokenizer is not None:
+        (tmp / "tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
     if trainer_state is not None:
         skeleton, tensors = flatten(trainer_state)
         save_file(tensors, str(tmp / "trainer.safetensors"))
@@ -210,7 +213,7 @@ def verify_checkpoint(directory: str | Path) -> dict[str, str]:
     except json.JSONDecodeError:
         raise HopeError(f"checkpoint {directory} is corrupt: {MANIFEST} is not valid JSON") from None
     weights = f"{SHARDED}/.metadata" if (directory / SHARDED).is_dir() else "model.safetensors"
-    for name in (weights, "config.json", "tokenizer.json"):
+    for name in (weights, "config.json"):
         if name not in manifest:
             raise HopeError(f"checkpoint {directory} is incomplete: {name} is not in its manifest")
     for name, digest in manifest.items():
@@ -222,18 +225,26 @@ def verify_checkpoint(directory: str | Path) -> dict[str, str]:
     return manifest
 
 
-def read_header(directory: str | Path,
-                with_trainer_state: bool = False) -> tuple[ModelConfig, Tokenizer, dict[str, Any] | None]:
+def read_header(directory: str | Path, with_trainer_state: bool = False,
+                text: bool = True) -> tuple[ModelConfig, Tokenizer | None, dict[str, Any] | None]:
     """Verify a checkpoint (or the one in a run directory) and read all but its weights:
-    ``(model config, tokenizer, trainer_state or None)``."""
+    ``(model config, tokenizer, trainer_state or None)``. ``text=False`` also accepts a model of token ids (no
+    tokenizer.json), whose tokenizer is ``None``; with ``text=True`` it is refused."""
     directory = checkpoint_dir(directory)
     manifest = verify_checkpoint(directory)
     try:
         config = config_from_dict(json.loads((directory / "config.json").read_text()))
     except json.JSONDecodeError:
         raise HopeError(f"checkpoint {directory} is corrupt: config.json is not valid JSON") from None
-    tokenizer = tokenizer_from_json((directory / "tokenizer.json").read_text(encoding="utf-8"), f"{directory}/tokenizer.json")
-    if tokenizer.vocab_size > config.vocab_size:
+    if "tokenizer.json" not in manifest:
+        if text:
+            raise HopeError(f"checkpoint {directory} has no tokenizer: it models token ids (a task such as mqar), "
+                            "not text")
+        tokenizer = None
+    else:
+        tokenizer = tokenizer_from_json((directory / "tokenizer.json").read_text(encoding="utf-8"),
+                                        f"{directory}/tokenizer.json")
+    if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
         raise HopeError(f"checkpoint {directory}: tokenizer has {tokenizer.vocab_size} tokens but the model only {config.vocab_size}")
     trainer_state = None
     if with_trainer_state:
@@ -247,12 +258,13 @@ def read_header(directory: str | Path,
     return config, tokenizer, trainer_state
 
 
-def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",
-                    with_trainer_state: bool = False) -> tuple[LanguageModel, Tokenizer, dict[str, Any] | None]:
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu", with_trainer_state: bool = False,
+                    text: bool = True) -> tuple[LanguageModel, Tokenizer | None, dict[str, Any] | None]:
     """Read and verify a checkpoint (or the one in a run directory): ``(model, tokenizer, trainer_state or None)``;
-    a sharded one is gathered whole into this process (its optimizer state stays on disk)."""
+    a sharded one is gathered whole into this process (its optimizer state stays on disk). ``text``: as in
+    :func:`read_header`."""
     directory = checkpoint_dir(directory)
-    config, tokenizer, trainer_state = read_header(directory, with_trainer_state)
+    config, tokenizer, trainer_state = read_header(directory, with_trainer_state, text)
     model = LanguageModel(config)
     if (directory / SHARDED).is_dir():
         _load_sharded_weights(directory, model)

@@ -135,8 +135,25 @@ def test_a_saved_model_evaluates_again_alike_and_takes_probes_that_keep_its_weig
                                model={"d_model": 64}))
     with pytest.raises(HopeError, match="0 evaluates a --checkpoint"):
         TaskRunConfig(**common, out=str(tmp_path / "none"), steps=0)
-    with pytest.raises(HopeError, match="--save-model applies to the tasks written"):
-        TaskRunConfig(task="mqar", out=str(tmp_path / "mqar"), save_model=True)
+    with pytest.raises(HopeError, match="--save-model applies to sequence and stream tasks"):
+        TaskRunConfig(task="continual_sotu_eras", out=str(tmp_path / "eras"), save_model=True)
+
+
+def test_a_model_of_token_ids_is_saved_without_a_tokenizer_and_evaluates_again_alike(tmp_path):
+    common = dict(task="mqar", eval_examples=4, eval_batch_size=4, lengths=(32,), progress=False,
+                  options={"length": 32, "num_kv_pairs": 2, "vocab_size": 16})
+    trained = run_task(TaskRunConfig(**common, arch="hope", out=str(tmp_path / "train"), steps=2, batch_size=2,
+                                     model=dict(QUICK_MODEL), save_model=True))
+    saved = tmp_path / "train" / "model"
+    assert not (saved / "tokenizer.json").exists()
+    model, tokenizer, _ = load_checkpoint(saved, text=False)
+    assert tokenizer is None and model.config.arch == "hope"
+    again = run_task(TaskRunConfig(**common, out=str(tmp_path / "again"), steps=0, checkpoint=str(saved)))
+    assert {k: v["token_accuracy"] for k, v in again["evals"].items()} == \
+        {k: v["token_accuracy"] for k, v in trained["evals"].items()}
+    with pytest.raises(HopeError, match="has no tokenizer: it models token ids"):
+        run_task(TaskRunConfig(task="niah_single_1", out=str(tmp_path / "text"), steps=0, checkpoint=str(saved),
+                               progress=False))
 
 
 def test_an_in_context_run_with_fewer_stages_is_scored_on_the_stages_its_rows_have(tmp_path, intent_data_dir):

@@ -94,3 +94,21 @@ def test_configs_saved_before_a_field_existed_keep_their_function(arch):
     old = config_from_dict({k: v for k, v in saved.items() if k not in legacy})
     assert {name: getattr(old, name) for name in legacy} == legacy
     assert config_from_dict(saved).to_dict() == saved
+
+
+def test_a_model_of_token_ids_round_trips_without_a_tokenizer_and_is_refused_where_text_is_read(tmp_path):
+    model = build("transformer", "tiny", vocab_size=16, d_model=32, n_layers=2, n_heads=2)
+    save_checkpoint(tmp_path / "ids", model, None)
+    assert not (tmp_path / "ids" / "tokenizer.json").exists()
+    loaded, tokenizer, _ = load_checkpoint(tmp_path / "ids", text=False)
+    assert tokenizer is None
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    with pytest.raises(HopeError, match="has no tokenizer: it models token ids"):
+        load_checkpoint(tmp_path / "ids")
+
+
+def test_a_listed_tokenizer_that_is_missing_is_an_incomplete_checkpoint(saved):
+    _, path = saved
+    (path / "tokenizer.json").unlink()
+    with pytest.raises(HopeError, match="incomplete: tokenizer.json is missing"):
+        load_checkpoint(path, text=False)

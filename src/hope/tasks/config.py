@@ -62,7 +62,8 @@ class TaskRunConfig:
     save_model: bool = False
     """Write the trained model to OUT/model (a checkpoint, ``hope.checkpoint``) so that it can be evaluated again,
     e.g. at other lengths or with a component frozen: ``--checkpoint OUT/model --steps 0`` (sequence tasks; stream
-    tasks' models are read by probes such as ``benchmarks/cipher_level_freeze.py``)."""
+    tasks' models are read by probes such as ``benchmarks/cipher_level_freeze.py``). Tasks of token ids (mqar, the
+    formal languages) save no tokenizer; those with a reconstruction decoder (some MAD tasks) are refused."""
     model: dict[str, Any] = field(default_factory=dict)
     """Model config overrides, KEY=VALUE, e.g. cms_levels=2. With ``--checkpoint`` only the fields that keep its
     weights apply (e.g. test_time_learning=false, cms_periods): the probes of a trained model."""
@@ -98,9 +99,8 @@ class TaskRunConfig:
             raise HopeError("steps must be at least 1 (0 evaluates a --checkpoint without training)")
         if self.steps == 0 and family in ("continual", "stream"):
             raise HopeError(f"--steps 0 (evaluation only) applies to sequence tasks, not the {family} task {self.task}")
-        if self.save_model and (family == "continual" or not spec.text):
-            raise HopeError("--save-model applies to the tasks written in a tokenizer's ids (niah, babilong, "
-                            f"in_context, stream), whose checkpoint holds that tokenizer; not {self.task}")
+        if self.save_model and family == "continual":
+            raise HopeError(f"--save-model applies to sequence and stream tasks, not the continual task {self.task}")
         for name in ("batch_size", "eval_examples", "eval_batch_size", "eval_chunk", "seq_len",
                      "max_bad_steps", "log_every"):
             if getattr(self, name) < 1:

@@ -68,7 +68,7 @@ def _fresh_model(config: TaskRunConfig, vocab_size: int, device: torch.device) -
 def checkpoint_model(config: TaskRunConfig, device: torch.device):
     """The model and tokenizer of ``config.checkpoint``, to fine-tune or evaluate, with ``config.model`` applied
     to its config where the weights stay the same (a probe such as ``test_time_learning=False``)."""
-    model, tokenizer, _ = load_checkpoint(config.checkpoint, device)
+    model, tokenizer, _ = load_checkpoint(config.checkpoint, device, text=get_task(config.task).text)
     if not config.model:
         return model, tokenizer
     settings = {k: v for k, v in model.config.to_dict().items() if k != "arch"}
@@ -148,7 +148,7 @@ def run_task(config: TaskRunConfig) -> dict[str, Any]:
     if out.exists() and not out.is_dir():
         raise HopeError(f"--out {out} is not a folder (a file of that name exists)")
     require_packages(config.logger)
-    width = (read_header(config.checkpoint)[0] if config.checkpoint else
+    width = (read_header(config.checkpoint, text=get_task(config.task).text)[0] if config.checkpoint else
              make_config(config.arch, config.size, **config.model)).d_model
     apply_threads(plan_threads(config.threads, d_model=width, device=resolve_device(config.device).type))
     with RunLock(out):
@@ -189,6 +189,9 @@ def _run_sequence(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> di
     eval_tasks = {label: spec.build(tokenizer, **{**spec.train, **config.options, **overrides})
                   for label, overrides in settings.items()}
     decoder = None
+    if train_task.objective == "reconstruct" and config.save_model:
+        raise HopeError(f"--save-model cannot keep {spec.name}'s reconstruction decoder (it is not part of the model's "
+                        "checkpoint); run it without --save-model")
     if train_task.objective == "reconstruct":
         longest = max([train_task.length] + [t.length for t in eval_tasks.values()])
         decoder = ReconstructionDecoder(model.config.d_model, train_task.vocab_size, longest).to(device)
@@ -212,7 +215,7 @@ def _run_sequence(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> di
                         lambda _, batch: _answer_loss(predictor.logits(batch[0]), batch[1]),
                         config.steps, callbacks=[record, step_log], bar=bar)
     if config.save_model:
-        save_checkpoint(Path(config.out) / "model", model, tokenizer or _tokenizer(config))
+        save_checkpoint(Path(config.out) / "model", model, tokenizer)
     model.eval()
     evals = {}
     for index, (label, task) in enumerate(eval_tasks.items()):
