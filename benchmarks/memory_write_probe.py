@@ -10,7 +10,8 @@ alone into the chunk-start weights ``W`` (``MemoryBank.fold`` with the token's `
   step leaves unwritten (``benchmarks/memory_capacity.py`` measures the same at initialisation, with set steps);
 * ``eta_t``: the step the model chose (``HopeConfig.sigmoid_gates``: below 1).
 
-Per layer, the mean and the 10th / 50th / 90th percentiles over every token of the rows. The chunk-level momentum
+Per layer, the mean and the 10th / 50th / 90th percentiles over the tokens of the key-value pairs (the first
+``2 num_kv_pairs`` of a row, where the pairs must be written) and the mean over the rest. The chunk-level momentum
 (``HopeConfig.momentum``) that adds earlier chunks' steps is not counted. Writes ``NAME.json`` and ``NAME.md`` under
 ``--docs``.
 
@@ -44,8 +45,8 @@ class WriteRecorder:
 
         def record_fold(group, weights, velocity, chunk, queries=None):
             if group == "mem":
-                self.etas.append(chunk["eta"].detach().flatten())
-                self.missing.append(own_write_missing(bank, weights, chunk).flatten())
+                self.etas.append(chunk["eta"].detach())
+                self.missing.append(own_write_missing(bank, weights, chunk))
             return fold(group, weights, velocity, chunk, queries)
 
         mixer._fold = record_fold
@@ -80,12 +81,16 @@ def probe(run: Path, rows: int, seed: int) -> dict:
     batch = task.batch(np.random.default_rng(seed), rows)
     with torch.no_grad():
         model(torch.from_numpy(batch.input_ids))
-    layers = []
+    layers, pairs = [], 2 * task.num_kv_pairs
+    quantiles = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
     for recorder in recorders:
-        missing, eta = torch.cat(recorder.missing).double(), torch.cat(recorder.etas).double()
-        quantiles = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
-        layers.append({"missing_mean": missing.mean().item(), "missing_q10_q50_q90": missing.quantile(quantiles).tolist(),
-                       "eta_mean": eta.mean().item(), "eta_q10_q50_q90": eta.quantile(quantiles).tolist()})
+        missing, eta = (torch.cat(values, 1).double() for values in (recorder.missing, recorder.etas))  # [B, T, H]
+        layer = {}
+        for name, values in (("missing", missing), ("eta", eta)):
+            layer.update({f"{name}_pairs": values[:, :pairs].mean().item(),
+                          f"{name}_pairs_q10_q50_q90": values[:, :pairs].flatten().quantile(quantiles).tolist(),
+                          f"{name}_rest": values[:, pairs:].mean().item()})
+        layers.append(layer)
     accuracy = next(iter(result["evals"].values()))["item_accuracy"]
     return {"run": str(run), "memory": model.config.memory, "memory_expansion": model.config.memory_expansion,
             "dgd": model.config.dgd, "model_overrides": result["model_overrides"], "accuracy": accuracy,
@@ -107,7 +112,7 @@ def main() -> None:
     results = []
     for run in args.runs:
         results.append(probe(Path(run), args.rows, args.seed))
-        print(f"{run}: " + "; ".join(f"layer {i} missing {layer['missing_mean']:.3f} eta {layer['eta_mean']:.3f}"
+        print(f"{run}: " + "; ".join(f"layer {i} missing {layer['missing_pairs']:.3f} eta {layer['eta_pairs']:.3f}"
                                      for i, layer in enumerate(results[-1]["layers"])), flush=True)
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
@@ -116,16 +121,17 @@ def main() -> None:
     lines = [f"# {__doc__.splitlines()[0]}", "",
              f"{args.rows} rows of each run's task, seed {args.seed}. Command: `python benchmarks/memory_write_probe.py "
              f"--runs {' '.join(args.runs)}`.", "",
-             "| run | overrides | accuracy | layer | missing: mean (10% / 50% / 90%) | eta_t: mean (10% / 50% / 90%) |",
-             "|---|---|---:|---:|---|---|"]
+             "| run | overrides | accuracy | layer | missing over the pairs: mean (10% / 50% / 90%) | the rest "
+             "| eta_t over the pairs: mean (10% / 50% / 90%) | the rest |", "|---|---|---:|---:|---|---:|---|---:|"]
     for result in results:
         overrides = ", ".join(f"{k}={v}" for k, v in result["model_overrides"].items()
                               if k not in ("d_model", "n_layers", "tie_embeddings")) or "-"
         for i, layer in enumerate(result["layers"]):
             spread = lambda values: " / ".join(f"{v:.2f}" for v in values)  # noqa: E731
             lines.append(f"| `{result['run']}` | {overrides} | {100 * result['accuracy']:.1f}% | {i} "
-                         f"| {layer['missing_mean']:.3f} ({spread(layer['missing_q10_q50_q90'])}) "
-                         f"| {layer['eta_mean']:.3f} ({spread(layer['eta_q10_q50_q90'])}) |")
+                         f"| {layer['missing_pairs']:.3f} ({spread(layer['missing_pairs_q10_q50_q90'])}) "
+                         f"| {layer['missing_rest']:.3f} | {layer['eta_pairs']:.3f} "
+                         f"({spread(layer['eta_pairs_q10_q50_q90'])}) | {layer['eta_rest']:.3f} |")
     (docs / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {docs / args.name}.json and .md")
 

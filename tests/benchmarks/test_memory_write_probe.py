@@ -39,7 +39,7 @@ def test_the_probe_reads_a_saved_mqar_run_layer_by_layer(tmp_path):
     result = write_probe.probe(run, rows=2, seed=0)
     assert len(result["layers"]) == QUICK_MODEL["n_layers"] and result["memory"] == "deep"
     for layer in result["layers"]:
-        assert 0 < layer["eta_mean"] < 1 and 0 < layer["missing_mean"] <= 1 + 1e-9
+        assert 0 < layer["eta_pairs"] < 1 and 0 < layer["eta_rest"] < 1 and layer["missing_pairs"] > 0
     transformer = tmp_path / "transformer"
     run_task(TaskRunConfig(task="mqar", arch="transformer", out=str(transformer), steps=1, batch_size=2,
                            eval_examples=2, lengths=(32,), options={"length": 32, "num_kv_pairs": 2, "vocab_size": 16},
