@@ -488,3 +488,19 @@ def test_bad_arguments():
         make_config("hope", None, d_model=15, n_heads=2)
     with pytest.raises(ValueError, match=r"x must be \[batch, time, 16\]"):
         self_modifying_titans()(torch.randn(2, 3, 8))
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), True, "wide"])
+def test_a_bad_memory_input_std_is_a_clear_error(value):
+    with pytest.raises(HopeError, match="memory_input_std must be a"):
+        make_config("hope", None, memory_input_std=value)
+
+
+def test_memory_input_std_sets_the_spread_of_every_deep_memorys_initial_input_layer():
+    torch.manual_seed(0)
+    default = SelfModifyingTitans(make_config("hope", None, d_model=64, n_heads=2))
+    wide = SelfModifyingTitans(make_config("hope", None, d_model=64, n_heads=2, memory_input_std=1.0))
+    for bank in (default.banks[name] for name in default.banks):
+        assert bank.w2.std().item() == pytest.approx(32 ** -0.5, rel=0.1)
+    for bank in (wide.banks[name] for name in wide.banks):
+        assert bank.w2.std().item() == pytest.approx(1.0, rel=0.1)

@@ -138,6 +138,11 @@ class HopeConfig(CMSConfig):
     learned MQAR's pairs far faster (docs/results.md, "Why Hope stores less")."""
     memory_expansion: int = 1
     """Hidden width of each deep memory per head, in multiples of the head dimension."""
+    memory_input_std: float | None = None
+    """Standard deviation of a deep memory's initial input layer ``W2`` (its meta-learned initial state starts
+    there); ``None``: ``1 / sqrt(head_dim)``, which gives the unit-norm keys hidden pre-activations of about
+    ``1 / sqrt(head_dim)``. Larger values make each in-context step write more of a token's association
+    (``benchmarks/memory_capacity.py``; docs/results.md, "Why a deep memory learns the pairs slowly")."""
     chunk_size: int = 64
     """Chunk of the memories M_k, M_v, M_eta, M_alpha (and M_q): inside a chunk every read, target and gradient
     uses the chunk-start state (NL Eqs. 90-91); part of the model. These memories only shape the keys, values
@@ -210,6 +215,10 @@ class HopeConfig(CMSConfig):
                                                      and not isinstance(self.memory_max_norm, bool)
                                                      and 0 < self.memory_max_norm < float("inf")):
             raise HopeError(f"memory_max_norm must be a positive number or None, got {self.memory_max_norm!r}")
+        if self.memory_input_std is not None and not (isinstance(self.memory_input_std, (int, float))
+                                                      and not isinstance(self.memory_input_std, bool)
+                                                      and 0 < self.memory_input_std < float("inf")):
+            raise HopeError(f"memory_input_std must be a positive number or None, got {self.memory_input_std!r}")
         check_memory_fields(self, ("memory_expansion", "chunk_size", "memory_chunk_size", "conv_width"),
                              ("step_init", "momentum_init"))
 

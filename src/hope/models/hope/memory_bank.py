@@ -38,6 +38,7 @@ class MemoryBank(nn.Module):
         self.names, self.kind, self.head_dim, self.read_mode = names, config.memory, config.head_dim, read
         self.objective, self.proximal, self.dgd = config.objective, config.proximal, config.dgd
         self.curvature = config.curvature
+        self.input_std = config.memory_input_std or config.head_dim ** -0.5
         heads, head_dim = len(names) * config.n_heads, config.head_dim
         hidden = config.memory_expansion * head_dim
         if self.kind == "deep":
@@ -52,11 +53,12 @@ class MemoryBank(nn.Module):
         return ("w1", "w2") if self.kind == "deep" else ("w",)
 
     def init_weights(self) -> None:
-        """Deep: ``W2 ~ N(0, 1/D)`` (hidden pre-activations of order one), ``W1 ~ N(0, 0.02^2)`` (so the memory
-        starts close to the identity of its residual path). Linear: the identity."""
+        """Deep: ``W2 ~ N(0, memory_input_std^2)`` (default ``1/D``: hidden pre-activations of about ``1/sqrt(D)``
+        for unit-norm inputs), ``W1 ~ N(0, 0.02^2)`` (so the memory starts close to the identity of its residual
+        path). Linear: the identity."""
         with torch.no_grad():
             if self.kind == "deep":
-                self.w2.normal_(std=self.head_dim ** -0.5)
+                self.w2.normal_(std=self.input_std)
                 self.w1.normal_(std=0.02)
             else:
                 self.w.copy_(torch.eye(self.head_dim).expand_as(self.w))
