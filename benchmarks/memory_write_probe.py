@@ -12,8 +12,8 @@ alone into the chunk-start weights ``W`` (``MemoryBank.fold`` with the token's `
 
 Per layer, the mean and the 10th / 50th / 90th percentiles over the tokens of the key-value pairs (the first
 ``2 num_kv_pairs`` of a row, where the pairs must be written) and the mean over the rest. The chunk-level momentum
-(``HopeConfig.momentum``) that adds earlier chunks' steps is not counted. Writes ``NAME.json`` and ``NAME.md`` under
-``--docs``.
+(``HopeConfig.momentum``) that adds earlier chunks' steps is not counted. Writes ``NAME.json``, ``NAME.md`` and
+``NAME.png`` (accuracy against the share written, one point per run) under ``--docs``.
 
     python benchmarks/memory_write_probe.py --runs runs/mqar_deep/seed-0 runs/mqar_linear/seed-0
 """
@@ -97,6 +97,34 @@ def probe(run: Path, rows: int, seed: int) -> dict:
             "layers": layers}
 
 
+def label(result: dict) -> str:
+    """The run's model overrides beyond the suite entry's width, depth and untied head."""
+    return ", ".join(f"{k}={v}" for k, v in result["model_overrides"].items()
+                     if k not in ("d_model", "n_layers", "tie_embeddings")) or "as in the suite"
+
+
+def plot(results: list[dict], path: Path) -> None:
+    """Accuracy against the share a pair token's step writes (mean over layers), one point per run, a colour per
+    set of overrides (needs matplotlib: pip install 'hope[plot]')."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for result in results:
+        written = 1 - float(np.mean([layer["missing_pairs"] for layer in result["layers"]]))
+        groups.setdefault(label(result), []).append((100 * written, 100 * result["accuracy"]))
+    for name, points in groups.items():
+        ax.scatter(*zip(*points), label=name, s=36)
+    ax.set(xlabel="share of its own pair a key-value token's step writes (%), mean over layers",
+           ylabel="MQAR accuracy (%)", ylim=(0, 100), title="Hope's output memory: what one step writes")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="+", required=True, help="run directories made with --save-model")
@@ -124,16 +152,17 @@ def main() -> None:
              "| run | overrides | accuracy | layer | missing over the pairs: mean (10% / 50% / 90%) | the rest "
              "| eta_t over the pairs: mean (10% / 50% / 90%) | the rest |", "|---|---|---:|---:|---|---:|---|---:|"]
     for result in results:
-        overrides = ", ".join(f"{k}={v}" for k, v in result["model_overrides"].items()
-                              if k not in ("d_model", "n_layers", "tie_embeddings")) or "-"
+        overrides = label(result)
         for i, layer in enumerate(result["layers"]):
             spread = lambda values: " / ".join(f"{v:.2f}" for v in values)  # noqa: E731
             lines.append(f"| `{result['run']}` | {overrides} | {100 * result['accuracy']:.1f}% | {i} "
                          f"| {layer['missing_pairs']:.3f} ({spread(layer['missing_pairs_q10_q50_q90'])}) "
                          f"| {layer['missing_rest']:.3f} | {layer['eta_pairs']:.3f} "
                          f"({spread(layer['eta_pairs_q10_q50_q90'])}) | {layer['eta_rest']:.3f} |")
+    plot(results, docs / f"{args.name}.png")
+    lines += ["", f"![accuracy against the share written]({args.name}.png)"]
     (docs / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {docs / args.name}.json and .md")
+    print(f"wrote {docs / args.name}.json, .md and .png")
 
 
 if __name__ == "__main__":
