@@ -8,7 +8,10 @@ import pytest
 from hope.cli import main
 from hope.errors import HopeError
 from hope.tasks.config import TaskRunConfig
+from hope.data.tokenizer import BytesTokenizer
 from hope.tasks.formal_languages import LANGUAGES
+from hope.tasks.registry import get_task
+from hope.tasks.runner import eval_settings
 from hope.tasks.suites import (ARCHS, CPU_MODEL, MQAR_GRID, MQAR_LENGTHS, MQAR_PAIRS, MQAR_WIDTHS, PAPER_CPU, PAPER_SMALL,
                                SUITES,
                                get_suite, plan, run_suite)
@@ -67,6 +70,19 @@ def test_letter_cipher_entries_step_every_cms_level_several_times_per_segment(su
     hope = {e.name.removeprefix("cipher_letters/hope_"): e.settings["model"] for e in entries if e.archs == ("hope",)}
     assert {name: {k: v for k, v in m.items() if k not in ("cms_periods", *CPU_MODEL)} for name, m in hope.items()} == {
         "cms1": {"cms_levels": 1}, "cms2": {"cms_levels": 2}, "frozen": {"test_time_learning": False}, "plain": {}}
+
+
+@pytest.mark.parametrize("suite_name", sorted(SUITES))
+def test_every_sequence_entry_builds_its_task_at_its_training_and_evaluation_lengths(suite_name):
+    """A row too short for its task fails only when its run starts, so every entry is built here first."""
+    for entry in get_suite(suite_name).runs:
+        spec = get_task(entry.task)
+        if spec.family not in ("recall", "niah", "formal"):
+            continue
+        options = {**spec.train, **entry.settings.get("options", {})}
+        tokenizer = BytesTokenizer() if spec.text else None
+        for overrides in [{}, *eval_settings(spec, entry.settings.get("lengths", ())).values()]:
+            spec.build(tokenizer, **{**options, **overrides})
 
 
 def test_paper_small_lists_every_experiment_of_issue_17(tmp_path):

@@ -131,6 +131,8 @@ class Budget:
     long_document_length: int
     niah_steps: int
     niah_length: int
+    niah_text_length: int
+    """Training rows of S-NIAH-2 and -3 (their needle sentences and question take 383 byte tokens of the row)."""
     niah_factors: tuple[int, ...]
     """NIAH scored at these multiples of the training length."""
     niah_rows: int
@@ -143,7 +145,8 @@ PAPER_SMALL = Budget(steps=2000, formal_steps=2000, model={}, formal_rows=32, mq
                      mqar_cells=MQAR_GRID, mqar_steps=2000, mqar_tokens=64 * 64,
                      mqar_options={"vocab_size": 256}, stream_rows=16, stream_seq_len=512, cipher_segment=4096,
                      letter_cipher_periods=(512, 2048, 8192), letter_cipher_seq_len=512, letter_cipher_segment=32768,
-                     long_document_length=32768, niah_steps=2000, niah_length=512, niah_factors=(1, 2, 4, 8, 16),
+                     long_document_length=32768, niah_steps=2000, niah_length=512, niah_text_length=512,
+                     niah_factors=(1, 2, 4, 8, 16),
                      niah_rows=16,
                      niah_examples=64, in_context_rows=8, in_context_examples=128)
 """The issue's step counts at the ``tiny`` size (about 6,850 process-hours here: docs/tasks.md)."""
@@ -153,7 +156,8 @@ PAPER_CPU = Budget(steps=400, formal_steps=2000, model=CPU_MODEL, formal_rows=8,
                    mqar_cells=((64, 4), (64, 16), (128, 4), (128, 8), (256, 4), (256, 16)), mqar_steps=1000, mqar_tokens=32 * 64,
                    mqar_options={"vocab_size": 64, "random_non_queries": False}, stream_rows=8, stream_seq_len=256, cipher_segment=1024,
                    letter_cipher_periods=(64, 256, 1024), letter_cipher_seq_len=64, letter_cipher_segment=4096,
-                   long_document_length=4096, niah_steps=1000, niah_length=256, niah_factors=(1, 2, 4, 8),
+                   long_document_length=4096, niah_steps=1000, niah_length=256, niah_text_length=512,
+                   niah_factors=(1, 2, 4, 8),
                    niah_rows=16, niah_examples=32, in_context_rows=4, in_context_examples=64)
 """The same experiments cut toward what 2 CPU cores run (10-20 process-hours: docs/tasks.md, suites): 2-layer
 width-64 models, 400 steps (formal languages: 2,000 of 8 rows; at 400 steps of 16 rows parity was still
@@ -216,13 +220,14 @@ def _paper(name: str, budget: Budget, summary: str) -> Suite:
     runs.append(SuiteRun("long_document/hope_frozen", "stream_long_document",
                          {**long_document, "model": {**model, "test_time_learning": False}}, "long_document",
                          archs=("hope",), stream=True))
-    length = budget.niah_length
+    niah_lengths = {"single_1": budget.niah_length, "single_2": budget.niah_text_length,
+                    "single_3": budget.niah_text_length}
     runs += [SuiteRun(f"niah/{variant}", f"niah_{variant}",
                       {"steps": budget.niah_steps, "batch_size": budget.niah_rows, "eval_examples": budget.niah_examples,
                        "eval_chunk": length,
                        "lengths": tuple(length * k for k in budget.niah_factors), "options": {"length": length},
                        **with_model}, "niah")
-             for variant in ("single_1", "single_2", "single_3")]
+             for variant, length in niah_lengths.items()]
     for dataset in ("clinc150", "banking77"):
         in_context = {"steps": steps, "batch_size": budget.in_context_rows, "eval_examples": budget.in_context_examples,
                       "eval_chunk": 512, **with_model,
