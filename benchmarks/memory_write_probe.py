@@ -93,14 +93,23 @@ def probe(run: Path, rows: int, seed: int) -> dict:
         layers.append(layer)
     accuracy = next(iter(result["evals"].values()))["item_accuracy"]
     return {"run": str(run), "memory": model.config.memory, "memory_expansion": model.config.memory_expansion,
-            "dgd": model.config.dgd, "model_overrides": result["model_overrides"], "accuracy": accuracy,
+            "dgd": model.config.dgd, "model_overrides": result["model_overrides"], "steps": result["config"]["steps"],
+            "accuracy": accuracy,
             "layers": layers}
 
 
-def label(result: dict) -> str:
-    """The run's model overrides beyond the suite entry's width, depth and untied head."""
-    return ", ".join(f"{k}={v}" for k, v in result["model_overrides"].items()
-                     if k not in ("d_model", "n_layers", "tie_embeddings")) or "as in the suite"
+def label(result: dict, usual_steps: int) -> str:
+    """The run's model overrides beyond the suite entry's width, depth and untied head, and its steps where they
+    are not ``usual_steps``."""
+    parts = [f"{k}={v}" for k, v in result["model_overrides"].items() if k not in ("d_model", "n_layers", "tie_embeddings")]
+    parts += [f"{result['steps']} steps"] if result["steps"] != usual_steps else []
+    return ", ".join(parts) or "as in the suite"
+
+
+def usual_steps(results: list[dict]) -> int:
+    """The most common number of training steps among the runs."""
+    steps = [result["steps"] for result in results]
+    return max(set(steps), key=steps.count)
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -115,7 +124,7 @@ def plot(results: list[dict], path: Path) -> None:
     groups: dict[str, list[tuple[float, float]]] = {}
     for result in results:
         written = 1 - float(np.mean([layer["missing_pairs"] for layer in result["layers"]]))
-        groups.setdefault(label(result), []).append((100 * written, 100 * result["accuracy"]))
+        groups.setdefault(label(result, usual_steps(results)), []).append((100 * written, 100 * result["accuracy"]))
     for name, points in groups.items():
         ax.scatter(*zip(*points), label=name, s=36)
     ax.set(xlabel="share of its own pair a key-value token's step writes (%), mean over layers",
@@ -149,10 +158,10 @@ def main() -> None:
     lines = [f"# {__doc__.splitlines()[0]}", "",
              f"{args.rows} rows of each run's task, seed {args.seed}. Command: `python benchmarks/memory_write_probe.py "
              f"--runs {' '.join(args.runs)}`.", "",
-             "| run | overrides | accuracy | layer | missing over the pairs: mean (10% / 50% / 90%) | the rest "
+             "| run | overrides and steps | accuracy | layer | missing over the pairs: mean (10% / 50% / 90%) | the rest "
              "| eta_t over the pairs: mean (10% / 50% / 90%) | the rest |", "|---|---|---:|---:|---|---:|---|---:|"]
     for result in results:
-        overrides = label(result)
+        overrides = label(result, usual_steps(results))
         for i, layer in enumerate(result["layers"]):
             spread = lambda values: " / ".join(f"{v:.2f}" for v in values)  # noqa: E731
             lines.append(f"| `{result['run']}` | {overrides} | {100 * result['accuracy']:.1f}% | {i} "
