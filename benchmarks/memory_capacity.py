@@ -31,10 +31,12 @@ from hope.models.hope.config import HopeConfig
 from hope.models.hope.memory_bank import MemoryBank
 
 SHAPES = {"matrix": {"memory": "linear"}, "deep, hidden D": {"memory": "deep", "memory_expansion": 1},
-          "deep, hidden 4D": {"memory": "deep", "memory_expansion": 4}}
+          "deep, hidden 4D": {"memory": "deep", "memory_expansion": 4},
+          "deep, hidden D, W2 std 0.75": {"memory": "deep", "memory_input_std": 0.75}}
 FORMS = {f"{shape}, {rule}": {**overrides, "dgd": rule == "DGD"} for shape, overrides in SHAPES.items()
          for rule in ("DGD", "GD")}
-"""The memories compared, as ``HopeConfig`` overrides: ``memory`` and ``memory_expansion``, each with DGD (NL Eq. 88,
+"""The memories compared, as ``HopeConfig`` overrides: ``memory``, ``memory_expansion`` and ``memory_input_std``
+(the spread of a deep memory's initial input layer; default ``1/sqrt(D)``), each with DGD (NL Eq. 88,
 Hope's rule) and with plain GD with retention (``dgd=False``, NL Table 6's "w/o DGD")."""
 
 
