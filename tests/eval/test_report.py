@@ -32,6 +32,21 @@ def test_seeds_are_pooled_and_a_repeated_seed_is_replaced_by_the_later_path(tmp_
     assert report.startswith("# Task results\n\n3 runs")
 
 
+def test_the_training_loss_each_run_ended_at_is_pooled_beside_the_accuracy(tmp_path):
+    for seed, curve in [(0, [[0, 9.0], [890, 7.0], [900, 2.0], [950, 1.0], [999, 3.0]]), (1, [[0, 9.0], [999, 4.0]])]:
+        result = write(tmp_path / "a" / f"s{seed}", seed, 0.0)
+        result["loss_curve"] = curve
+        (tmp_path / "a" / f"s{seed}" / "result.json").write_text(json.dumps(result))
+    report = build_report([tmp_path / "a"], tmp_path / "r.md")
+    assert "Training loss, mean over each run's last 100 steps:" in report
+    assert f"| hope (tiny) | 3.000 ± {statistics.stdev([2.0, 4.0]):.3f} |" in report
+
+
+def test_runs_without_a_loss_curve_get_no_loss_table(tmp_path):
+    write(tmp_path / "a" / "s0", 0, 0.5)
+    assert "Training loss" not in build_report([tmp_path / "a"], tmp_path / "r.md")
+
+
 def test_outer_periods_are_part_of_the_model_label(tmp_path):
     plain = write(tmp_path / "p", 0, 0.1)
     outer = write(tmp_path / "o", 0, 0.2, cms_outer_periods=[1, 4, 16])

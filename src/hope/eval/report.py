@@ -1,6 +1,7 @@
 """Markdown tables and plots of task runs: one run (``results.md`` beside its ``result.json``) or
 many (``hope tasks report DIR... --out docs/results.md``): per family a table of exact-match
-accuracy (models x task settings) and accuracy-vs-length plots; for continual learning the
+accuracy (models x task settings), the training loss each run ended at (did it fit its task?) and
+accuracy-vs-length plots; for continual learning the
 average score, forgetting and backward transfer, and a forgetting chart; for streams the loss per setting,
 forgetting and recovery, and the loss along the stream. Runs of one model and task with
 different seeds are pooled: a cell is the mean over seeds, with the sample standard deviation after
@@ -229,7 +230,7 @@ def build_report(paths: list[str | Path], out: str | Path, command: str = "") ->
         elif family == "stream":
             lines += _stream_table(tasks, models, runs)
         else:
-            lines += _family_table(tasks, models, runs)
+            lines += _family_table(tasks, models, runs) + _loss_table(tasks, models, runs)
         lines += ["", _budgets([r for (t, _), seeds in runs.items() if t in tasks for r in seeds])]
         plot = _plot_family(family, tasks, models, runs, out)
         if plot:
@@ -259,6 +260,35 @@ def _family_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
                  for task, label in columns]
         if any(cells):
             lines.append(f"| {model} | " + " | ".join(cells) + f" | {_seeds(runs, tasks, model)} |")
+    return lines
+
+
+LAST_STEPS = 100
+"""The training loss a run ended at is the mean of its logged losses over this many last steps."""
+
+
+def _last_loss(result: dict[str, Any]) -> float | None:
+    """Mean logged training loss over the run's last ``LAST_STEPS`` steps; None for a run without a loss curve."""
+    curve = result.get("loss_curve") or []
+    if not curve:
+        return None
+    end = curve[-1][0]
+    return statistics.fmean(loss for step, loss in curve if step > end - LAST_STEPS)
+
+
+def _loss_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
+    """Models x tasks: the training loss the runs ended at, pooled over seeds. Beside an accuracy of zero it tells
+    a task not fitted (a loss at the answer's chance level) from a memory that fails past the training length."""
+    cells = {(task, model): [loss for r in runs.get((task, model), []) if (loss := _last_loss(r)) is not None]
+             for task in tasks for model in models}
+    if not any(cells.values()):
+        return []
+    lines = ["", f"Training loss, mean over each run's last {LAST_STEPS} steps:", "",
+             "| model | " + " | ".join(_short(t) for t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for model in models:
+        row = [_pooled(cells[task, model], fmt=lambda v: f"{v:.3f}") for task in tasks]
+        if any(row):
+            lines.append(f"| {model} | " + " | ".join(row) + " |")
     return lines
 
 
@@ -468,8 +498,12 @@ def build_suite_report(folder: str | Path, out: str | Path, command: str = "") -
         else:
             runs = _by_seed(results, common, options=True)
             models = sorted({m for _, m in runs})
-            lines += (_stream_table if family == "stream" else _continual_table if family == "continual"
-                      else _family_table)(tasks, models, runs)
+            if family == "stream":
+                lines += _stream_table(tasks, models, runs)
+            elif family == "continual":
+                lines += _continual_table(tasks, models, runs)
+            else:
+                lines += _family_table(tasks, models, runs) + _loss_table(tasks, models, runs)
             plot = _plot_family(family, tasks, models, runs, out.with_name(f"{out.stem}_{experiment}.md"))
         lines += ["", _budgets(results)]
         if plot:
