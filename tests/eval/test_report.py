@@ -110,3 +110,17 @@ def test_mqar_plot_has_a_panel_for_every_setting_that_two_cells_share():
                                  ("length", 16), ("length", 32), ("density", Fraction(1, 32)),
                                  ("density", Fraction(1, 16)), ("density", Fraction(1, 8)), ("density", Fraction(1, 4))]
     assert mqar_panels({("hope", 64, 4): [1.0]}) == []
+
+
+def test_answer_tokens_right_are_shown_only_where_they_differ_from_exact_match(tmp_path):
+    for seed, tokens in [(0, 0.5), (1, 0.7)]:
+        result = write(tmp_path / "a" / f"s{seed}", seed, 0.0)
+        result["evals"]["256"]["token_accuracy"] = tokens
+        (tmp_path / "a" / f"s{seed}" / "result.json").write_text(json.dumps(result))
+    report = build_report([tmp_path / "a"], tmp_path / "r.md")
+    assert "Answer tokens right" in report
+    assert f"| hope (tiny) | 60.0 ± {100 * statistics.stdev([0.5, 0.7]):.1f} | 0, 1 |" in report
+    exact = write(tmp_path / "b", 0, 0.25)
+    exact["evals"]["256"]["token_accuracy"] = 0.25
+    (tmp_path / "b" / "result.json").write_text(json.dumps(exact))
+    assert "Answer tokens right" not in build_report([tmp_path / "b"], tmp_path / "r2.md")

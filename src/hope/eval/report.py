@@ -230,7 +230,8 @@ def build_report(paths: list[str | Path], out: str | Path, command: str = "") ->
         elif family == "stream":
             lines += _stream_table(tasks, models, runs)
         else:
-            lines += _family_table(tasks, models, runs) + _loss_table(tasks, models, runs)
+            lines += (_family_table(tasks, models, runs) + _token_table(tasks, models, runs)
+                      + _loss_table(tasks, models, runs))
         lines += ["", _budgets([r for (t, _), seeds in runs.items() if t in tasks for r in seeds])]
         plot = _plot_family(family, tasks, models, runs, out)
         if plot:
@@ -245,7 +246,8 @@ def build_report(paths: list[str | Path], out: str | Path, command: str = "") ->
     return text
 
 
-def _family_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
+def _family_table(tasks: list[str], models: list[str], runs: dict, metric: str = "item_accuracy") -> list[str]:
+    """Models x (task, scored length): ``metric`` in percent, pooled over seeds."""
     columns = []
     for task in tasks:
         labels = []
@@ -256,11 +258,23 @@ def _family_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
     lines = ["| model | " + " | ".join(f"{_short(t)} {label}" for t, label in columns) + " | seeds |",
              "|---" * (len(columns) + 2) + "|"]
     for model in models:
-        cells = [_pooled([r["evals"][label]["item_accuracy"] for r in runs.get((task, model), []) if label in r["evals"]])
-                 for task, label in columns]
+        cells = [_pooled([r["evals"][label][metric] for r in runs.get((task, model), [])
+                          if metric in r["evals"].get(label, {})]) for task, label in columns]
         if any(cells):
             lines.append(f"| {model} | " + " | ".join(cells) + f" | {_seeds(runs, tasks, model)} |")
     return lines
+
+
+def _token_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
+    """The share of answer tokens right, for tasks whose answers span several tokens (where it differs from exact
+    match anywhere): it shows a partial recall, such as most digits of a number, that exact match scores as zero."""
+    partial = [task for task in tasks if any(
+        "token_accuracy" in scores and scores["token_accuracy"] != scores["item_accuracy"]
+        for model in models for r in runs.get((task, model), []) for scores in r["evals"].values())]
+    if not partial:
+        return []
+    return (["", "Answer tokens right (percent; exact match above asks for every token of an answer):", ""]
+            + _family_table(partial, models, runs, metric="token_accuracy"))
 
 
 LAST_STEPS = 100
@@ -503,7 +517,8 @@ def build_suite_report(folder: str | Path, out: str | Path, command: str = "") -
             elif family == "continual":
                 lines += _continual_table(tasks, models, runs)
             else:
-                lines += _family_table(tasks, models, runs) + _loss_table(tasks, models, runs)
+                lines += (_family_table(tasks, models, runs) + _token_table(tasks, models, runs)
+                          + _loss_table(tasks, models, runs))
             plot = _plot_family(family, tasks, models, runs, out.with_name(f"{out.stem}_{experiment}.md"))
         lines += ["", _budgets(results)]
         if plot:
