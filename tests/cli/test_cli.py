@@ -134,3 +134,9 @@ def test_cms_outer_periods_reach_train_and_task_configs(monkeypatch):
     tasks_cli.cmd_run(build_parser().parse_args(["tasks", "run", "formal_parity", "--out", "x",
                                                  "--cms-outer-periods", "1", "8"]))
     assert seen[0].cms_outer_periods == (1, 8)
+
+
+def test_the_run_summary_adds_the_answer_tokens_right_where_they_differ_from_exact_match():
+    scores = {"1x": {"item_accuracy": 0.5, "token_accuracy": 0.855}, "2x": {"item_accuracy": 1.0, "token_accuracy": 1.0}}
+    line = tasks_cli._summary({"family": "niah", "task": "niah_single_2", "arch": "hope", "evals": scores})
+    assert line == "niah_single_2 hope: 1x 50.0% (85.5% of answer tokens), 2x 100.0%"

@@ -67,8 +67,17 @@ def _summary(result: dict[str, Any]) -> str:
     if result["family"] == "stream":
         return f"{result['task']} {result['arch']}: " + ", ".join(
             f"{label} loss {s['loss']:.4f}" for label, s in result["evals"].items())
-    scores = ", ".join(f"{label} {100 * s['item_accuracy']:.1f}%" for label, s in result["evals"].items())
+    scores = ", ".join(f"{label} {100 * s['item_accuracy']:.1f}%{_tokens_right(s)}"
+                       for label, s in result["evals"].items())
     return f"{result['task']} {result['arch']}: {scores}"
+
+
+def _tokens_right(scores: dict[str, Any]) -> str:
+    """The share of answer tokens right, where it differs from exact match (answers of several tokens)."""
+    tokens = scores.get("token_accuracy")
+    if tokens is None or tokens == scores["item_accuracy"]:
+        return ""
+    return f" ({100 * tokens:.1f}% of answer tokens)"
 
 
 @dataclass
