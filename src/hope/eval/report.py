@@ -225,13 +225,7 @@ def build_report(paths: list[str | Path], out: str | Path, command: str = "") ->
         if not tasks:
             continue
         lines += [f"## {family}", ""]
-        if family == "continual":
-            lines += _continual_table(tasks, models, runs)
-        elif family == "stream":
-            lines += _stream_table(tasks, models, runs)
-        else:
-            lines += (_family_table(tasks, models, runs) + _token_table(tasks, models, runs)
-                      + _loss_table(tasks, models, runs))
+        lines += _family_tables(family, tasks, models, runs)
         lines += ["", _budgets([r for (t, _), seeds in runs.items() if t in tasks for r in seeds])]
         plot = _plot_family(family, tasks, models, runs, out)
         if plot:
@@ -244,6 +238,16 @@ def build_report(paths: list[str | Path], out: str | Path, command: str = "") ->
     text = "\n".join(lines)
     out.write_text(text)
     return text
+
+
+def _family_tables(family: str, tasks: list[str], models: list[str], runs: dict) -> list[str]:
+    """The tables of one family's runs: loss, forgetting and recovery for streams, the continual metrics, or
+    accuracy per scored setting with the answer tokens right and the training loss beside it."""
+    if family == "stream":
+        return _stream_table(tasks, models, runs)
+    if family == "continual":
+        return _continual_table(tasks, models, runs)
+    return _family_table(tasks, models, runs) + _token_table(tasks, models, runs) + _loss_table(tasks, models, runs)
 
 
 def _family_table(tasks: list[str], models: list[str], runs: dict, metric: str = "item_accuracy") -> list[str]:
@@ -512,13 +516,7 @@ def build_suite_report(folder: str | Path, out: str | Path, command: str = "") -
         else:
             runs = _by_seed(results, common, options=True)
             models = sorted({m for _, m in runs})
-            if family == "stream":
-                lines += _stream_table(tasks, models, runs)
-            elif family == "continual":
-                lines += _continual_table(tasks, models, runs)
-            else:
-                lines += (_family_table(tasks, models, runs) + _token_table(tasks, models, runs)
-                          + _loss_table(tasks, models, runs))
+            lines += _family_tables(family, tasks, models, runs)
             plot = _plot_family(family, tasks, models, runs, out.with_name(f"{out.stem}_{experiment}.md"))
         lines += ["", _budgets(results)]
         if plot:
