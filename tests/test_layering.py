@@ -9,7 +9,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 LAYERS = [
-    ("hope.errors", "hope.files", "hope.compiling", "hope.threads", "hope.run_lock", "hope.runtime"),
+    ("hope.errors", "hope.files", "hope.compiling", "hope.threads", "hope.run_lock", "hope.runtime",
+     "hope.progress"),
     ("hope.ops", "hope.data"),
     ("hope.layers",),
     ("hope.models",),

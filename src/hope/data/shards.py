@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from hope.data.corpus import SPLITS, Document, split_of
 from hope.data.sources import iter_documents
 from hope.data.tokenizer import Tokenizer, build_tokenizer, save_tokenizer, tokenizer_from_json
 from hope.errors import HopeError
 from hope.files import write_atomic
+from hope.progress import progress_bar
 
 FORMAT = "hope-shards-v1"
 INDEX = "index.json"
@@ -63,7 +63,7 @@ class PrepareConfig:
     batch_documents: int = 512
     """Documents tokenized at once."""
     progress: bool = True
-    """Show a progress bar."""
+    """Show a progress bar (on a log file or a pipe: one line a minute, hope.progress)."""
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "bpe_sample_mb", "shard_tokens", "batch_documents"):
@@ -165,7 +165,7 @@ def prepare(config: PrepareConfig) -> dict[str, object]:
     dtype = token_dtype(tokenizer.vocab_size)
     out.mkdir(parents=True, exist_ok=True)
     writers = {s: ShardWriter(out, s, dtype, config.shard_tokens) for s in SPLITS}
-    bar = tqdm(desc=f"prepare {config.source}", unit="doc", disable=not config.progress, dynamic_ncols=True)
+    bar = progress_bar(desc=f"prepare {config.source}", unit="doc", disable=not config.progress, dynamic_ncols=True)
     with bar:
         for batch in _batches(itertools.chain([first], documents), config.batch_documents):
             texts = [doc.text for doc in batch]
@@ -176,7 +176,7 @@ def prepare(config: PrepareConfig) -> dict[str, object]:
                                     f"outside its vocabulary of {tokenizer.vocab_size}")
                 writers[split_of(doc.name)].add(tokens, len(doc.text.encode("utf-8")))
             bar.update(len(batch))
-            bar.set_postfix(tokens=f"{sum(w.n_tokens for w in writers.values()):,}")
+            bar.set_postfix(tokens=f"{sum(w.n_tokens for w in writers.values()):,}", refresh=False)
     empty = [s for s, w in writers.items() if not w.starts]
     if empty:
         raise HopeError(f"source {config.source} has too few documents for the {' and '.join(empty)} split "

@@ -79,7 +79,7 @@ class TaskRunConfig:
     """Where metrics go, one or more of: jsonl (OUT/metrics.jsonl), tensorboard (OUT/tensorboard), wandb; the last
     two need pip install 'hope[loggers]' (hope.train.loggers; docs/training.md, loggers)."""
     progress: bool = True
-    """Show a progress bar."""
+    """Show a progress bar (on a log file or a pipe: one line a minute, hope.progress)."""
     threads: int | None = None
     """CPU threads (default: chosen by hope.threads from the model's width; docs/threads_under_load.md)."""
     compile: bool = False

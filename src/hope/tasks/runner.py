@@ -25,7 +25,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from hope.checkpoint import load_checkpoint, read_header, save_checkpoint
 from hope.compiling import compiling
@@ -37,6 +36,7 @@ from hope.files import write_text_atomic
 from hope.eval.report import plot_run, run_markdown
 from hope.models import LanguageModel, build, make_config
 from hope.optim.cms_outer import CMSOuterPeriods
+from hope.progress import progress_bar
 from hope.run_lock import RunLock
 from hope.runtime import peak_memory_mb, resolve_device
 from hope.threads import apply_threads, plan_threads
@@ -207,10 +207,11 @@ def _run_sequence(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> di
         index = result.step - 1
         if index % every == 0 or index == config.steps - 1:
             curve.append([index, round(result.loss.item(), 5)])
-            bar.set_postfix(loss=f"{result.loss.item():.4f}")
+            bar.set_postfix(loss=f"{result.loss.item():.4f}", refresh=False)
 
     if config.steps:
-        with tqdm(total=config.steps, desc=f"{spec.name} {model.config.arch}", disable=not config.progress) as bar:
+        with progress_bar(total=config.steps, desc=f"{spec.name} {model.config.arch}",
+                          disable=not config.progress) as bar:
             trainer.fit(lambda step: [step_log.count(_to_device(train_task.batch(rng, config.batch_size), device))],
                         lambda _, batch: _answer_loss(predictor.logits(batch[0]), batch[1]),
                         config.steps, callbacks=[record, step_log], bar=bar)
@@ -279,7 +280,7 @@ def _run_continual(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> d
     matrix = np.zeros((len(stages), len(stages)))
     curve = []
     seen: list[str] = []
-    bar = tqdm(total=config.steps * len(stages), desc=f"{spec.name} {config.arch}", disable=not config.progress)
+    bar = progress_bar(total=config.steps * len(stages), desc=f"{spec.name} {config.arch}", disable=not config.progress)
     for i, stage in enumerate(stages):
         seen.extend(stage.classes)
 
@@ -336,7 +337,7 @@ def _run_eras(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict[s
     rng = np.random.default_rng([config.seed, 0])
     matrix = np.zeros((len(stages), len(stages)))
     curve = []
-    bar = tqdm(total=config.steps * len(stages), desc=f"{spec.name} {config.arch}", disable=not config.progress)
+    bar = progress_bar(total=config.steps * len(stages), desc=f"{spec.name} {config.arch}", disable=not config.progress)
     for i, tokens in enumerate(train):
 
         def sampled(step: int, tokens=tokens) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -419,7 +420,7 @@ def _run_stream(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict
         if (result.step - 1) % every == 0 or result.step == config.steps:
             curve.append([result.step - 1, round(result.loss.item(), 5)])
 
-    with tqdm(total=config.steps, desc=f"{spec.name} {config.arch}", disable=not config.progress) as bar:
+    with progress_bar(total=config.steps, desc=f"{spec.name} {config.arch}", disable=not config.progress) as bar:
         if config.stream:
             texts = [doc.text for doc in corpus(train_stream.data).split("train")]
             batches, loss, advance = _era_stream(config, model, tokenizer, texts, 0, step_log, device)
@@ -544,7 +545,7 @@ def run_quick_suite(archs: list[str], out: str, seed: int = 0, data_dir: str | N
     and the suite goes on. Returns the results and the skipped runs."""
     results, skipped = [], []
     names = tasks or list(TASKS)
-    bar = tqdm(total=len(names) * len(archs), desc="quick suite", disable=not progress)
+    bar = progress_bar(total=len(names) * len(archs), desc="quick suite", disable=not progress)
     for arch in archs:
         for name in names:
             config = quick_config(name, arch, str(Path(out) / arch / name), seed, data_dir)

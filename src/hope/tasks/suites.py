@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from hope.errors import HopeError
 from hope.files import write_text_atomic
 from hope.models import ARCHS as MODEL_ARCHS
+from hope.progress import progress_bar
 from hope.run_lock import RunLock
 from hope.tasks.config import TaskRunConfig
 from hope.tasks.formal_languages import LANGUAGES
@@ -396,7 +395,7 @@ def run_suite(name: str, out: str | Path, seeds: list[int], archs: list[str] | N
     write_record()
     pool = worker_pool(jobs) if jobs > 1 else None
     try:
-        with tqdm(total=resumed + len(todo), initial=resumed, desc=f"suite {name}", disable=not progress) as bar:
+        with progress_bar(total=resumed + len(todo), initial=resumed, desc=f"suite {name}", disable=not progress) as bar:
             outcomes = pool.map(_run_one, [p.config for p in todo]) if pool else (_run_one(p.config) for p in todo)
             for run, (_, error) in zip(todo, outcomes):
                 if error:

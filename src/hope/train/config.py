@@ -74,7 +74,7 @@ class TrainConfig:
     device: str = "auto"
     """cpu, cuda, cuda:N or auto."""
     progress: bool = True
-    """Show a progress bar."""
+    """Show a progress bar (on a log file or a pipe: one line a minute, hope.progress)."""
     threads: int | None = None
     """CPU threads (default: chosen by hope.threads from the model's width; docs/threads_under_load.md)."""
     compile: bool = False

@@ -36,6 +36,7 @@ from hope.eval import evaluate_lm, evaluate_lm_streamed
 from hope.models import LanguageModel, build, make_config
 from hope.optim import build_optimizer
 from hope.optim.cms_outer import CMSOuterPeriods
+from hope.progress import progress_bar
 from hope.run_lock import RunLock
 from hope.runtime import Distributed, peak_memory_mb, resolve_device
 from hope.threads import apply_threads, plan_threads
@@ -218,7 +219,7 @@ def _run(config: TrainConfig, dist_: Distributed, model: LanguageModel, dataset:
         if dist_.main else None
     losses = [record["loss"] for record in loggers.kept if "loss" in record] if loggers else []
     last_loss = losses[-1] if losses else float("nan")
-    bar = tqdm(total=config.max_steps, initial=trainer.step, disable=not (config.progress and dist_.main),
+    bar = progress_bar(total=config.max_steps, initial=trainer.step, disable=not (config.progress and dist_.main),
                desc=f"train {config.arch}/{config.size}", unit="step", dynamic_ncols=True)
     last = {"loss": last_loss, "validation": {}, "seconds": 0.0, "tokens": 0, "resets": 0}
 
@@ -227,10 +228,11 @@ def _run(config: TrainConfig, dist_: Distributed, model: LanguageModel, dataset:
         last["tokens"] += config.batch_size * config.seq_len
         last["seconds"] += result.seconds
         tokens_per_s = last["tokens"] / last["seconds"]
-        bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+        bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
         if streamed is not None:
             last["resets"] += streamed.resets
-            bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}", docs=streamed.documents)
+            bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}", docs=streamed.documents,
+                            refresh=False)
         if loggers and (result.step % config.log_every == 0 or result.step == config.max_steps):
             stream_facts = {} if streamed is None else {
                 "stream_documents": streamed.documents, "stream_resets": last["resets"],
@@ -251,7 +253,8 @@ def _run(config: TrainConfig, dist_: Distributed, model: LanguageModel, dataset:
                                                      max_windows=config.eval_windows, device=device).to_dict()
             if dist_.main:
                 loggers.log(result.step, {f"val_{k}": v for k, v in last["validation"].items()})
-                bar.set_postfix(loss=f"{last['loss']:.3f}", val_bpb=f"{last['validation']['bits_per_byte']:.3f}")
+                bar.set_postfix(loss=f"{last['loss']:.3f}", val_bpb=f"{last['validation']['bits_per_byte']:.3f}",
+                                refresh=False)
             dist_.barrier()
 
     def save(result: StepResult) -> None:
