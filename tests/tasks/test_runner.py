@@ -11,6 +11,7 @@ from hope.cli import main
 from hope.eval.report import build_report, collect_results
 from hope.tasks.config import TaskRunConfig
 from hope.checkpoint import load_checkpoint
+from hope.data.tokenizer import BytesTokenizer
 from hope.tasks.runner import QUICK_MODEL, checkpoint_model, eval_settings, run_quick_suite, run_task
 from hope.tasks.continual import continual_metrics
 from hope.tasks.registry import TASKS, get_task
@@ -27,6 +28,38 @@ def test_a_run_learns_memorization_and_writes_its_files(tmp_path):
     assert saved["evals"] == result["evals"] and saved["arch"] == "transformer"
     assert "| base | 100.0 |" in (tmp_path / "run" / "results.md").read_text()
     assert (tmp_path / "run" / "accuracy.png").is_file()
+    answers = [json.loads(line) for line in (tmp_path / "run" / "answers.jsonl").read_text().splitlines()]
+    assert [row["row"] for row in answers] == list(range(16)) and {row["setting"] for row in answers} == {"base"}
+    assert all(a["right"] and a["predicted"] == a["expected"] for row in answers for a in row["answers"])
+
+
+def test_answers_are_the_generators_answers_beside_the_models(tmp_path):
+    """A text task's answers.jsonl: decoded text, one entry per needle asked for, the expected ones those the
+    generator put in the row (its ``info``), the first ``answer_rows`` rows of each setting."""
+    config = TaskRunConfig(task="niah_multiquery", out=str(tmp_path / "run"), steps=1, batch_size=2,
+                           eval_examples=5, eval_batch_size=2, answer_rows=3, lengths=(720,),
+                           options={"length": 720}, model=dict(QUICK_MODEL), progress=False)
+    run_task(config)
+    answers = [json.loads(line) for line in (tmp_path / "run" / "answers.jsonl").read_text().splitlines()]
+    assert [row["row"] for row in answers] == [0, 1, 2]
+    (label, overrides), = eval_settings(get_task("niah_multiquery"), (720,)).items()
+    assert {row["setting"] for row in answers} == {label}
+    task = get_task("niah_multiquery").build(BytesTokenizer(), **{"length": 720, **overrides})
+    rng = np.random.default_rng([0, 1, 0])
+    infos = task.batch(rng, 2).info + task.batch(rng, 2).info
+    for row, info in zip(answers, infos):
+        assert [a["expected"].strip() for a in row["answers"]] == info["answers"]
+        assert all(isinstance(a["predicted"], str) and a["right"] == (a["predicted"] == a["expected"])
+                   for a in row["answers"])
+
+
+def test_answer_rows_zero_writes_no_answers_and_negative_is_refused(tmp_path):
+    with pytest.raises(HopeError, match="answer-rows must be at least 0"):
+        TaskRunConfig(task="mad_memorization", out=str(tmp_path / "bad"), answer_rows=-1)
+    config = TaskRunConfig(task="mad_memorization", out=str(tmp_path / "run"), steps=1, batch_size=2, eval_examples=2,
+                           answer_rows=0, model=dict(QUICK_MODEL), progress=False)
+    run_task(config)
+    assert not (tmp_path / "run" / "answers.jsonl").exists()
 
 
 @pytest.mark.slow

@@ -53,6 +53,9 @@ class TaskRunConfig:
     """Rows per evaluation batch."""
     eval_chunk: int = 16384
     """Rows longer than this are evaluated chunk by chunk, carrying the model state."""
+    answer_rows: int = 16
+    """Rows per evaluation setting whose answers, expected and predicted (text for text tasks, token ids otherwise),
+    are written to OUT/answers.jsonl: what a model answers where it is wrong (0: none)."""
     seq_len: int = 256
     """Window length of the corpus-era language modelling task."""
     tokenizer: str = "bytes"
@@ -107,6 +110,8 @@ class TaskRunConfig:
                 raise HopeError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.steps < 0:
             raise HopeError(f"steps must be at least 1 (0 evaluates a --checkpoint), got {self.steps}")
+        if self.answer_rows < 0:
+            raise HopeError(f"answer-rows must be at least 0, got {self.answer_rows}")
         if self.lr <= 0:
             raise HopeError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.min_lr_ratio <= 1:

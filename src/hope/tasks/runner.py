@@ -218,12 +218,16 @@ def _run_sequence(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> di
     if config.save_model:
         save_checkpoint(Path(config.out) / "model", model, tokenizer)
     model.eval()
-    evals = {}
+    evals, answers = {}, []
     for index, (label, task) in enumerate(eval_tasks.items()):
-        evals[label] = _evaluate(predictor, task, config, np.random.default_rng([config.seed, 1, index]), device)
+        evals[label], rows = _evaluate(predictor, task, config, np.random.default_rng([config.seed, 1, index]), device,
+                                       tokenizer)
         evals[label]["settings"] = settings[label]
+        answers += [{"setting": label, **row} for row in rows]
         loggers.log(trainer.step, {f"eval_{label}_{name}": evals[label][name]
                                    for name in ("item_accuracy", "sequence_accuracy", "token_accuracy")})
+    if answers:
+        write_text_atomic(Path(config.out) / "answers.jsonl", "".join(json.dumps(row) + "\n" for row in answers))
     return {"params": sum(p.numel() for p in model.parameters()), "train_settings": {**spec.train, **config.options},
             "loss_curve": curve, "evals": evals, "arch": model.config.arch}
 
@@ -236,18 +240,22 @@ def _stages_of(task, settings: dict[str, dict[str, Any]]) -> dict[str, dict[str,
             if stages is None or overrides.get("query_stage", 0) < stages}
 
 
-def _evaluate(predictor: Predictor, task, config: TaskRunConfig, rng: np.random.Generator,
-              device: torch.device) -> dict[str, Any]:
+def _evaluate(predictor: Predictor, task, config: TaskRunConfig, rng: np.random.Generator, device: torch.device,
+              tokenizer=None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Scores over ``config.eval_examples`` rows, and the answers of the first ``config.answer_rows`` of them."""
     names = ("items", "items_right", "sequences", "sequences_right", "positions", "positions_right")
     totals = dict.fromkeys(names, 0)
-    longest, answer_nll = 0, 0.0
+    longest, answer_nll, answers = 0, 0.0, []
     remaining = config.eval_examples
     while remaining > 0:
         batch = task.batch(rng, min(config.eval_batch_size, remaining))
         remaining -= len(batch)
         input_ids, targets = _to_device(batch, device)
         predictions, nll = predictor.predict(input_ids, config.eval_chunk, targets)
-        scores = score_predictions(predictions.cpu().numpy(), batch)
+        predictions = predictions.cpu().numpy()
+        scores = score_predictions(predictions, batch)
+        answers += _answers(predictions, batch, tokenizer, first_row=totals["sequences"],
+                            rows=config.answer_rows - len(answers))
         for name in names:
             totals[name] += scores[name]
         answer_nll += nll.sum().item()
@@ -256,7 +264,24 @@ def _evaluate(predictor: Predictor, task, config: TaskRunConfig, rng: np.random.
             "sequence_accuracy": totals["sequences_right"] / totals["sequences"],
             "token_accuracy": totals["positions_right"] / totals["positions"],
             "answer_loss": answer_nll / totals["positions"],
-            "examples": totals["sequences"], "items": totals["items"], "max_length": int(longest)}
+            "examples": totals["sequences"], "items": totals["items"], "max_length": int(longest)}, answers
+
+
+def _answers(predictions: np.ndarray, batch: TaskBatch, tokenizer, first_row: int, rows: int) -> list[dict[str, Any]]:
+    """The answers of the first ``rows`` rows of ``batch``, one entry per answer (group of answer positions):
+    expected and predicted as text (with a tokenizer) or token ids, and whether every position is right."""
+    def shown(ids: np.ndarray) -> str | list[int]:
+        return tokenizer.decode(ids.tolist()) if tokenizer is not None else ids.tolist()
+
+    found = []
+    for b in range(min(rows, len(batch))):
+        mask = batch.answer_mask[b]
+        groups, expected, predicted = batch.groups[b][mask], batch.targets[b][mask], predictions[b][mask]
+        found.append({"row": first_row + b, "answers": [
+            {"expected": shown(expected[groups == g]), "predicted": shown(predicted[groups == g]),
+             "right": bool((expected[groups == g] == predicted[groups == g]).all())}
+            for g in dict.fromkeys(groups.tolist())]})
+    return found
 
 
 def _run_continual(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict[str, Any]:
