@@ -53,6 +53,18 @@ def test_answers_are_the_generators_answers_beside_the_models(tmp_path):
                    for a in row["answers"])
 
 
+def test_answers_outside_the_tokenizer_are_token_ids(tmp_path, intent_data_dir):
+    """The intents' labels are tokens of the task, past the tokenizer's vocabulary: written as ids, not as text."""
+    config = TaskRunConfig(task="in_context_clinc150", out=str(tmp_path / "run"), steps=1, batch_size=2,
+                           eval_examples=2, answer_rows=2, data_dir=str(intent_data_dir), model=dict(QUICK_MODEL),
+                           progress=False)
+    run_task(config)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "answers.jsonl").read_text().splitlines()]
+    expected = [a["expected"] for row in rows for a in row["answers"]]
+    assert expected and all(isinstance(ids, list) and len(ids) == 1 and ids[0] > BytesTokenizer.vocab_size
+                            for ids in expected)
+
+
 def test_answer_rows_zero_writes_no_answers_and_negative_is_refused(tmp_path):
     with pytest.raises(HopeError, match="answer-rows must be at least 0"):
         TaskRunConfig(task="mad_memorization", out=str(tmp_path / "bad"), answer_rows=-1)

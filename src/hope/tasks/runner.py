@@ -269,9 +269,11 @@ def _evaluate(predictor: Predictor, task, config: TaskRunConfig, rng: np.random.
 
 def _answers(predictions: np.ndarray, batch: TaskBatch, tokenizer, first_row: int, rows: int) -> list[dict[str, Any]]:
     """The answers of the first ``rows`` rows of ``batch``, one entry per answer (group of answer positions):
-    expected and predicted as text (with a tokenizer) or token ids, and whether every position is right."""
+    expected and predicted as text (with a tokenizer, where every id is one of its tokens) or token ids (a task's
+    own tokens, such as the label tokens of the intents in context), and whether every position is right."""
     def shown(ids: np.ndarray) -> str | list[int]:
-        return tokenizer.decode(ids.tolist()) if tokenizer is not None else ids.tolist()
+        text = tokenizer is not None and bool((ids < tokenizer.vocab_size).all())
+        return tokenizer.decode(ids.tolist()) if text else ids.tolist()
 
     found = []
     for b in range(min(rows, len(batch))):
