@@ -30,6 +30,7 @@ def test_a_run_learns_memorization_and_writes_its_files(tmp_path):
     assert (tmp_path / "run" / "accuracy.png").is_file()
     answers = [json.loads(line) for line in (tmp_path / "run" / "answers.jsonl").read_text().splitlines()]
     assert [row["row"] for row in answers] == list(range(16)) and {row["setting"] for row in answers} == {"base"}
+    assert "first 16 rows of each setting: [answers.jsonl](answers.jsonl)" in (tmp_path / "run" / "results.md").read_text()
     assert all(a["right"] and a["predicted"] == a["expected"] for row in answers for a in row["answers"])
 
 
@@ -72,6 +73,7 @@ def test_answer_rows_zero_writes_no_answers_and_negative_is_refused(tmp_path):
                            answer_rows=0, model=dict(QUICK_MODEL), progress=False)
     run_task(config)
     assert not (tmp_path / "run" / "answers.jsonl").exists()
+    assert "answers.jsonl" not in (tmp_path / "run" / "results.md").read_text()
 
 
 @pytest.mark.slow

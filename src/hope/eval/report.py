@@ -83,6 +83,9 @@ def run_markdown(result: dict[str, Any], plots: list[str]) -> str:
                   "string), sequence = every answer of a row, token = each answer position. Answer loss: mean "
                   "negative log-likelihood (nats) of the answer tokens, which shows partial retention that exact "
                   "match hides."]
+        if result["config"].get("answer_rows"):
+            lines += ["", f"What the model answered, expected beside predicted, in the first "
+                      f"{result['config']['answer_rows']} rows of each setting: [answers.jsonl](answers.jsonl)."]
     lines += [""] + [f"![{name}]({name})" for name in plots]
     return "\n".join(lines) + "\n"
 
