@@ -42,6 +42,14 @@ def test_the_training_loss_each_run_ended_at_is_pooled_beside_the_accuracy(tmp_p
     assert f"| hope (tiny) | 3.000 ± {statistics.stdev([2.0, 4.0]):.3f} |" in report
 
 
+def test_evaluations_of_a_saved_model_are_not_called_training(tmp_path):
+    write(tmp_path / "a" / "s0", 0, 0.5, steps=0, options={"length": 512})
+    write(tmp_path / "b" / "s0", 0, 0.5, arch="transformer")
+    report = build_report([tmp_path], tmp_path / "r.md")
+    assert "Training: none, a saved model evaluated (--steps 0), length=512 (1 run); 3 steps x 2 rows, lr 0.001 (1 run)." \
+        in report
+
+
 def test_runs_without_a_loss_curve_get_no_loss_table(tmp_path):
     write(tmp_path / "a" / "s0", 0, 0.5)
     assert "Training loss" not in build_report([tmp_path / "a"], tmp_path / "r.md")

@@ -376,8 +376,9 @@ def _budgets(results: list[dict[str, Any]]) -> str:
         options = ", ".join(f"{k}={v}" for k, v in sorted((config.get("options") or {}).items()))
         unit = " per stage" if result["family"] == "continual" else ""
         steps = config.get("steps")
-        key = (f"{steps} step{'' if steps == 1 else 's'}{unit} x {config.get('batch_size')} rows, lr {config.get('lr')}"
-               + (f", {options}" if options else ""))
+        key = ("none, a saved model evaluated (--steps 0)" if steps == 0 else
+               f"{steps} step{'' if steps == 1 else 's'}{unit} x {config.get('batch_size')} rows, lr {config.get('lr')}")
+        key += f", {options}" if options else ""
         counts[key] = counts.get(key, 0) + 1
     return "Training: " + "; ".join(f"{key} ({n} run{'s' if n > 1 else ''})" for key, n in counts.items()) + "."
 
