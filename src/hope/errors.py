@@ -3,3 +3,7 @@
 
 class HopeError(Exception):
     """A problem with the user's input (arguments, config, data, checkpoint), not a bug."""
+
+
+class HopeWarning(UserWarning):
+    """A run that goes on but may not do what its user meant; the CLI prints it as one line on stderr."""

@@ -210,3 +210,35 @@ def test_an_in_context_run_with_fewer_stages_is_scored_on_the_stages_its_rows_ha
     result = run_task(config)
     assert set(result["evals"]) == {"all", "stage1", "stage2"}
     assert all(scores["answer_loss"] > 0 for scores in result["evals"].values())
+
+
+def test_cms_levels_whose_period_the_rows_do_not_pass_get_no_learning_rate_gradient_and_a_warning(tmp_path, capsys):
+    from hope.errors import HopeWarning
+    from hope.models import build
+    from hope.tasks.runner import CMSReach
+
+    torch.manual_seed(0)
+    model = build(arch="hope", size="tiny", vocab_size=16, **QUICK_MODEL, cms_periods=(8, 16))
+    ids = torch.randint(0, 16, (2, 16))
+    torch.nn.functional.cross_entropy(model(ids).logits.flatten(0, 1), ids.flatten()).backward()
+    grads = torch.stack([block.channel.log_lr.grad for block in model.blocks])
+    assert (grads[:, 0] != 0).all() and (grads[:, 1] == 0).all()  # period 16 steps at position 16: not in the row
+
+    reach = CMSReach(model.cms_periods)
+    with pytest.warns(HopeWarning, match=r"CMS periods \[16\] are not shorter than the training rows \(16 tokens\)"):
+        reach.see(ids)
+    reach.see(torch.zeros(2, 17, dtype=torch.long))
+    assert reach.unreached == []
+
+    out = tmp_path / "run"
+    assert main(["tasks", "run", "mad_memorization", "--arch", "hope", "--out", str(out), "--steps", "1",
+                 "--eval-examples", "2", "--no-progress", "--model", "d_model=32", "--model", "n_layers=1",
+                 "--model", "n_heads=2", "--model", "cms_periods=[64,256]"]) == 0
+    err = capsys.readouterr().err
+    assert "hope: warning: CMS periods [64, 256] are not shorter than the training rows" in err
+    result = json.loads((out / "result.json").read_text())
+    assert result["cms_periods_not_trained"] == [64, 256]
+    assert "never stepped in training (periods not shorter than the training rows): 64, 256" in \
+        (out / "results.md").read_text()
+    assert "CMS periods that never stepped in training (not shorter than the rows): 64, 256 (1 run)." in \
+        build_report([out], tmp_path / "r.md")

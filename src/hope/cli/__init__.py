@@ -4,7 +4,7 @@ subcommand).
 Options of ``hope train`` and ``hope tasks run`` are generated from their config dataclasses
 (``hope.cli.flags``: one flag per field, its docstring as help, its default shown); ``--config FILE.yaml``
 supplies train defaults that flags on the command line override. User errors print one line on stderr and
-exit with code 2 (``--debug`` shows the traceback).
+exit with code 2 (``--debug`` shows the traceback); ``HopeWarning`` prints one line on stderr and the run goes on.
 
 Imports: the one place in the package that imports inside functions. Parsing needs only the torch-free config
 modules (``hope.train.config``, ``hope.tasks.config``), so each subcommand's handler imports the torch-heavy
@@ -15,10 +15,11 @@ answer without importing torch.
 from __future__ import annotations
 
 import sys
+import warnings
 
 from hope.cli import convert, data, demo, eval, explore, export, tasks, train
 from hope.cli.flags import Parser
-from hope.errors import HopeError
+from hope.errors import HopeError, HopeWarning
 
 
 def build_parser() -> Parser:
@@ -36,11 +37,21 @@ def build_parser() -> Parser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning) -> None:
+    """``HopeWarning`` as one line, ``hope: warning: ...``; other warnings as Python shows them."""
+    if issubclass(category, HopeWarning):
+        print(f"hope: warning: {message}", file=sys.stderr if file is None else file)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            args.func(args)
     except HopeError as err:
         if args.debug:
             raise

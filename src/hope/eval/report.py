@@ -83,6 +83,10 @@ def run_markdown(result: dict[str, Any], plots: list[str]) -> str:
                   "string), sequence = every answer of a row, token = each answer position. Answer loss: mean "
                   "negative log-likelihood (nats) of the answer tokens, which shows partial retention that exact "
                   "match hides."]
+        if result.get("cms_periods_not_trained"):
+            lines += ["", f"CMS levels that never stepped in training (periods not shorter than the training rows): "
+                      f"{', '.join(map(str, result['cms_periods_not_trained']))}; their inner learning rates are "
+                      "untrained."]
         if result["config"].get("answer_rows"):
             lines += ["", f"What the model answered, expected beside predicted, in the first "
                       f"{result['config']['answer_rows']} rows of each setting: [answers.jsonl](answers.jsonl)."]
@@ -369,9 +373,13 @@ def _recovery(tokens: list[int | None]) -> str:
 
 def _budgets(results: list[dict[str, Any]]) -> str:
     """One sentence on how the runs of a family were trained: each distinct (steps, rows, lr, task options) and
-    how many runs used it."""
+    how many runs used it, then the CMS periods that runs never stepped in training (``CMSReach``)."""
     counts: dict[str, int] = {}
+    unreached: dict[str, int] = {}
     for result in results:
+        if result.get("cms_periods_not_trained"):
+            periods = ", ".join(map(str, result["cms_periods_not_trained"]))
+            unreached[periods] = unreached.get(periods, 0) + 1
         config = result.get("config", {})
         options = ", ".join(f"{k}={v}" for k, v in sorted((config.get("options") or {}).items()))
         unit = " per stage" if result["family"] == "continual" else ""
@@ -380,7 +388,15 @@ def _budgets(results: list[dict[str, Any]]) -> str:
                f"{steps} step{'' if steps == 1 else 's'}{unit} x {config.get('batch_size')} rows, lr {config.get('lr')}")
         key += f", {options}" if options else ""
         counts[key] = counts.get(key, 0) + 1
-    return "Training: " + "; ".join(f"{key} ({n} run{'s' if n > 1 else ''})" for key, n in counts.items()) + "."
+    text = "Training: " + "; ".join(f"{key} ({_runs(n)})" for key, n in counts.items()) + "."
+    if unreached:
+        text += (" CMS periods that never stepped in training (not shorter than the rows): "
+                 + "; ".join(f"{periods} ({_runs(n)})" for periods, n in unreached.items()) + ".")
+    return text
+
+
+def _runs(count: int) -> str:
+    return f"{count} run{'s' if count > 1 else ''}"
 
 
 def _short(task: str) -> str:

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import time
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from hope.compiling import compiling
 from hope.data.dataset import encode_corpus
 from hope.data.stream import DocumentStream
 from hope.data.tokenizer import BytesTokenizer, load_tokenizer
-from hope.errors import HopeError
+from hope.errors import HopeError, HopeWarning
 from hope.files import write_text_atomic
 from hope.eval.report import plot_run, run_markdown
 from hope.models import LanguageModel, build, make_config
@@ -177,6 +178,30 @@ def _run_and_write(config: TaskRunConfig) -> dict[str, Any]:
     return result
 
 
+class CMSReach:
+    """Which CMS levels of a model its training rows reach. A level of period ``C`` steps at position ``C`` of a
+    row (NL Eq. 71; ``hope.models.hope.in_context``), so on rows of at most ``C`` tokens it never steps in training:
+    its inner learning rate gets no gradient, and on longer evaluation rows it takes steps that training never
+    sized (docs/tasks.md, "CMS periods and row lengths"). ``see`` each training batch's inputs."""
+
+    def __init__(self, periods: tuple[int, ...]) -> None:
+        self.periods, self.longest = periods, 0
+
+    def see(self, input_ids: torch.Tensor) -> None:
+        first = self.longest == 0
+        self.longest = max(self.longest, input_ids.shape[1])
+        if first and self.unreached:
+            warnings.warn(f"CMS periods {self.unreached} are not shorter than the training rows ({self.longest} "
+                          f"tokens): those levels never step in training, so their inner learning rates are never "
+                          f"trained; pass --model cms_periods=[...] with periods below {self.longest} to train them",
+                          HopeWarning, stacklevel=2)
+
+    @property
+    def unreached(self) -> list[int]:
+        """The periods no training row has passed (every period before the first batch)."""
+        return [period for period in self.periods if period >= self.longest]
+
+
 def _run_sequence(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict[str, Any]:
     device = resolve_device(config.device)
     model, tokenizer = checkpoint_model(config, device) if config.checkpoint else (None, None)
@@ -199,6 +224,7 @@ def _run_sequence(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> di
     params = [p for p in model.parameters() if p.requires_grad] + (list(decoder.parameters()) if decoder else [])
     trainer = _trainer(config, model, params, config.steps)
     step_log = StepLog(config, loggers, trainer, device)
+    reach = CMSReach(model.cms_periods)
     rng = np.random.default_rng([config.seed, 0])
     curve = []
     every = max(1, config.steps // 50)
@@ -209,11 +235,15 @@ def _run_sequence(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> di
             curve.append([index, round(result.loss.item(), 5)])
             bar.set_postfix(loss=f"{result.loss.item():.4f}", refresh=False)
 
+    def draw(step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        batch = step_log.count(_to_device(train_task.batch(rng, config.batch_size), device))
+        reach.see(batch[0])
+        return [batch]
+
     if config.steps:
         with progress_bar(total=config.steps, desc=f"{spec.name} {model.config.arch}",
                           disable=not config.progress) as bar:
-            trainer.fit(lambda step: [step_log.count(_to_device(train_task.batch(rng, config.batch_size), device))],
-                        lambda _, batch: _answer_loss(predictor.logits(batch[0]), batch[1]),
+            trainer.fit(draw, lambda _, batch: _answer_loss(predictor.logits(batch[0]), batch[1]),
                         config.steps, callbacks=[record, step_log], bar=bar)
     if config.save_model:
         save_checkpoint(Path(config.out) / "model", model, tokenizer)
@@ -229,7 +259,8 @@ def _run_sequence(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> di
     if answers:
         write_text_atomic(Path(config.out) / "answers.jsonl", "".join(json.dumps(row) + "\n" for row in answers))
     return {"params": sum(p.numel() for p in model.parameters()), "train_settings": {**spec.train, **config.options},
-            "loss_curve": curve, "evals": evals, "arch": model.config.arch}
+            "loss_curve": curve, "evals": evals, "arch": model.config.arch,
+            **({"cms_periods_not_trained": reach.unreached} if config.steps else {})}
 
 
 def _stages_of(task, settings: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
