@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from hope.checkpoint import load_checkpoint
 from hope.data.stream import DocumentStream
-from hope.errors import HopeError
+from hope.errors import HopeError, HopeWarning
 from hope.models import build
 from hope.train.config import TrainConfig
 from hope.train.lm import train
@@ -109,6 +109,18 @@ def test_window_aligned_levels_step_and_their_learning_rates_train(tmp_path, sho
     weights = load_file(str(tmp_path / "aligned" / "checkpoint" / "model.safetensors"))
     log_lrs = [t for name, t in weights.items() if name.endswith("log_lr")]
     assert log_lrs and all(not torch.allclose(t, torch.full_like(t, math.log(0.5))) for t in log_lrs)
+
+
+def test_windows_that_never_reach_a_cms_period_warn_unless_streamed(tmp_path, short_documents, recwarn):
+    """Without --stream a level of period 32 never steps in 16-token windows (its learning rate never trains):
+    the run says so; streamed, the state carries it past its period and nothing is said."""
+    with pytest.warns(HopeWarning, match=r"CMS periods \[16, 32\] are not shorter than the training rows \(16 "
+                      r"tokens\).*--stream"):
+        train(config(tmp_path, short_documents, "windows", stream=False, max_steps=1,
+                     model=dict(HOPE, cms_periods=(None, 16, 32))))
+    recwarn.clear()
+    train(config(tmp_path, short_documents, "streamed", max_steps=1, model=dict(HOPE, cms_periods=(None, 16, 32))))
+    assert not [w for w in recwarn if issubclass(w.category, HopeWarning)]
 
 
 def test_a_skipped_step_leaves_the_carried_states_where_they_were():

@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import json
 import time
-import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from hope.compiling import compiling
 from hope.data.dataset import encode_corpus
 from hope.data.stream import DocumentStream
 from hope.data.tokenizer import BytesTokenizer, load_tokenizer
-from hope.errors import HopeError, HopeWarning
+from hope.errors import HopeError
 from hope.files import write_text_atomic
 from hope.eval.report import plot_run, run_markdown
 from hope.models import LanguageModel, build, make_config
@@ -49,7 +48,7 @@ from hope.tasks.registry import TASKS, TaskSpec, get_task
 from hope.tasks.streams import corpus, loss_by_position, stream_metrics
 from hope.train.loggers import Loggers, require_packages
 from hope.train.loop import StepResult, Trainer, lr_schedule
-from hope.train.stream import StreamedBatches, streamed_model_overrides
+from hope.train.stream import StreamedBatches, streamed_model_overrides, warn_unstepped_cms
 
 QUICK_MODEL = {"d_model": 32, "n_layers": 2, "n_heads": 2}
 
@@ -190,11 +189,9 @@ class CMSReach:
     def see(self, input_ids: torch.Tensor) -> None:
         first = self.longest == 0
         self.longest = max(self.longest, input_ids.shape[1])
-        if first and self.unreached:
-            warnings.warn(f"CMS periods {self.unreached} are not shorter than the training rows ({self.longest} "
-                          f"tokens): those levels never step in training, so their inner learning rates are never "
-                          f"trained; pass --model cms_periods=[...] with periods below {self.longest} to train them",
-                          HopeWarning, stacklevel=2)
+        if first:
+            warn_unstepped_cms(self.unreached, self.longest,
+                               f"pass --model cms_periods=[...] with periods below {self.longest} to train them")
 
     @property
     def unreached(self) -> list[int]:

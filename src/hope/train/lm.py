@@ -43,7 +43,7 @@ from hope.threads import apply_threads, plan_threads
 from hope.train.config import TrainConfig
 from hope.train.loggers import Loggers, require_packages
 from hope.train.loop import StepResult, Trainer, lr_schedule
-from hope.train.stream import StreamedBatches, streamed_model_overrides
+from hope.train.stream import StreamedBatches, streamed_model_overrides, warn_unstepped_cms
 from hope.train.sharding import checkpoint_blocks, shard_model
 
 
@@ -161,6 +161,9 @@ def _train(config: TrainConfig, dist_: Distributed, out: Path) -> TrainResult:
                             f"({type(err).__name__}: {err})") from None
     autocast = torch.autocast(dist_.device.type, dtype=torch.bfloat16, enabled=config.bf16)
     streamed = None
+    if not config.stream and dist_.main:
+        warn_unstepped_cms([period for period in model.cms_periods if period >= config.seq_len], config.seq_len,
+                           "train with --stream (the state carried across windows) or with periods below --seq-len")
     if config.stream:
         split = dataset["train"]
         stream = DocumentStream(split.tokens, document_starts(split, dataset.tokenizer.eot_id),

@@ -15,15 +15,26 @@ fixed fast weights, and the level steps at its boundary from the gradient the tr
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import torch
 
 from hope.data.stream import IGNORE_INDEX, DocumentStream, StreamBatch
-from hope.errors import HopeError
+from hope.errors import HopeError, HopeWarning
 from hope.models import LanguageModel, ModelState, make_config
 from hope.models.hope.window import is_window_state, step_after_backward
 from hope.train.loop import StepResult
+
+
+def warn_unstepped_cms(unstepped: list[int], length: int, remedy: str) -> None:
+    """Warn that the CMS levels of periods ``unstepped`` never step in training rows of ``length`` tokens: a level
+    of period ``C`` steps at position ``C`` (NL Eq. 71), so its inner learning rate gets no gradient from rows of at
+    most ``C`` tokens, and longer evaluation rows take steps that training never sized (docs/cms.md)."""
+    if unstepped:
+        warnings.warn(f"CMS periods {unstepped} are not shorter than the training rows ({length} tokens): those "
+                      f"levels never step in training, so their inner learning rates are never trained; {remedy}",
+                      HopeWarning, stacklevel=3)
 
 
 def streamed_model_overrides(config: Any) -> dict[str, Any]:
