@@ -37,6 +37,10 @@ class DemoOptions:
     """Sequences per step."""
     eval_windows: int = 32
     """Windows of seq-len tokens for each final validation / test evaluation."""
+    stream: bool = False
+    """Streaming training and evaluation (``hope train --stream``): each row reads whole documents window after
+    window with the state carried, so Hope's CMS levels step at their periods (512 tokens and more) in training and
+    in evaluation; without it every 256-token window starts afresh and they never step."""
     threads: int | None = None
     """CPU threads (default: chosen by hope.threads from the model's width; docs/threads_under_load.md)."""
 
@@ -89,7 +93,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, dict]:
     from hope.checkpoint import load_checkpoint
     from hope.data.corpus import load_corpus
     from hope.data.dataset import encode_corpus
-    from hope.eval.perplexity import evaluate_lm
+    from hope.eval.perplexity import evaluate_lm, evaluate_lm_streamed
     from hope.generate import generate
     from hope.models import ARCHS
     from hope.train.lm import train
@@ -105,14 +109,19 @@ def run_demo(args: argparse.Namespace) -> dict[str, dict]:
         config = TrainConfig(arch=arch, size=options.size, out=str(run_dir), max_steps=options.max_steps,
                              seq_len=options.seq_len, batch_size=options.batch_size,
                              eval_every=max(1, options.max_steps // 4), eval_windows=max(1, options.eval_windows // 2),
-                             save_every=options.max_steps, threads=options.threads,
+                             save_every=options.max_steps, threads=options.threads, stream=options.stream,
                              resume=(run_dir / "checkpoint").exists())
         load_average = os.getloadavg()[0]
         train(config)
         model, tokenizer, _ = load_checkpoint(run_dir / "checkpoint")
         dataset = encode_corpus(load_corpus(None), tokenizer)
-        val_result = evaluate_lm(model, dataset["validation"], seq_len=options.seq_len, max_windows=options.eval_windows)
-        test_result = evaluate_lm(model, dataset["test"], seq_len=options.seq_len, max_windows=options.eval_windows)
+        if options.stream:
+            val_result, test_result = (evaluate_lm_streamed(model, dataset[split], seq_len=options.seq_len,
+                                                            eot_id=tokenizer.eot_id, max_windows=options.eval_windows)
+                                       for split in ("validation", "test"))
+        else:
+            val_result, test_result = (evaluate_lm(model, dataset[split], seq_len=options.seq_len,
+                                                   max_windows=options.eval_windows) for split in ("validation", "test"))
         speed = [r["tokens_per_s"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
                  if "tokens_per_s" in r]
         prompt = torch.tensor([tokenizer.encode(PROMPT)])
