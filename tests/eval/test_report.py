@@ -55,6 +55,15 @@ def test_runs_without_a_loss_curve_get_no_loss_table(tmp_path):
     assert "Training loss" not in build_report([tmp_path / "a"], tmp_path / "r.md")
 
 
+def test_a_saved_model_is_named_by_the_run_that_saved_it(tmp_path):
+    probes = [{**write(tmp_path / f"s{seed}", seed, 0.1), "checkpoint": f"runs/probe/hope_seed{seed}/model"}
+              for seed in (0, 2)]
+    trained = {**write(tmp_path / "t", 0, 0.1), "checkpoint": "runs/lm/checkpoint"}
+    other = {**write(tmp_path / "o", 0, 0.1), "checkpoint": "exported/tiny-hope"}
+    assert [model_label(r) for r in probes + [trained, other]] == [
+        "hope (tiny, from hope_seed0)", "hope (tiny, from hope_seed2)", "hope (tiny, from lm)", "hope (tiny, from tiny-hope)"]
+
+
 def test_outer_periods_are_part_of_the_model_label(tmp_path):
     plain = write(tmp_path / "p", 0, 0.1)
     outer = write(tmp_path / "o", 0, 0.2, cms_outer_periods=[1, 4, 16])

@@ -30,8 +30,15 @@ def _label_parts(result: dict[str, Any], options: bool = False) -> list[str]:
     if outer:
         extras.append("cms_outer_periods=" + "/".join(map(str, outer)))
     if result.get("checkpoint"):
-        extras.append(f"from {Path(result['checkpoint']).name}")
+        extras.append(f"from {_run_name(Path(result['checkpoint']))}")
     return [result["size"], *extras]
+
+
+def _run_name(checkpoint: Path) -> str:
+    """The run a checkpoint came from: the folder that holds it where it has the name a run gives it (``OUT/model``
+    of ``hope tasks run --save-model``, ``OUT/checkpoint`` of ``hope train``), else its own name."""
+    return checkpoint.parent.name if checkpoint.name in ("model", "checkpoint") and checkpoint.parent.name else \
+        checkpoint.name
 
 
 def model_label(result: dict[str, Any], common: frozenset[str] = frozenset(), options: bool = False) -> str:
