@@ -92,8 +92,8 @@ def run_markdown(result: dict[str, Any], plots: list[str]) -> str:
                   "match hides."]
         if result.get("cms_periods_not_trained"):
             lines += ["", f"CMS levels that never stepped in training (periods not shorter than the training rows): "
-                      f"{', '.join(map(str, result['cms_periods_not_trained']))}; their inner learning rates are "
-                      "untrained."]
+                      f"{', '.join(map(str, result['cms_periods_not_trained']))}; this run gave their inner learning "
+                      "rates no gradient."]
         if result["config"].get("answer_rows"):
             lines += ["", f"What the model answered, expected beside predicted, in the first "
                       f"{result['config']['answer_rows']} rows of each setting: [answers.jsonl](answers.jsonl)."]
