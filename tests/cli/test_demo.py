@@ -1,5 +1,5 @@
-"""``hope demo``: the README's main job, at a few steps; without --stream Hope's CMS levels never step and the run
-says so, with --stream they step in training and their learning rates train."""
+"""``hope demo``: the README's main job, at a few steps; streamed (the default) Hope's CMS levels step in training
+and their learning rates train, with --no-stream they never step and the run says so."""
 
 import json
 import math
@@ -15,9 +15,9 @@ INITIAL = torch.tensor(math.log(0.1))
 
 
 @pytest.mark.slow
-def test_the_demo_trains_compares_and_with_stream_trains_the_cms_learning_rates(tmp_path, capsys):
+def test_the_demo_trains_compares_and_streamed_trains_the_cms_learning_rates(tmp_path, capsys):
     common = ["demo", "--archs", "hope", "--seq-len", "64", "--batch-size", "2", "--eval-windows", "2"]
-    assert main(common + ["--max-steps", "1", "--out", str(tmp_path / "windows")]) == 0
+    assert main(common + ["--max-steps", "1", "--no-stream", "--out", str(tmp_path / "windows")]) == 0
     captured = capsys.readouterr()
     assert "hope: warning: CMS periods [512, 2048, 8192] are not shorter than the training rows (64 tokens)" in captured.err
     assert "[hope] The state of the Union is" in captured.out
@@ -25,7 +25,7 @@ def test_the_demo_trains_compares_and_with_stream_trains_the_cms_learning_rates(
     model, _, _ = load_checkpoint(tmp_path / "windows" / "hope" / "checkpoint")
     assert all(block.channel.log_lr[0] == INITIAL for block in model.blocks)  # untouched, to the bit
 
-    assert main(common + ["--max-steps", "9", "--stream", "--out", str(tmp_path / "streamed")]) == 0
+    assert main(common + ["--max-steps", "9", "--out", str(tmp_path / "streamed")]) == 0
     assert "warning" not in capsys.readouterr().err
     model, _, _ = load_checkpoint(tmp_path / "streamed" / "hope" / "checkpoint")
     assert all(block.channel.log_lr[0] != INITIAL for block in model.blocks)  # period 512: 8 windows of 64

@@ -1,4 +1,5 @@
-"""``hope demo``: train each architecture on the same tokens of the embedded corpus, then compare.
+"""``hope demo``: train each architecture on the same tokens of the embedded corpus, then compare (streamed by
+default, so Hope's CMS levels step at their periods; ``--no-stream`` reads independent windows).
 
 Prints validation/test bits per byte and training tokens/s side by side, a generated sample from
 each model, and writes one plot of the loss curves (``OUT/loss_curves.png``) and ``OUT/results.json``.
@@ -37,10 +38,10 @@ class DemoOptions:
     """Sequences per step."""
     eval_windows: int = 32
     """Windows of seq-len tokens for each final validation / test evaluation."""
-    stream: bool = False
+    stream: bool = True
     """Streaming training and evaluation (``hope train --stream``): each row reads whole documents window after
     window with the state carried, so Hope's CMS levels step at their periods (512 tokens and more) in training and
-    in evaluation; without it every 256-token window starts afresh and they never step."""
+    in evaluation; with ``--no-stream`` every 256-token window starts afresh and they never step."""
     threads: int | None = None
     """CPU threads (default: chosen by hope.threads from the model's width; docs/threads_under_load.md)."""
 
