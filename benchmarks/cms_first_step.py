@@ -7,8 +7,9 @@ it never steps inside one, so its learning rate ``eta_l`` gets no gradient and s
 (``hope tasks run ... --save-model``) this reads the rows of the run's evaluation setting of ``--length`` tokens
 (drawn as the task runner draws them) up to one token past the first period and reports, per layer and learning
 level: ``eta_l`` and whether it moved from ``cms_lr``, and the size of the level's first step relative to its
-weights, ``||W_after - W|| / ||W||`` for the SwiGLU's ``gate_up`` and ``down`` (mean over the rows). Writes
-``NAME.json`` and ``NAME.md`` under ``--docs``.
+weights, ``||W_after - W|| / ||W||`` for the SwiGLU's ``gate_up`` and ``down`` (mean over the rows); then every
+step in the same rows (``steps_along``), each relative to the level's initial weights, which shows whether later
+steps grow. Writes ``NAME.json`` and ``NAME.md`` under ``--docs``.
 
     python benchmarks/cms_first_step.py --runs runs/niah_probe/hope_seed0 runs/niah_probe/hope_seed2 \\
         --length 1024 --name cms_first_step_niah_single_2
@@ -57,6 +58,34 @@ def first_steps(model, ids: torch.Tensor) -> list[dict]:
     return found
 
 
+def steps_along(model, ids: torch.Tensor) -> list[dict]:
+    """Every in-context CMS step in rows ``ids [B, T]``: per layer, learning level and boundary ``b`` (a multiple of
+    the level's period below ``T``), the size of the step taken at ``b`` relative to the level's initial weights
+    (mean over the rows). The rows are read one fastest period at a time with the state carried; the step at ``b`` is
+    taken when token ``b`` is read (``hope.models.hope.in_context``), so it is in the state after the segment that
+    starts at ``b``."""
+    blocks = [(index, block.channel) for index, block in enumerate(model.blocks) if isinstance(block.channel, CMS)]
+    fastest = min(min(cms.active_periods) for _, cms in blocks if cms.active_periods)
+    found, state = [], None
+    with torch.no_grad():
+        for start in range(0, ids.shape[1], fastest):
+            previous = state
+            state = model(ids[:, start:start + fastest], state=state).state
+            if start == 0:
+                continue
+            for index, cms in blocks:
+                for level in cms.learning:
+                    if start % cms.periods[level]:
+                        continue
+                    initial = (cms.levels[level].gate_up.weight, cms.levels[level].down.weight)
+                    old, new = previous.layers[index].channel.levels[level], state.layers[index].channel.levels[level]
+                    relative = [((b - a).norm(dim=(-2, -1)) / w.norm()).mean().item()
+                                for w, a, b in zip(initial, old, new)]
+                    found.append({"layer": index, "level": level, "period": cms.periods[level], "position": start,
+                                  "gate_up": relative[0], "down": relative[1]})
+    return found
+
+
 def run_rows(run: Path, tokenizer, length: int, rows: int) -> torch.Tensor:
     """The first ``rows`` rows of the run's evaluation setting of ``length`` tokens, drawn as the runner draws them."""
     result = json.loads((run / "result.json").read_text())
@@ -86,14 +115,21 @@ def main() -> None:
              f" --length {args.length} --name {args.name}`", "",
              "| run | layer | level (period) | eta (initial) | eta trained | step / weights, gate_up | down |",
              "|---|---|---|---|---|---|---|"]
+    along = ["", f"Every step in the same rows: the step a level takes at a position, relative to its initial weights "
+             "(mean over the rows).", "",
+             "| run | layer | level (period) | position | step / weights, gate_up | down |", "|---|---|---|---|---|---|"]
     for run in map(Path, args.runs):
         model, tokenizer, _ = load_checkpoint(run / "model")
-        report[str(run)] = steps = first_steps(model.eval(), run_rows(run, tokenizer, args.length, args.rows))
+        ids = run_rows(run, tokenizer, args.length, args.rows)
+        report[str(run)] = steps = first_steps(model.eval(), ids)
         for s in steps:
             if s["stepped"]:
                 lines.append(f"| {run.name} | {s['layer']} | {s['level']} ({s['period']}) | {s['eta']:.4f} "
                              f"({s['initial_eta']}) | {'yes' if s['eta_trained'] else 'no'} | {s['gate_up']:.4f} | {s['down']:.4f} |")
-    text = "\n".join(lines) + "\n"
+        report[f"{run}:along"] = every = steps_along(model, ids)
+        along += [f"| {run.name} | {s['layer']} | {s['level']} ({s['period']}) | {s['position']} | {s['gate_up']:.4f} | "
+                  f"{s['down']:.4f} |" for s in every]
+    text = "\n".join(lines + along) + "\n"
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.docs / f"{args.name}.md").write_text(text)

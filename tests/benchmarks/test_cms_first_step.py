@@ -44,3 +44,20 @@ def test_the_first_step_is_proportional_to_the_learning_rate_and_only_the_fastes
 def test_rows_that_never_reach_the_first_period_are_refused():
     with pytest.raises(ValueError, match="never reach the first CMS step"):
         probe.first_steps(_model(), torch.randint(0, 17, (1, 4)))
+
+
+def test_every_step_along_a_row_starts_with_the_first_step_and_lists_each_level_at_its_boundaries():
+    model, ids = _model(), torch.randint(0, 17, (3, 17))
+    along = probe.steps_along(model, ids)
+    assert [(s["layer"], s["level"], s["position"]) for s in along] == [
+        (layer, level, position) for position in (4, 8, 12, 16) for layer in (0, 1) for level in (0, 1)
+        if position % (4, 8)[level] == 0]
+    first = {(s["layer"], s["level"]): s for s in probe.first_steps(model, ids[:, :5]) if s["stepped"]}
+    for step in along[:2]:
+        assert step["gate_up"] == pytest.approx(first[step["layer"], step["level"]]["gate_up"], rel=1e-9)
+        assert step["down"] == pytest.approx(first[step["layer"], step["level"]]["down"], rel=1e-9)
+    assert all(s["gate_up"] > 0 and s["down"] > 0 for s in along)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.channel.log_lr.fill_(-math.inf)
+    assert all(s["gate_up"] == s["down"] == 0.0 for s in probe.steps_along(model, ids))
