@@ -141,3 +141,19 @@ def test_answer_tokens_right_are_shown_only_where_they_differ_from_exact_match(t
     exact["evals"]["256"]["token_accuracy"] = 0.25
     (tmp_path / "b" / "result.json").write_text(json.dumps(exact))
     assert "Answer tokens right" not in build_report([tmp_path / "b"], tmp_path / "r2.md")
+
+
+def test_stream_segments_get_their_mean_losses_and_the_paired_change_from_first_to_last(tmp_path):
+    for seed, (first, last) in enumerate([(2.0, 1.5), (3.0, 2.0)]):
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        segments = {"A1": {"mean": first}, "A2": {"mean": last}}
+        scores = {"loss": (first + last) / 2, "rows": 2, "length": 8, "by_position": [[0, 8, (first + last) / 2]],
+                  "segments": segments, "returns": {}}
+        (folder / "result.json").write_text(json.dumps({
+            "task": "stream_cipher", "family": "stream", "arch": "hope", "size": "tiny", "seed": seed,
+            "evals": {"carried": scores}, "config": {"steps": 0, "batch_size": 2, "lr": 1e-3}}))
+    report = build_report([tmp_path], tmp_path / "r.md")
+    assert "Loss per segment, cipher (last - first: A2 minus A1, within each run):" in report
+    change = f"{-0.75:.3f} ± {statistics.stdev([-0.5, -1.0]):.3f}"
+    assert f"| hope (tiny) | carried | 2.500 ± 0.707 | 1.750 ± 0.354 | {change} |" in report

@@ -97,6 +97,25 @@ def test_letter_cipher_permutes_the_letters_alike_in_both_cases_and_keeps_every_
         assert bytes(plain.ids[1 + start: 1 + stop].tolist()) in text, name
 
 
+def test_same_text_reads_one_passage_in_every_segment(corpus_dir):
+    text = "\n\n".join(doc.text for doc in load_corpus(corpus_dir).test).encode()
+    twice = CipherStream(segment=64, pattern="AA", alphabet="none", same_text=True, data=corpus_dir)
+    row = twice.row(np.random.default_rng(4))
+    (_, a, b), (_, c, d) = row.segments
+    assert (a, b, c, d) == (0, 64, 64, 128)
+    assert np.array_equal(row.ids[1 + a: 1 + b], row.ids[1 + c: 1 + d])
+    assert bytes(row.ids[1 + a: 1 + b].tolist()) in text
+    fresh = CipherStream(segment=64, pattern="AA", alphabet="none", data=corpus_dir).row(np.random.default_rng(4))
+    assert not np.array_equal(fresh.ids[1:65], fresh.ids[65:129])
+    ciphered = CipherStream(segment=64, pattern="AB", same_text=True, data=corpus_dir).row(np.random.default_rng(4))
+    offsets = [{offset for offset, _ in _decipher_offsets(text, ciphered.ids[1 + a: 1 + b])}
+               for _, a, b in ciphered.segments]
+    assert len(offsets[0]) == 1 and offsets[0] == offsets[1]  # the same passage, in two ciphers
+    assert not np.array_equal(ciphered.ids[1:65], ciphered.ids[65:129])
+    with pytest.raises(HopeError, match="same_text must be true or false"):
+        CipherStream(same_text="yes")
+
+
 def test_streams_are_deterministic_in_their_generator(corpus_dir):
     cipher = CipherStream(segment=64, data=corpus_dir)
     documents = LongDocumentStream(length=300, data=corpus_dir)
@@ -204,3 +223,10 @@ def test_a_streamed_cipher_run_saves_the_model_it_scored(corpus_dir, tmp_path):
     _, rows = stream_eval_rows(spec, tokenizer, config, spec.evals["carried"])
     losses = _stream_losses(model.eval(), np.stack([row.ids for row in rows]), 16, True, torch.device("cpu"))
     assert losses.mean() == pytest.approx(result["evals"]["carried"]["loss"], rel=1e-5)
+    again = run_task(dataclasses.replace(config, out=str(tmp_path / "again"), steps=0, save_model=False,
+                                         checkpoint=str(tmp_path / "run" / "model")))
+    assert again["loss_curve"] == [] and again["config"]["steps"] == 0
+    for label in ("carried", "reset"):
+        assert again["evals"][label]["loss"] == pytest.approx(result["evals"][label]["loss"], rel=1e-5)
+    with pytest.raises(HopeError, match="not the continual task"):
+        TaskRunConfig(task="continual_sotu_eras", out=str(tmp_path / "eras"), steps=0, checkpoint=str(tmp_path / "run"))

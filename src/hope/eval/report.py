@@ -127,6 +127,11 @@ def _stream_tables(result: dict[str, Any]) -> list[str]:
               + " |", "|---" * (len(first["by_position"]) + 1) + "|"]
     lines += [f"| {label} | " + " | ".join(f"{v:.3f}" for _, _, v in s["by_position"]) + " |"
               for label, s in evals.items()]
+    names = list(first.get("segments", {}))
+    if names:
+        lines += ["", "Loss per segment:", "", "| setting | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        lines += [f"| {label} | " + " | ".join(f"{s['segments'][name]['mean']:.3f}" for name in names) + " |"
+                  for label, s in evals.items()]
     for label, scores in evals.items():
         for name, ret in scores.get("returns", {}).items():
             recovery = "never" if ret["recovery_tokens"] is None else f"after {ret['recovery_tokens']} tokens"
@@ -345,6 +350,27 @@ def _stream_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
               "above where it ended before the other language; recovery: tokens until its windowed loss is back there."]
     for task in tasks:
         lines += [""] + _position_table(task, models, runs)
+        lines += _segment_table(task, models, runs)
+    return lines
+
+
+def _segment_table(task: str, models: list[str], runs: dict) -> list[str]:
+    """Mean loss of each segment of a stream of segments (cipher streams), per model and setting, and the last
+    segment's minus the first's, paired within each run; none for streams without segments."""
+    results = [r for m in models for r in runs.get((task, m), [])]
+    names = list(dict.fromkeys(name for r in results for s in r["evals"].values() for name in s.get("segments", {})))
+    if not names:
+        return []
+    fmt = lambda x: f"{x:.3f}"
+    lines = ["", f"Loss per segment, {_short(task)} (last - first: {names[-1]} minus {names[0]}, within each run):",
+             "", "| model | setting | " + " | ".join(names) + " | last - first |", "|---" * (len(names) + 3) + "|"]
+    for model in models:
+        seeds = runs.get((task, model), [])
+        for label in (seeds[0]["evals"] if seeds else []):
+            scores = [r["evals"][label].get("segments", {}) for r in seeds if label in r["evals"]]
+            cells = [_pooled([s[name]["mean"] for s in scores if name in s], fmt) for name in names]
+            change = [s[names[-1]]["mean"] - s[names[0]]["mean"] for s in scores if names[0] in s and names[-1] in s]
+            lines.append(f"| {model} | {label} | " + " | ".join(cells) + f" | {_pooled(change, fmt)} |")
     return lines
 
 

@@ -100,8 +100,9 @@ class TaskRunConfig:
         family = spec.family
         if self.steps == 0 and self.checkpoint is None:
             raise HopeError("steps must be at least 1 (0 evaluates a --checkpoint without training)")
-        if self.steps == 0 and family in ("continual", "stream"):
-            raise HopeError(f"--steps 0 (evaluation only) applies to sequence tasks, not the {family} task {self.task}")
+        if self.steps == 0 and family == "continual":
+            raise HopeError(f"--steps 0 (evaluation only) applies to sequence and stream tasks, not the continual "
+                            f"task {self.task}")
         if self.save_model and family == "continual":
             raise HopeError(f"--save-model applies to sequence and stream tasks, not the continual task {self.task}")
         for name in ("batch_size", "eval_examples", "eval_batch_size", "eval_chunk", "seq_len",

@@ -457,7 +457,7 @@ def _window_batches(tokens: np.ndarray, config: TaskRunConfig, rng: np.random.Ge
 
 def _run_stream(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict[str, Any]:
     """Pretrain on the corpus's training split (random windows, or whole documents streamed with ``--stream``;
-    or fine-tune ``--checkpoint`` on it), then read ``eval_examples``
+    or fine-tune ``--checkpoint`` on it; ``--steps 0``: only evaluate it), then read ``eval_examples``
     held-out streams per evaluation setting window by window (``seq_len`` tokens), with the state carried or
     reset, and record the loss of every token (``hope.tasks.streams``)."""
     device = resolve_device(config.device)
@@ -475,16 +475,17 @@ def _run_stream(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict
         if (result.step - 1) % every == 0 or result.step == config.steps:
             curve.append([result.step - 1, round(result.loss.item(), 5)])
 
-    with progress_bar(total=config.steps, desc=f"{spec.name} {config.arch}", disable=not config.progress) as bar:
-        if config.stream:
-            texts = [doc.text for doc in corpus(train_stream.data).split("train")]
-            batches, loss, advance = _era_stream(config, model, tokenizer, texts, 0, step_log, device)
-            callbacks = [advance, record, step_log]
-        else:
-            tokens = encode_corpus(corpus(train_stream.data), tokenizer)["train"].tokens
-            batches = _window_batches(tokens, config, np.random.default_rng([config.seed, 0]), step_log, device)
-            loss, callbacks = _window_batch_loss, [record, step_log]
-        trainer.fit(batches, loss, config.steps, callbacks=callbacks, bar=bar)
+    if config.steps:
+        with progress_bar(total=config.steps, desc=f"{spec.name} {config.arch}", disable=not config.progress) as bar:
+            if config.stream:
+                texts = [doc.text for doc in corpus(train_stream.data).split("train")]
+                batches, loss, advance = _era_stream(config, model, tokenizer, texts, 0, step_log, device)
+                callbacks = [advance, record, step_log]
+            else:
+                tokens = encode_corpus(corpus(train_stream.data), tokenizer)["train"].tokens
+                batches = _window_batches(tokens, config, np.random.default_rng([config.seed, 0]), step_log, device)
+                loss, callbacks = _window_batch_loss, [record, step_log]
+            trainer.fit(batches, loss, config.steps, callbacks=callbacks, bar=bar)
     if config.save_model:
         save_checkpoint(Path(config.out) / "model", model, tokenizer)
     model.eval()

@@ -4,7 +4,9 @@
   NL Sec. 9.1): segments of held-out corpus text, each enciphered by the substitution cipher of its
   language (of all 256 byte values, or of the 26 letters only: ``alphabet``), in the order of ``pattern``
   (default ``ABA``: language A, then B, then A again). Each segment reads fresh text, so only the language can
-  carry over. ``stream_metrics`` gives the loss of each segment, how much a returning language's loss rose while
+  carry over; with ``same_text`` every segment reads the first one's passage instead (``pattern=AA``,
+  ``alphabet=none``: one passage read twice, whose second reading a model predicts as far as its state kept the
+  first). ``stream_metrics`` gives the loss of each segment, how much a returning language's loss rose while
   another was read (forgetting) and how many tokens it took to recover.
 * **Long documents** (``LongDocumentStream``): held-out documents, in a seeded order, concatenated (each ended by the
   tokenizer's end-of-text id) to ``length`` tokens; ``loss_by_position`` bins the loss by position.
@@ -91,10 +93,14 @@ class CipherStream:
     data: str | None = None
     carry_state: bool = True
     """Read with the state carried across windows (False: reset at every window)."""
+    same_text: bool = False
+    """Every segment reads the same passage of text (drawn once per row), each in its own language's cipher."""
     tokenizer: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_positive("segment", self.segment, 2)
+        if not isinstance(self.same_text, bool):
+            raise HopeError(f"same_text must be true or false, got {self.same_text!r}")
         if self.alphabet not in CIPHER_ALPHABETS:
             raise HopeError(f"alphabet must be one of {', '.join(CIPHER_ALPHABETS)}, got {self.alphabet!r}")
         if not self.pattern or not self.pattern.isalpha() or not self.pattern.isupper():
@@ -122,12 +128,13 @@ class CipherStream:
         return {letter: substitution_cipher(rng, self.alphabet) for letter in dict.fromkeys(self.pattern)}
 
     def row(self, rng: np.random.Generator) -> StreamRow:
-        """One stream: ciphers, then one text offset per segment, all from ``rng``. The first input token is the
-        end-of-text id, so the first segment's first byte is a target too."""
+        """One stream: ciphers, then one text offset per segment (one for all with ``same_text``), all from ``rng``.
+        The first input token is the end-of-text id, so the first segment's first byte is a target too."""
         text, ciphers = self.text(), self.ciphers(rng)
         parts, segments = [np.array([BytesTokenizer.eot_id])], []
+        shared = int(rng.integers(text.size - self.segment + 1)) if self.same_text else None
         for k, letter in enumerate(self.pattern):
-            start = int(rng.integers(text.size - self.segment + 1))
+            start = shared if shared is not None else int(rng.integers(text.size - self.segment + 1))
             parts.append(ciphers[letter][text[start: start + self.segment]])
             segments.append((f"{letter}{self.pattern[:k].count(letter) + 1}", k * self.segment, (k + 1) * self.segment))
         return StreamRow(np.concatenate(parts), tuple(segments))
