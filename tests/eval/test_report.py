@@ -157,3 +157,18 @@ def test_stream_segments_get_their_mean_losses_and_the_paired_change_from_first_
     assert "Loss per segment, cipher (last - first: A2 minus A1, within each run):" in report
     change = f"{-0.75:.3f} ± {statistics.stdev([-0.5, -1.0]):.3f}"
     assert f"| hope (tiny) | carried | 2.500 ± 0.707 | 1.750 ± 0.354 | {change} |" in report
+
+
+def test_loss_by_position_gets_the_carried_minus_reset_difference_paired_within_each_run(tmp_path):
+    for seed, (carried, reset) in enumerate([((2.0, 1.0), (2.0, 1.5)), ((3.0, 1.0), (3.0, 2.0))]):
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        evals = {label: {"loss": sum(v) / 2, "rows": 1, "length": 128,
+                         "by_position": [[0, 64, v[0]], [64, 128, v[1]]]}
+                 for label, v in (("carried", carried), ("reset", reset))}
+        (folder / "result.json").write_text(json.dumps({
+            "task": "stream_long_document", "family": "stream", "arch": "titans", "size": "tiny", "seed": seed,
+            "evals": evals, "config": {"steps": 1, "batch_size": 2, "lr": 1e-3}}))
+    report = build_report([tmp_path], tmp_path / "r.md")
+    later = f"{-0.75:+.3f} ± {statistics.stdev([-0.5, -1.0]):.3f}"
+    assert f"| titans (tiny) | carried - reset | +0.000 ± 0.000 | {later} |" in report

@@ -214,12 +214,17 @@ def _by_seed(results: list[dict[str, Any]], common: frozenset[str] = frozenset()
     return {key: [seeds[s] for s in sorted(seeds)] for key, seeds in table.items()}
 
 
-def _pooled(values: list[float], fmt=_percent) -> str:
-    """``mean`` of one value, ``mean ± sd`` (sample standard deviation) of several."""
+def _pooled(values: list[float], fmt=_percent, sd_fmt=None) -> str:
+    """``mean`` of one value, ``mean ± sd`` (sample standard deviation, in ``sd_fmt``, else ``fmt``) of several."""
     if not values:
         return ""
     text = fmt(statistics.fmean(values))
-    return f"{text} ± {fmt(statistics.stdev(values))}" if len(values) > 1 else text
+    return f"{text} ± {(sd_fmt or fmt)(statistics.stdev(values))}" if len(values) > 1 else text
+
+
+def _pooled_change(values: list[float]) -> str:
+    """``_pooled`` of a difference in loss: its mean signed."""
+    return _pooled(values, lambda v: f"{v:+.3f}", sd_fmt=lambda v: f"{v:.3f}")
 
 
 def _seeds(runs: dict, tasks: list[str], model: str) -> str:
@@ -370,7 +375,7 @@ def _segment_table(task: str, models: list[str], runs: dict) -> list[str]:
             scores = [r["evals"][label].get("segments", {}) for r in seeds if label in r["evals"]]
             cells = [_pooled([s[name]["mean"] for s in scores if name in s], fmt) for name in names]
             change = [s[names[-1]]["mean"] - s[names[0]]["mean"] for s in scores if names[0] in s and names[-1] in s]
-            lines.append(f"| {model} | {label} | " + " | ".join(cells) + f" | {_pooled(change, fmt)} |")
+            lines.append(f"| {model} | {label} | " + " | ".join(cells) + f" | {_pooled_change(change)} |")
     return lines
 
 
@@ -386,6 +391,14 @@ def _position_table(task: str, models: list[str], runs: dict) -> list[str]:
             values = [[v for _, _, v in r["evals"][label]["by_position"]] for r in results if label in r["evals"]]
             cells = [_pooled([v[i] for v in values if i < len(v)], lambda x: f"{x:.3f}") for i in range(len(bins))]
             lines.append(f"| {model} | {label} | " + " | ".join(cells) + " |")
+        paired = [[c - r for (_, _, c), (_, _, r) in zip(run["evals"]["carried"]["by_position"],
+                                                          run["evals"]["reset"]["by_position"])]
+                  for run in results if {"carried", "reset"} <= set(run["evals"])]
+        if paired:
+            cells = [_pooled_change([v[i] for v in paired if i < len(v)]) for i in range(len(bins))]
+            lines.append(f"| {model} | carried - reset | " + " | ".join(cells) + " |")
+    lines += ["", "carried - reset: the same tokens' loss with the state carried minus with it reset at every window, "
+              "paired within each run (below zero: the context before the window helps)."]
     return lines
 
 
