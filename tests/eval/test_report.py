@@ -60,8 +60,16 @@ def test_a_saved_model_is_named_by_the_run_that_saved_it(tmp_path):
               for seed in (0, 2)]
     trained = {**write(tmp_path / "t", 0, 0.1), "checkpoint": "runs/lm/checkpoint"}
     other = {**write(tmp_path / "o", 0, 0.1), "checkpoint": "exported/tiny-hope"}
-    assert [model_label(r) for r in probes + [trained, other]] == [
-        "hope (tiny, from hope_seed0)", "hope (tiny, from hope_seed2)", "hope (tiny, from lm)", "hope (tiny, from tiny-hope)"]
+    seeds = [{**write(tmp_path / f"m{seed}", seed, 0.1), "checkpoint": f"runs/w256/seed-{seed}/model"} for seed in (0, 1)]
+    assert [model_label(r) for r in probes + [trained, other] + seeds] == [
+        "hope (tiny, from hope_seed0)", "hope (tiny, from hope_seed2)", "hope (tiny, from lm)", "hope (tiny, from tiny-hope)",
+        "hope (tiny, from w256)", "hope (tiny, from w256)"]
+
+
+def test_a_stream_run_is_labelled_by_its_window(tmp_path):
+    sequence = write(tmp_path / "n", 0, 0.1, seq_len=256)
+    stream = {**write(tmp_path / "s", 0, 0.1, seq_len=2048), "family": "stream"}
+    assert model_label(sequence) == "hope (tiny)" and model_label(stream) == "hope (tiny, seq_len=2048)"
 
 
 def test_outer_periods_are_part_of_the_model_label(tmp_path):

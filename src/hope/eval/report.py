@@ -11,6 +11,7 @@ different seeds are pooled: a cell is the mean over seeds, with the sample stand
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from fractions import Fraction
 from pathlib import Path
@@ -21,12 +22,15 @@ from hope.tasks.registry import FAMILIES, TASKS
 
 
 def _label_parts(result: dict[str, Any], options: bool = False) -> list[str]:
-    """The size, model overrides, outer CMS periods and fine-tuned checkpoint of a run, as label parts; with
-    ``options``, its task options too (suite experiments whose entries differ in them)."""
+    """The size, model overrides, outer CMS periods, a stream task's window and fine-tuned checkpoint of a run, as
+    label parts; with ``options``, its task options too (suite experiments whose entries differ in them)."""
     extras = [f"{k}={v}" for k, v in sorted((result.get("model_overrides") or {}).items())]
     if options:
         extras += [f"{k}={v}" for k, v in sorted((result.get("task_options") or {}).items())]
-    outer = (result.get("config") or {}).get("cms_outer_periods")
+    config = result.get("config") or {}
+    if result.get("family") == "stream" and config.get("seq_len"):
+        extras.append(f"seq_len={config['seq_len']}")
+    outer = config.get("cms_outer_periods")
     if outer:
         extras.append("cms_outer_periods=" + "/".join(map(str, outer)))
     if result.get("checkpoint"):
@@ -36,9 +40,10 @@ def _label_parts(result: dict[str, Any], options: bool = False) -> list[str]:
 
 def _run_name(checkpoint: Path) -> str:
     """The run a checkpoint came from: the folder that holds it where it has the name a run gives it (``OUT/model``
-    of ``hope tasks run --save-model``, ``OUT/checkpoint`` of ``hope train``), else its own name."""
-    return checkpoint.parent.name if checkpoint.name in ("model", "checkpoint") and checkpoint.parent.name else \
-        checkpoint.name
+    of ``hope tasks run --save-model``, ``OUT/checkpoint`` of ``hope train``), else its own name; the folder above
+    a ``seed-S`` folder (``OUT/seed-S/model`` of a run of several seeds), so that the probes of its seeds pool."""
+    run = checkpoint.parent if checkpoint.name in ("model", "checkpoint") and checkpoint.parent.name else checkpoint
+    return run.parent.name if re.fullmatch(r"seed-\d+", run.name) and run.parent.name else run.name
 
 
 def model_label(result: dict[str, Any], common: frozenset[str] = frozenset(), options: bool = False) -> str:
