@@ -10,7 +10,7 @@ import torch
 
 from hope.models import build
 from hope.tasks.config import TaskRunConfig
-from hope.tasks.runner import QUICK_MODEL, _stream_losses, run_task
+from hope.tasks.runner import QUICK_MODEL, run_task, stream_losses
 
 _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "cipher_level_freeze.py"
 _SPEC = importlib.util.spec_from_file_location("cipher_level_freeze", _PATH)
@@ -42,7 +42,7 @@ def test_the_calls_kept_out_are_those_that_step_on_the_segments_targets():
 def test_freezing_nothing_reads_as_the_task_runner_does():
     model, ids = _model(), _ids()
     losses, _ = freeze.read(model, ids, WINDOW)
-    np.testing.assert_allclose(losses, _stream_losses(model, ids, WINDOW, True, torch.device("cpu")), rtol=1e-12)
+    np.testing.assert_allclose(losses, stream_losses(model, ids, WINDOW, True, torch.device("cpu")), rtol=1e-12)
 
 
 def test_freezing_every_level_everywhere_reads_as_static_levels():
@@ -50,7 +50,7 @@ def test_freezing_every_level_everywhere_reads_as_static_levels():
     static = _model((None, None))
     static.load_state_dict(model.state_dict())
     losses, _ = freeze.read(model, ids, WINDOW, (0, 1), range(0, 48, WINDOW))
-    np.testing.assert_allclose(losses, _stream_losses(static, ids, WINDOW, True, torch.device("cpu")), rtol=1e-12)
+    np.testing.assert_allclose(losses, stream_losses(static, ids, WINDOW, True, torch.device("cpu")), rtol=1e-12)
     learning, _ = freeze.read(model, ids, WINDOW)
     assert not np.allclose(losses, learning)
 
@@ -77,7 +77,7 @@ def test_a_learning_rate_scale_reads_as_a_model_with_those_learning_rates():
     for memory in (m for m in scaled.modules() if isinstance(m, freeze.CMS)):
         memory.log_lr.data += torch.tensor([1.0, 4.0], dtype=torch.float64).log()
     losses, _ = freeze.read(model, ids, WINDOW, lr_scale=(1.0, 4.0))
-    np.testing.assert_allclose(losses, _stream_losses(scaled, ids, WINDOW, True, torch.device("cpu")), rtol=1e-12)
+    np.testing.assert_allclose(losses, stream_losses(scaled, ids, WINDOW, True, torch.device("cpu")), rtol=1e-12)
 
 
 def test_the_script_reads_a_saved_run_as_it_was_scored_and_writes_its_tables(tmp_path, monkeypatch):

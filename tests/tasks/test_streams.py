@@ -16,7 +16,7 @@ from hope.errors import HopeError
 from hope.models import build
 from hope.tasks.config import TaskRunConfig
 from hope.tasks.registry import get_task
-from hope.tasks.runner import QUICK_MODEL, _stream_losses, run_task, stream_eval_rows
+from hope.tasks.runner import QUICK_MODEL, run_task, stream_eval_rows, stream_losses
 from hope.tasks.streams import (CipherStream, LongDocumentStream, loss_by_position, position_bins, running_count_losses,
                                 stream_metrics)
 
@@ -183,8 +183,8 @@ def test_window_by_window_loss_with_the_state_carried_is_the_full_forward_loss(a
         full = F.cross_entropy(model(inputs).logits.transpose(1, 2), targets, reduction="none").numpy()
         windows = [F.cross_entropy(model(inputs[:, s: s + 32]).logits.transpose(1, 2), targets[:, s: s + 32],
                                    reduction="none").numpy() for s in range(0, 96, 32)]
-    carried = _stream_losses(model, ids, 32, True, torch.device("cpu"))
-    reset = _stream_losses(model, ids, 32, False, torch.device("cpu"))
+    carried = stream_losses(model, ids, 32, True, torch.device("cpu"))
+    reset = stream_losses(model, ids, 32, False, torch.device("cpu"))
     np.testing.assert_allclose(carried, full, atol=1e-4)
     np.testing.assert_allclose(reset, np.concatenate(windows, axis=1), atol=1e-4)
     assert not np.allclose(reset[:, 32:], full[:, 32:], atol=1e-3)  # the carried state matters
@@ -221,7 +221,7 @@ def test_a_streamed_cipher_run_saves_the_model_it_scored(corpus_dir, tmp_path):
     assert model.config.cms_periods == (16, 32) and tokenizer.kind == "bytes"
     spec = get_task("stream_cipher")
     _, rows = stream_eval_rows(spec, tokenizer, config, spec.evals["carried"])
-    losses = _stream_losses(model.eval(), np.stack([row.ids for row in rows]), 16, True, torch.device("cpu"))
+    losses = stream_losses(model.eval(), np.stack([row.ids for row in rows]), 16, True, torch.device("cpu"))
     assert losses.mean() == pytest.approx(result["evals"]["carried"]["loss"], rel=1e-5)
     again = run_task(dataclasses.replace(config, out=str(tmp_path / "again"), steps=0, save_model=False,
                                          checkpoint=str(tmp_path / "run" / "model")))

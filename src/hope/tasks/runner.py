@@ -492,7 +492,7 @@ def _run_stream(config: TaskRunConfig, spec: TaskSpec, loggers: Loggers) -> dict
     evals = {}
     for label, overrides in settings.items():
         stream, rows = stream_eval_rows(spec, tokenizer, config, overrides)
-        losses = np.concatenate([_stream_losses(model, np.stack([r.ids for r in rows[k: k + config.eval_batch_size]]),
+        losses = np.concatenate([stream_losses(model, np.stack([r.ids for r in rows[k: k + config.eval_batch_size]]),
                                                 config.seq_len, stream.carry_state, device)
                                  for k in range(0, len(rows), config.eval_batch_size)])
         evals[label] = _stream_scores(losses, rows, config.seq_len)
@@ -512,7 +512,7 @@ def stream_eval_rows(spec: TaskSpec, tokenizer: Any, config: TaskRunConfig, over
 
 
 @torch.no_grad()
-def _stream_losses(model: LanguageModel, ids: np.ndarray, window: int, carry_state: bool,
+def stream_losses(model: LanguageModel, ids: np.ndarray, window: int, carry_state: bool,
                    device: torch.device) -> np.ndarray:
     """Next-token loss of every position of rows ``ids`` ``[batch, length + 1]``, read ``window`` tokens at a
     time with the model state carried from window to window (``carry_state``) or fresh at each."""
