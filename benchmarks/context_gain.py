@@ -36,6 +36,7 @@ import torch
 from hope.checkpoint import load_checkpoint
 from hope.errors import HopeError
 from hope.eval.report import common_parts, model_label
+from hope.files import write_text_atomic
 from hope.tasks.config import TaskRunConfig
 from hope.tasks.registry import get_task
 from hope.tasks.runner import checkpoint_model, stream_eval_rows, stream_losses
@@ -141,8 +142,8 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     report = {label: [{"seed": s, "window": w, **g} for s, w, g in runs] for label, runs in pooled.items()}
     args.docs.mkdir(parents=True, exist_ok=True)
-    (args.docs / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.docs / f"{args.name}.md").write_text(text)
+    for suffix, content in (("json", json.dumps(report, indent=1) + "\n"), ("md", text)):
+        write_text_atomic(args.docs / f"{args.name}.{suffix}", content)
     print(text)
 
 
