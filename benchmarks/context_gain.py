@@ -16,7 +16,7 @@ mean losses) and splits the paired difference, carried minus reset on the same t
 trained on: its cache then holds positions it never saw in training).
 
 Runs of one model label (``hope tasks report``'s) are pooled as mean ± sample sd over seeds. Writes ``NAME.json``
-and ``NAME.md`` under ``--docs``.
+and ``NAME.md`` (and the gain by position as ``NAME.png``) under ``--docs``.
 
     python benchmarks/context_gain.py --runs runs/longdoc4k/hope_w256/seed-0 runs/longdoc4k/hope_w256/seed-1 \\
         --name context_gain_long_document
@@ -98,6 +98,34 @@ def _pooled(values: list[float]) -> str:
     return f"{text} ± {statistics.stdev(values):.3f}" if len(values) > 1 else text
 
 
+def plot(pooled: dict[str, list], min_offset: int, path: Path) -> bool:
+    """The gain by stream position (offsets of ``min_offset`` or more) per model, mean and sd over seeds, at each
+    bin's middle; False without matplotlib (pip install 'hope[plot]')."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for label, runs in pooled.items():
+        bins = runs[0][2]["by_position"]
+        values = np.array([[v for _, _, v in g["by_position"]] for _, _, g in runs])
+        spread = values.std(axis=0, ddof=1) if len(values) > 1 else None
+        ax.errorbar([(a + b) / 2 for a, b, _ in bins], values.mean(axis=0), yerr=spread, marker="o", capsize=3,
+                    label=label)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set(xscale="log", xlabel="position in the stream (tokens, bin middle)",
+           ylabel="carried - reset loss (nats per token)",
+           title=f"What the state keeps from before the window (window offsets >= {min_offset})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", nargs="+", required=True, help="stream-task run folders (result.json; model/ "
@@ -139,9 +167,11 @@ def main() -> None:
     for label, runs in pooled.items():
         cells = [_pooled([g["by_position"][i][2] for _, _, g in runs]) for i in range(len(first["by_position"]))]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    args.docs.mkdir(parents=True, exist_ok=True)
+    if plot(pooled, args.min_offset, args.docs / f"{args.name}.png"):
+        lines += ["", f"![gain by position]({args.name}.png)"]
     text = "\n".join(lines) + "\n"
     report = {label: [{"seed": s, "window": w, **g} for s, w, g in runs] for label, runs in pooled.items()}
-    args.docs.mkdir(parents=True, exist_ok=True)
     for suffix, content in (("json", json.dumps(report, indent=1) + "\n"), ("md", text)):
         write_text_atomic(args.docs / f"{args.name}.{suffix}", content)
     print(text)

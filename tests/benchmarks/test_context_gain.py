@@ -58,4 +58,7 @@ def test_the_script_reads_a_run_and_its_probe_as_they_were_scored(tmp_path, monk
         assert gain["carried"] == pytest.approx(carried, rel=1e-5) and gain["reset"] == pytest.approx(reset, rel=1e-5)
         assert gain["mean"] * 48 / 64 == pytest.approx(carried - reset, abs=1e-6)  # the first window reads alike
         assert [b[:2] for b in gain["by_position"]] == [[0, 64]]
-    assert "| model | seeds | all | 0 | 1-3 | 4-15 |" in (tmp_path / "docs" / "gain.md").read_text()
+    table = (tmp_path / "docs" / "gain.md").read_text()
+    assert "| model | seeds | all | 0 | 1-3 | 4-15 |" in table
+    if importlib.util.find_spec("matplotlib"):
+        assert "![gain by position](gain.png)" in table and (tmp_path / "docs" / "gain.png").stat().st_size > 0
