@@ -1,0 +1,167 @@
+"""Does a model's state settle into the language's cycle, or keep moving past the training length? (docs/results.md,
+section 1.)
+
+(aa)* and (abab)* have one member of each length, and every member is a prefix of the longest: a saved run of
+either (``hope tasks run formal_abab_star ... --save-model``) reads that one string, ``--length`` symbols long, and
+this records the model's last hidden state (after the final norm) at every prefix ``t``. A model that learned the
+language as a cycle of period ``p`` (2 or 4) settles into it: ``h_t`` comes back to ``h_{t-p}``, and past the
+longest training string it meets only states it has met before. Per prefix it reports
+
+* the **cycle change** ``|h_t - h_{t-p}| / |h_{t-p}|``: how far one period moves the state;
+* past the longest training string, the **novelty** ``min_s |h_t - h_s| / |h_s|`` over the training prefixes ``s``
+  of the same phase (``s = t mod p``): how far the state is from every state of its phase the model was trained on;
+* the **margin**, the IN minus the OUT logit, and whether the label is right.
+
+Runs of one model label are pooled as mean ± sample sd over seeds. Writes ``NAME.json``, ``NAME.md`` (and the
+cycle change and novelty by prefix as ``NAME.png``) under ``--docs``.
+
+    python benchmarks/length_states.py --runs runs/formal/abab_star/hope/seed-0 ... --name length_states_abab_star
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hope.checkpoint import load_checkpoint
+from hope.errors import HopeError
+from hope.eval.report import common_parts, model_label
+from hope.files import write_text_atomic
+from hope.tasks.formal_languages import BOS_ID, FormalLanguageTask
+from hope.tasks.registry import get_task
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "results" / "paper_cpu"
+ONE_STRING = {"aa_star": "a", "abab_star": "ab"}
+
+
+def read_states(model: torch.nn.Module, task: FormalLanguageTask, length: int) -> dict[str, np.ndarray]:
+    """At every prefix of the language's one string of ``length`` symbols: the last hidden state ``[length + 1, d]``,
+    the IN minus OUT margin, whether the prefix is a member, and whether the predicted label (the argmax over every
+    id, as the task runner scores it) is right."""
+    unit = ONE_STRING.get(task.language)
+    if unit is None:
+        raise HopeError(f"{task.language} has more than one string of a length; use aa_star or abab_star")
+    string = (unit * length)[:length]
+    ids = torch.tensor([[BOS_ID] + [task.symbol_id(c) for c in string]])
+    with torch.no_grad():
+        output = model(ids, output_hidden_states=True)
+    inside, outside = task.label_base + 1, task.label_base
+    margin = (output.logits[0, :, inside] - output.logits[0, :, outside]).double().numpy()
+    expected = np.array(task.prefix_labels(string))
+    return {"hidden": output.hidden_states[0].double().numpy(), "margin": margin, "member": expected == inside,
+            "right": output.logits[0].argmax(-1).numpy() == expected}
+
+
+def cycle_measures(hidden: np.ndarray, period: int, longest: int) -> dict:
+    """Cycle change at every prefix from ``period`` on, and novelty at every prefix past ``longest``."""
+    norms = np.linalg.norm(hidden, axis=-1)
+    change = [float(np.linalg.norm(hidden[t] - hidden[t - period]) / norms[t - period])
+              for t in range(period, len(hidden))]
+    novelty = []
+    for t in range(longest + 1, len(hidden)):
+        seen = np.arange(t % period, longest + 1, period)
+        novelty.append(float((np.linalg.norm(hidden[seen] - hidden[t], axis=-1) / norms[seen]).min()))
+    return {"cycle_change": change, "novelty": novelty}
+
+
+def _pooled(values: list[float], fmt: str = ".3f") -> str:
+    text = format(statistics.fmean(values), fmt)
+    return f"{text} ± {format(statistics.stdev(values), fmt)}" if len(values) > 1 else text
+
+
+def plot(pooled: dict[str, list[dict]], period: int, longest: int, path: Path) -> bool:
+    """Cycle change and novelty by prefix, per model (mean over seeds); False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, runs in pooled.items():
+        change = np.mean([r["cycle_change"] for r in runs], axis=0)
+        novelty = np.mean([r["novelty"] for r in runs], axis=0)
+        line, = left.plot(np.arange(period, period + len(change)), change, label=label, linewidth=1.2)
+        right.plot(np.arange(longest + 1, longest + 1 + len(novelty)), novelty, color=line.get_color(), label=label,
+                   linewidth=1.2)
+    left.axvline(longest + 0.5, color="grey", linestyle="--", linewidth=0.8)
+    left.set(yscale="log", xlabel="prefix length t", ylabel=f"|h_t - h_(t-{period})| / |h_(t-{period})|",
+             title="How far one period moves the state")
+    right.set(xlabel="prefix length t", ylabel="distance to the nearest trained state of its phase",
+              title=f"Past the longest training string ({longest})")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", nargs="+", required=True, help="saved (aa)* or (abab)* runs (result.json, model/)")
+    parser.add_argument("--length", type=int, default=100, help="symbols in the string read (bin1 ends at 100)")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--docs", type=Path, default=DOCS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    measured = []
+    for run in map(Path, args.runs):
+        result = json.loads((run / "result.json").read_text())
+        task = get_task(result["config"]["task"]).build(None, **result["train_settings"])
+        if not isinstance(task, FormalLanguageTask):
+            raise HopeError(f"{run} is a run of {result['config']['task']}, not of a formal language")
+        longest = int(task.valid_lengths().max())
+        if args.length <= longest:
+            raise HopeError(f"--length {args.length} reads no prefix past the longest training string ({longest})")
+        model, _, _ = load_checkpoint(run / "model", text=False)
+        model.eval()
+        read = read_states(model, task, args.length)
+        period = task.spec.length_step
+        measured.append((result, {**{key: read[key].tolist() for key in ("margin", "member", "right")},
+                                  **cycle_measures(read["hidden"], period, longest)}))
+    tasks = {r["config"]["task"] for r, _ in measured}
+    if len(tasks) > 1:
+        raise HopeError(f"the runs are of different languages ({', '.join(sorted(tasks))}); compare one language")
+    common = common_parts([r for r, _ in measured])
+    pooled: dict[str, list[dict]] = {}
+    for result, scores in measured:
+        pooled.setdefault(model_label(result, common), []).append({"seed": int(result.get("seed", 0)), **scores})
+    lines = [f"# Does the state settle into {task.spec.title}'s cycle? ({len(measured)} runs)", "",
+             "`python benchmarks/length_states.py --runs " + " ".join(args.runs) + f" --name {args.name}`", "",
+             f"Every run: {', '.join(sorted(common)) or '-'}. One string of {args.length} symbols; the longest training "
+             f"string has {longest}. Cycle change: |h_t - h_(t-{period})| / |h_(t-{period})| of the last hidden state, "
+             f"mean over prefixes; novelty: its distance to the nearest state of the same phase at a training prefix "
+             f"(relative), mean over the prefixes past {longest} where the string is a member (IN) and where it is not "
+             "(OUT). Mean ± sample sd over seeds.", "",
+             f"| model | seeds | cycle change at {longest - 3 * period + 1}-{longest} | at {longest + 1}-{args.length} | "
+             f"novelty, IN | novelty, OUT | IN right past {longest} (%) | OUT right past {longest} (%) |",
+             "|---" * 8 + "|"]
+    for label, runs in pooled.items():
+        cells = [[statistics.fmean(r["cycle_change"][longest - 4 * period + 1: longest - period + 1]) for r in runs],
+                 [statistics.fmean(r["cycle_change"][longest - period + 1:]) for r in runs]]
+        cells += [[statistics.fmean(v for v, inside in zip(r["novelty"], r["member"][longest + 1:]) if inside == want)
+                   for r in runs] for want in (True, False)]
+        text = [_pooled(values) for values in cells]
+        text += [_pooled([100 * statistics.fmean(ok for ok, inside in zip(r["right"][longest + 1:],
+                                                                          r["member"][longest + 1:]) if inside == want)
+                          for r in runs], ".1f") for want in (True, False)]
+        lines.append(f"| {label} | {', '.join(str(r['seed']) for r in runs)} | " + " | ".join(text) + " |")
+    args.docs.mkdir(parents=True, exist_ok=True)
+    if plot(pooled, period, longest, args.docs / f"{args.name}.png"):
+        lines += ["", f"![cycle change and novelty]({args.name}.png)"]
+    text = "\n".join(lines) + "\n"
+    report = {"task": task.language, "length": args.length, "longest_training_string": longest, "period": period,
+              "models": pooled}
+    for suffix, content in (("json", json.dumps(report, indent=1) + "\n"), ("md", text)):
+        write_text_atomic(args.docs / f"{args.name}.{suffix}", content)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
