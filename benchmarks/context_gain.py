@@ -35,7 +35,7 @@ import torch
 
 from hope.checkpoint import load_checkpoint
 from hope.errors import HopeError
-from hope.eval.report import common_parts, model_label
+from hope.eval.report import common_parts, model_label, pooled_change, pyplot, save_figure
 from hope.files import write_text_atomic
 from hope.tasks.config import TaskRunConfig
 from hope.tasks.registry import get_task
@@ -93,20 +93,11 @@ def read_run(run: Path) -> tuple[dict, np.ndarray, np.ndarray, int]:
     return result, readings[0], readings[1], config.seq_len
 
 
-def _pooled(values: list[float]) -> str:
-    text = f"{statistics.fmean(values):+.3f}"
-    return f"{text} ± {statistics.stdev(values):.3f}" if len(values) > 1 else text
-
-
 def plot(pooled: dict[str, list], min_offset: int, path: Path) -> bool:
     """The gain by stream position (offsets of ``min_offset`` or more) per model, mean and sd over seeds, at each
     bin's middle; False without matplotlib (pip install 'hope[plot]')."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for label, runs in pooled.items():
@@ -120,9 +111,7 @@ def plot(pooled: dict[str, list], min_offset: int, path: Path) -> bool:
            ylabel="carried - reset loss (nats per token)",
            title=f"What the state keeps from before the window (window offsets >= {min_offset})")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return True
 
 
@@ -158,14 +147,14 @@ def main() -> None:
              f"By the token's offset in its window (its context when reset):", "",
              f"| model | seeds | all | {offset_head} |", "|---" * (len(first['by_offset']) + 3) + "|"]
     for label, runs in pooled.items():
-        cells = [_pooled([g["by_offset"][i][2] for _, _, g in runs]) for i in range(len(first["by_offset"]))]
-        lines.append(f"| {label} | {', '.join(str(s) for s, _, _ in runs)} | {_pooled([g['mean'] for _, _, g in runs])} | "
+        cells = [pooled_change([g["by_offset"][i][2] for _, _, g in runs]) for i in range(len(first["by_offset"]))]
+        lines.append(f"| {label} | {', '.join(str(s) for s, _, _ in runs)} | {pooled_change([g['mean'] for _, _, g in runs])} | "
                      + " | ".join(cells) + " |")
     lines += ["", f"By position in the stream, tokens at window offsets of {args.min_offset} or more only (the reset "
               "reading has that much context of its own; the gain is context from before the window):", "",
               f"| model | {position_head} |", "|---" * (len(first['by_position']) + 1) + "|"]
     for label, runs in pooled.items():
-        cells = [_pooled([g["by_position"][i][2] for _, _, g in runs]) for i in range(len(first["by_position"]))]
+        cells = [pooled_change([g["by_position"][i][2] for _, _, g in runs]) for i in range(len(first["by_position"]))]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     args.docs.mkdir(parents=True, exist_ok=True)
     if plot(pooled, args.min_offset, args.docs / f"{args.name}.png"):

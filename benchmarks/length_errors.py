@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from hope.errors import HopeError
-from hope.eval.report import common_parts, model_label
+from hope.eval.report import common_parts, model_label, pooled, pyplot, save_figure
 from hope.files import write_text_atomic
 from hope.tasks.registry import get_task
 
@@ -93,28 +93,19 @@ def summary(strings: list[tuple[np.ndarray, np.ndarray]], longest: int) -> dict:
             "by_prefix": by_prefix(strings)}
 
 
-def _pooled(values: list[float], scale: float = 100.0) -> str:
-    text = f"{statistics.fmean(values) * scale:.1f}"
-    return f"{text} ± {statistics.stdev(values) * scale:.1f}" if len(values) > 1 else text
-
-
 def _past_share(runs: list[dict], setting: str) -> str:
     failed = sum(r[setting]["failed"] for r in runs)
     past = sum(r[setting]["first_error_past"] for r in runs)
     return f"{past} / {failed}" if failed else "-"
 
 
-def plot(pooled: dict[str, list[dict]], setting: str, longest: int, path: Path) -> bool:
+def plot(by_model: dict[str, list[dict]], setting: str, longest: int, path: Path) -> bool:
     """Accuracy by prefix length at ``setting`` per model (mean over seeds); False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for label, runs in pooled.items():
+    for label, runs in by_model.items():
         curves = [r[setting]["by_prefix"] for r in runs]
         width = min(len(c) for c in curves)
         values = np.array([[np.nan if v is None else v for v in c[:width]] for c in curves])
@@ -123,9 +114,7 @@ def plot(pooled: dict[str, list[dict]], setting: str, longest: int, path: Path) 
     ax.set(xlabel="prefix length", ylabel="label accuracy (%)", ylim=(-2, 102),
            title=f"Accuracy by prefix length ({setting}, mean over seeds)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return True
 
 
@@ -146,9 +135,9 @@ def main() -> None:
         raise HopeError("the runs were trained on different bins; compare runs of one training bin")
     settings = list(measured[0][2])
     common = common_parts([r for r, _, _ in measured])
-    pooled: dict[str, list[dict]] = {}
+    by_model: dict[str, list[dict]] = {}
     for result, _, scores in measured:
-        pooled.setdefault(model_label(result, common), []).append({"seed": int(result.get("seed", 0)), **scores})
+        by_model.setdefault(model_label(result, common), []).append({"seed": int(result.get("seed", 0)), **scores})
     task = measured[0][0]["config"]["task"]
     lines = [f"# Where {task} goes wrong ({len(measured)} runs)", "",
              "`python benchmarks/length_errors.py --runs " + " ".join(args.runs) + f" --name {args.name}`", "",
@@ -159,17 +148,17 @@ def main() -> None:
              + " | ".join(f"{s}: first error past {longest}" for s in settings) + " | median first error |",
              "|---" * (2 + 2 * len(settings) + 1) + "|"]
     last = settings[-1]
-    for label, runs in pooled.items():
+    for label, runs in by_model.items():
         medians = [r[last]["first_error_median"] for r in runs if r[last]["first_error_median"] is not None]
         lines.append(f"| {label} | {', '.join(str(r['seed']) for r in runs)} | "
-                     + " | ".join(_pooled([r[s]["item_accuracy"] for r in runs]) for s in settings) + " | "
+                     + " | ".join(pooled([r[s]["item_accuracy"] for r in runs]) for s in settings) + " | "
                      + " | ".join(_past_share(runs, s) for s in settings) + " | "
                      + (f"{statistics.median(medians):.0f} ({last})" if medians else "-") + " |")
     args.docs.mkdir(parents=True, exist_ok=True)
-    if plot(pooled, last, longest, args.docs / f"{args.name}.png"):
+    if plot(by_model, last, longest, args.docs / f"{args.name}.png"):
         lines += ["", f"![accuracy by prefix length]({args.name}.png)"]
     text = "\n".join(lines) + "\n"
-    report = {"task": task, "longest_training_string": longest, "models": pooled}
+    report = {"task": task, "longest_training_string": longest, "models": by_model}
     for suffix, content in (("json", json.dumps(report, indent=1) + "\n"), ("md", text)):
         write_text_atomic(args.docs / f"{args.name}.{suffix}", content)
     print(text)

@@ -30,7 +30,7 @@ import torch
 
 from hope.checkpoint import load_checkpoint
 from hope.errors import HopeError
-from hope.eval.report import common_parts, model_label
+from hope.eval.report import common_parts, model_label, pooled, pyplot, save_figure
 from hope.files import write_text_atomic
 from hope.tasks.formal_languages import BOS_ID, FormalLanguageTask
 from hope.tasks.registry import get_task
@@ -69,22 +69,13 @@ def cycle_measures(hidden: np.ndarray, period: int, longest: int) -> dict:
     return {"cycle_change": change, "novelty": novelty}
 
 
-def _pooled(values: list[float], fmt: str = ".3f") -> str:
-    text = format(statistics.fmean(values), fmt)
-    return f"{text} ± {format(statistics.stdev(values), fmt)}" if len(values) > 1 else text
-
-
-def plot(pooled: dict[str, list[dict]], period: int, longest: int, path: Path) -> bool:
+def plot(by_model: dict[str, list[dict]], period: int, longest: int, path: Path) -> bool:
     """Cycle change and novelty by prefix, per model (mean over seeds); False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for label, runs in pooled.items():
+    for label, runs in by_model.items():
         change = np.mean([r["cycle_change"] for r in runs], axis=0)
         novelty = np.mean([r["novelty"] for r in runs], axis=0)
         line, = left.plot(np.arange(period, period + len(change)), change, label=label, linewidth=1.2)
@@ -96,9 +87,7 @@ def plot(pooled: dict[str, list[dict]], period: int, longest: int, path: Path) -
     right.set(xlabel="prefix length t", ylabel="distance to the nearest trained state of its phase",
               title=f"Past the longest training string ({longest})")
     right.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return True
 
 
@@ -129,9 +118,9 @@ def main() -> None:
     if len(tasks) > 1:
         raise HopeError(f"the runs are of different languages ({', '.join(sorted(tasks))}); compare one language")
     common = common_parts([r for r, _ in measured])
-    pooled: dict[str, list[dict]] = {}
+    by_model: dict[str, list[dict]] = {}
     for result, scores in measured:
-        pooled.setdefault(model_label(result, common), []).append({"seed": int(result.get("seed", 0)), **scores})
+        by_model.setdefault(model_label(result, common), []).append({"seed": int(result.get("seed", 0)), **scores})
     lines = [f"# Does the state settle into {task.spec.title}'s cycle? ({len(measured)} runs)", "",
              "`python benchmarks/length_states.py --runs " + " ".join(args.runs) + f" --name {args.name}`", "",
              f"Every run: {', '.join(sorted(common)) or '-'}. One string of {args.length} symbols; the longest training "
@@ -142,22 +131,22 @@ def main() -> None:
              f"| model | seeds | cycle change at {longest - 3 * period + 1}-{longest} | at {longest + 1}-{args.length} | "
              f"novelty, IN | novelty, OUT | IN right past {longest} (%) | OUT right past {longest} (%) |",
              "|---" * 8 + "|"]
-    for label, runs in pooled.items():
+    for label, runs in by_model.items():
         cells = [[statistics.fmean(r["cycle_change"][longest - 4 * period + 1: longest - period + 1]) for r in runs],
                  [statistics.fmean(r["cycle_change"][longest - period + 1:]) for r in runs]]
         cells += [[statistics.fmean(v for v, inside in zip(r["novelty"], r["member"][longest + 1:]) if inside == want)
                    for r in runs] for want in (True, False)]
-        text = [_pooled(values) for values in cells]
-        text += [_pooled([100 * statistics.fmean(ok for ok, inside in zip(r["right"][longest + 1:],
+        text = [pooled(values, lambda v: f"{v:.3f}") for values in cells]
+        text += [pooled([statistics.fmean(ok for ok, inside in zip(r["right"][longest + 1:],
                                                                           r["member"][longest + 1:]) if inside == want)
-                          for r in runs], ".1f") for want in (True, False)]
+                          for r in runs]) for want in (True, False)]
         lines.append(f"| {label} | {', '.join(str(r['seed']) for r in runs)} | " + " | ".join(text) + " |")
     args.docs.mkdir(parents=True, exist_ok=True)
-    if plot(pooled, period, longest, args.docs / f"{args.name}.png"):
+    if plot(by_model, period, longest, args.docs / f"{args.name}.png"):
         lines += ["", f"![cycle change and novelty]({args.name}.png)"]
     text = "\n".join(lines) + "\n"
     report = {"task": task.language, "length": args.length, "longest_training_string": longest, "period": period,
-              "models": pooled}
+              "models": by_model}
     for suffix, content in (("json", json.dumps(report, indent=1) + "\n"), ("md", text)):
         write_text_atomic(args.docs / f"{args.name}.{suffix}", content)
     print(text)

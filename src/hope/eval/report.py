@@ -63,7 +63,8 @@ def _percent(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, or None without matplotlib (pip install 'hope[plot]')."""
     try:
         import matplotlib
 
@@ -72,6 +73,13 @@ def _pyplot():
     except ImportError:
         return None
     return plt
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> None:
+    """Lay ``fig`` out tightly, write it to ``path`` and close it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
 
 
 def run_markdown(result: dict[str, Any], plots: list[str]) -> str:
@@ -147,7 +155,7 @@ def _stream_tables(result: dict[str, Any]) -> list[str]:
 
 def plot_run(result: dict[str, Any], out: Path) -> list[str]:
     """Plots of one run into ``out``; returns their file names (none without matplotlib)."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return []
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -177,9 +185,7 @@ def plot_run(result: dict[str, Any], out: Path) -> list[str]:
         ax.set_ylabel("item accuracy (%)")
         ax.set_title(f"{result['task']}: {model_label(result)}", fontsize=9)
         name = "accuracy.png"
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / name)
     return [name]
 
 
@@ -219,7 +225,7 @@ def _by_seed(results: list[dict[str, Any]], common: frozenset[str] = frozenset()
     return {key: [seeds[s] for s in sorted(seeds)] for key, seeds in table.items()}
 
 
-def _pooled(values: list[float], fmt=_percent, sd_fmt=None) -> str:
+def pooled(values: list[float], fmt=_percent, sd_fmt=None) -> str:
     """``mean`` of one value, ``mean ± sd`` (sample standard deviation, in ``sd_fmt``, else ``fmt``) of several."""
     if not values:
         return ""
@@ -227,9 +233,9 @@ def _pooled(values: list[float], fmt=_percent, sd_fmt=None) -> str:
     return f"{text} ± {(sd_fmt or fmt)(statistics.stdev(values))}" if len(values) > 1 else text
 
 
-def _pooled_change(values: list[float]) -> str:
-    """``_pooled`` of a difference in loss: its mean signed."""
-    return _pooled(values, lambda v: f"{v:+.3f}", sd_fmt=lambda v: f"{v:.3f}")
+def pooled_change(values: list[float]) -> str:
+    """``pooled`` of a difference in loss: its mean signed."""
+    return pooled(values, lambda v: f"{v:+.3f}", sd_fmt=lambda v: f"{v:.3f}")
 
 
 def _seeds(runs: dict, tasks: list[str], model: str) -> str:
@@ -291,7 +297,7 @@ def _family_table(tasks: list[str], models: list[str], runs: dict, metric: str =
     lines = ["| model | " + " | ".join(f"{_short(t)} {label}" for t, label in columns) + " | seeds |",
              "|---" * (len(columns) + 2) + "|"]
     for model in models:
-        cells = [_pooled([r["evals"][label][metric] for r in runs.get((task, model), [])
+        cells = [pooled([r["evals"][label][metric] for r in runs.get((task, model), [])
                           if metric in r["evals"].get(label, {})]) for task, label in columns]
         if any(cells):
             lines.append(f"| {model} | " + " | ".join(cells) + f" | {_seeds(runs, tasks, model)} |")
@@ -333,7 +339,7 @@ def _loss_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
     lines = ["", f"Training loss, mean over each run's last {LAST_STEPS} steps:", "",
              "| model | " + " | ".join(_short(t) for t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     for model in models:
-        row = [_pooled(cells[task, model], fmt=lambda v: f"{v:.3f}") for task in tasks]
+        row = [pooled(cells[task, model], fmt=lambda v: f"{v:.3f}") for task in tasks]
         if any(row):
             lines.append(f"| {model} | " + " | ".join(row) + " |")
     return lines
@@ -350,11 +356,11 @@ def _stream_table(tasks: list[str], models: list[str], runs: dict) -> list[str]:
             for label in (seeds[0]["evals"] if seeds else []):
                 scores = [r["evals"][label] for r in seeds if label in r["evals"]]
                 returns = sorted({name for s in scores for name in s.get("returns", {})})
-                forgetting = "; ".join(f"{name} {_pooled([s['returns'][name]['forgetting'] for s in scores], loss)}"
+                forgetting = "; ".join(f"{name} {pooled([s['returns'][name]['forgetting'] for s in scores], loss)}"
                                        for name in returns)
                 recovery = "; ".join(f"{name} {_recovery([s['returns'][name]['recovery_tokens'] for s in scores])}"
                                      for name in returns)
-                lines.append(f"| {model} | {_short(task)} | {label} | {_pooled([s['loss'] for s in scores], loss)} | "
+                lines.append(f"| {model} | {_short(task)} | {label} | {pooled([s['loss'] for s in scores], loss)} | "
                              f"{forgetting} | {recovery} | {_seeds(runs, [task], model)} |")
     lines += ["", "Loss in nats per token. Forgetting: how far a returning language's loss (first window) starts "
               "above where it ended before the other language; recovery: tokens until its windowed loss is back there."]
@@ -378,9 +384,9 @@ def _segment_table(task: str, models: list[str], runs: dict) -> list[str]:
         seeds = runs.get((task, model), [])
         for label in (seeds[0]["evals"] if seeds else []):
             scores = [r["evals"][label].get("segments", {}) for r in seeds if label in r["evals"]]
-            cells = [_pooled([s[name]["mean"] for s in scores if name in s], fmt) for name in names]
+            cells = [pooled([s[name]["mean"] for s in scores if name in s], fmt) for name in names]
             change = [s[names[-1]]["mean"] - s[names[0]]["mean"] for s in scores if names[0] in s and names[-1] in s]
-            lines.append(f"| {model} | {label} | " + " | ".join(cells) + f" | {_pooled_change(change)} |")
+            lines.append(f"| {model} | {label} | " + " | ".join(cells) + f" | {pooled_change(change)} |")
     return lines
 
 
@@ -394,13 +400,13 @@ def _position_table(task: str, models: list[str], runs: dict) -> list[str]:
         results = runs.get((task, model), [])
         for label in (results[0]["evals"] if results else []):
             values = [[v for _, _, v in r["evals"][label]["by_position"]] for r in results if label in r["evals"]]
-            cells = [_pooled([v[i] for v in values if i < len(v)], lambda x: f"{x:.3f}") for i in range(len(bins))]
+            cells = [pooled([v[i] for v in values if i < len(v)], lambda x: f"{x:.3f}") for i in range(len(bins))]
             lines.append(f"| {model} | {label} | " + " | ".join(cells) + " |")
         paired = [[c - r for (_, _, c), (_, _, r) in zip(run["evals"]["carried"]["by_position"],
                                                           run["evals"]["reset"]["by_position"])]
                   for run in results if {"carried", "reset"} <= set(run["evals"])]
         if paired:
-            cells = [_pooled_change([v[i] for v in paired if i < len(v)]) for i in range(len(bins))]
+            cells = [pooled_change([v[i] for v in paired if i < len(v)]) for i in range(len(bins))]
             lines.append(f"| {model} | carried - reset | " + " | ".join(cells) + " |")
     lines += ["", "carried - reset: the same tokens' loss with the state carried minus with it reset at every window, "
               "paired within each run (below zero: the context before the window helps)."]
@@ -419,7 +425,7 @@ def _recovery(tokens: list[int | None]) -> str:
     never = len(tokens) - len(done)
     if not done:
         return "never"
-    return _pooled(done, lambda v: f"{v:.0f}") + (f" ({never} of {len(tokens)} never)" if never else "")
+    return pooled(done, lambda v: f"{v:.0f}") + (f" ({never} of {len(tokens)} never)" if never else "")
 
 
 def _budgets(results: list[dict[str, Any]]) -> str:
@@ -467,7 +473,7 @@ def _continual_table(tasks: list[str], models: list[str], runs: dict) -> list[st
                 cells += ["", "", ""]
                 continue
             fmt = _percent if seeds[0]["metric"] == "accuracy" else (lambda v: f"{v:.3f}")
-            cells += [_pooled([r["continual"][key] for r in seeds], fmt)
+            cells += [pooled([r["continual"][key] for r in seeds], fmt)
                       for key in ("average", "forgetting", "backward_transfer")]
         if any(cells):
             lines.append(f"| {model} | " + " | ".join(cells) + f" | {_seeds(runs, tasks, model)} |")
@@ -490,7 +496,7 @@ def _color(plt: Any, k: int, count: int) -> Any:
 
 
 def _plot_family(family: str, tasks: list[str], models: list[str], runs: dict, out: Path) -> str | None:
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return None
     name = f"{out.stem}_{family}.png"
@@ -621,7 +627,7 @@ def _mqar_table(results: list[dict[str, Any]], common: frozenset[str]) -> list[s
     models = sorted({model for model, _, _ in cells})
     lines = ["| model | " + " | ".join(f"L{length} kv{pairs}" for length, pairs in columns) + " |",
              "|---" * (len(columns) + 1) + "|"]
-    lines += [f"| {model} | " + " | ".join(_pooled(cells.get((model, *c), [])) for c in columns) + " |"
+    lines += [f"| {model} | " + " | ".join(pooled(cells.get((model, *c), [])) for c in columns) + " |"
               for model in models]
     return lines + ["", "MQAR item accuracy (percent of queries) at the training length L with kv key-value pairs."]
 
@@ -663,7 +669,7 @@ def _in_panel(kind: str, value: int | Fraction, length: int, pairs: int) -> int 
 def _plot_mqar(results: list[dict[str, Any]], out: Path, name: str, common: frozenset[str]) -> str | None:
     """Accuracy against key-value pairs at each length, against length at each number of pairs and along each
     density of pairs (Zoology's diagonals); one line per model, at most four panels a row."""
-    plt = _pyplot()
+    plt = pyplot()
     cells = _mqar_cells(results, common)
     panels = mqar_panels(cells)
     if plt is None or not panels:
