@@ -1,4 +1,5 @@
-"""Where does a model go wrong on strings longer than any it was trained on? (docs/results.md, section 1.)
+"""Where does a model go wrong on strings longer than any it was trained on? (NL Sec. 9.5, Table 5;
+docs/results.md, section 1.)
 
 A formal-language run (``hope tasks run formal_* ... --answer-rows N``, N at least ``--eval-examples``) writes
 every scored string's labels, one per prefix, expected and predicted, to ``answers.jsonl``. This reads them back

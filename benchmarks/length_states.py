@@ -1,5 +1,5 @@
-"""Does a model's state settle into the language's cycle, or keep moving past the training length? (docs/results.md,
-section 1.)
+"""Does a model's state settle into the language's cycle, or keep moving past the training length? (NL Sec. 9.5,
+Table 5; docs/results.md, section 1.)
 
 (aa)* and (abab)* have one member of each length, and every member is a prefix of the longest: a saved run of
 either (``hope tasks run formal_abab_star ... --save-model``) reads that one string, ``--length`` symbols long, and
@@ -125,7 +125,7 @@ def main() -> None:
              "`python benchmarks/length_states.py --runs " + " ".join(args.runs) + f" --name {args.name}`", "",
              f"Every run: {', '.join(sorted(common)) or '-'}. One string of {args.length} symbols; the longest training "
              f"string has {longest}. Cycle change: |h_t - h_(t-{period})| / |h_(t-{period})| of the last hidden state, "
-             f"mean over prefixes; novelty: its distance to the nearest state of the same phase at a training prefix "
+             "mean over prefixes; novelty: its distance to the nearest state of the same phase at a training prefix "
              f"(relative), mean over the prefixes past {longest} where the string is a member (IN) and where it is not "
              "(OUT). Mean ± sample sd over seeds.", "",
              f"| model | seeds | cycle change at {longest - 3 * period + 1}-{longest} | at {longest + 1}-{args.length} | "
