@@ -116,7 +116,8 @@ class Reference:
                 continue
             for group, bank in layer.banks.items():
                 n = len(bank.names)
-                target = self.read(self.start[group], v.repeat(1, n, 1))
+                values = v.repeat(1, n, 1)
+                target = self.read(self.start[group], values) if layer.self_targets else values
                 self.state[group] = self.update(self.start[group], self.state[group], k.repeat(1, n, 1), target,
                                                 alpha.repeat(1, n), gate["eta"].repeat(1, n))
                 if group == "mem" and mode == "running":  # read after this token's update, before the chunk's momentum
@@ -202,6 +203,8 @@ CONFIGS = [
     dict(memory="deep", chunk_size=2, memory_chunk_size=4, objective="l2", sigmoid_gates=False, memory_read="previous"),
     dict(memory="linear", chunk_size=3, memory_chunk_size=2, objective="l2", sigmoid_gates=False, normalize_v=False,
          memory_input="full-separate"),
+    dict(memory="linear", chunk_size=3, memory_chunk_size=2, self_targets=False, memory_read="running"),
+    dict(memory="deep", chunk_size=2, memory_chunk_size=3, objective="l2", self_targets=False, memory_read="previous"),
     *BINDING_BOUNDS,
 ]
 
@@ -385,6 +388,26 @@ def test_dgd_flag_drops_only_the_erase_term():
     y_on, y_off = on(x)[0], off(x)[0]
     torch.testing.assert_close(y_on[:, :2], y_off[:, :2], rtol=0, atol=0)  # first chunk: nothing learned yet
     assert not torch.allclose(y_on[:, 2:], y_off[:, 2:])
+
+
+@pytest.mark.parametrize("memory", ["linear", "deep"])
+def test_self_targets_flag_changes_only_the_targets(memory):
+    """Without self-generated targets a memory's fold writes ``v`` itself: the same as a fold with the targets
+    ``M(v)`` replaced by ``v``, and different from the default once a chunk is learned."""
+    on = make(memory=memory, chunk_size=2, memory_chunk_size=2)
+    off = with_params_of(make(memory=memory, chunk_size=2, memory_chunk_size=2, self_targets=False), on)
+    x = torch.randn(2, 9, D_MODEL, dtype=torch.float64)
+    y_on, y_off = on(x)[0], off(x)[0]
+    torch.testing.assert_close(y_on[:, :2], y_off[:, :2], rtol=0, atol=0)  # first chunk: nothing learned yet
+    assert not torch.allclose(y_on[:, 2:], y_off[:, 2:])
+    bank = off.banks["mem"]
+    weights = bank.initial(2)
+    chunk = {name: torch.rand(2, 2, HEADS, *(() if name in ("alpha", "eta", "beta") else (D_MODEL // HEADS,)),
+                              dtype=torch.float64) for name in off.buffered}
+    _, folded, _ = off._fold("mem", weights, {key: torch.zeros_like(w) for key, w in weights.items()}, chunk)
+    _, expected = bank.fold(weights, chunk["k"], chunk["v"], chunk["alpha"], chunk["eta"])
+    for key in bank.keys:  # momentum from zero velocity adds nothing to the first fold's step
+        torch.testing.assert_close(folded[key], off._bounded({key: expected[key]})[key], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("memory_input", ["head", "full-separate"])

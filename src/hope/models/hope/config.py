@@ -117,7 +117,8 @@ class HopeConfig(CMSConfig):
 
     The ablations of NL Table 6 are overrides: ``dgd=False``, ``momentum=False``, ``retention=False``,
     ``cms_levels=1``, ``adaptive_q=True``, ``adaptive_k=False`` / ``adaptive_v=False`` (static k / v), and
-    ``test_time_learning=False`` freezes every in-context update."""
+    ``test_time_learning=False`` freezes every in-context update; ``self_targets=False`` drops NL Eq. 84's
+    self-generated targets."""
 
     SIZE_OVERRIDES: ClassVar[dict[str, dict[str, int]]] = {
         "tiny": {"mlp_hidden": 264}, "small": {"mlp_hidden": 816},
@@ -186,6 +187,10 @@ class HopeConfig(CMSConfig):
     """Values from the memory M_v; False: a static projection ("static v")."""
     adaptive_q: bool = False
     """Queries from a memory M_q; the default is the paper's static ``q = x W_q`` (NL Eq. 83)."""
+    self_targets: bool = True
+    """Every memory learns its own target ``v_hat = M(v)`` (NL Eq. 84); False: the value ``v`` itself, as Titans and
+    the gated delta rule write it (the "w/o self-generated targets" ablation; with ``memory="linear"``,
+    ``objective="dot"``, static k / v and ``memory_read="running"``, ``M_mem`` is then the gated delta rule)."""
     conv_width: int = 4
     """Width of the causal depthwise convolution after the k, v, q reads (NL Sec. 8.3)."""
     step_init: float = 0.5

@@ -5,6 +5,7 @@ Every projection but the query is a memory that keeps learning in context (NL Eq
     k_t = M_k(x_t),  v_t = M_v(x_t),  eta_t = g(M_eta(x_t)),  alpha_t = g(M_alpha(x_t)),  q_t = x_t W_q
     o_t = M_mem(q_t)
     v_hat_{box,t} = M_box(v_t)                                   (self-generated targets, NL Eq. 84)
+                                                                 (v_t itself with ``self_targets=False``)
     M_box <- M_box (alpha_t I - eta_t k_t k_t^T) - eta_t grad L(M_box; k_t, v_hat_{box,t})   (DGD, NL Eq. 88)
 
 for ``box`` in ``{k, v, eta, alpha, mem}``. Each memory is per head: a 2-layer residual MLP
@@ -131,6 +132,7 @@ class SelfModifyingTitans(nn.Module):
         self.retention_init, self.step_init = config.retention_init, config.step_init
         self.momentum_init = config.momentum_init
         self.normalize_v, self.sigmoid_gates = config.normalize_v, config.sigmoid_gates
+        self.self_targets = config.self_targets
         self.max_norm = config.memory_max_norm
         adaptive = {"k": config.adaptive_k, "v": config.adaptive_v, "q": config.adaptive_q, "eta": True,
                     "alpha": config.retention}
@@ -315,12 +317,13 @@ class SelfModifyingTitans(nn.Module):
               chunk: dict[str, torch.Tensor], queries: torch.Tensor | None = None,
               ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Fold a completed chunk into one group of memories, with the targets ``v_hat = M(v)`` generated at the
-        chunk-start ``weights`` (NL Eqs. 84, 91), then apply the chunk-level momentum. Returns the reads of
+        chunk-start ``weights`` (NL Eqs. 84, 91; ``v`` itself with ``self_targets=False``), then apply the chunk-level momentum. Returns the reads of
         ``queries`` if the fold made them (see :meth:`MemoryBank.fold`), the new weights and the new momentum
         (``velocity``, empty without momentum)."""
         bank = self.banks[group]
         n = len(bank.names)
-        targets = bank.read(weights, chunk["v"].repeat(1, 1, n, 1))
+        values = chunk["v"].repeat(1, 1, n, 1)
+        targets = bank.read(weights, values) if self.self_targets else values
         keys = chunk["k"].repeat(1, 1, n, 1)
         read, folded = bank.fold(weights, keys, targets, chunk["alpha"].repeat(1, 1, n), chunk["eta"].repeat(1, 1, n),
                                  queries)
