@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from hope.errors import HopeError
-from hope.eval.report import common_parts, model_label, pooled, pyplot, save_figure
+from hope.eval.report import common_parts, legend_below, model_label, pooled, pyplot, save_figure
 from hope.files import write_text_atomic
 from hope.tasks.registry import get_task
 
@@ -114,7 +114,7 @@ def plot(by_model: dict[str, list[dict]], setting: str, longest: int, path: Path
     ax.axvline(longest + 0.5, color="grey", linestyle="--", linewidth=0.8, label="longest training string")
     ax.set(xlabel="prefix length", ylabel="label accuracy (%)", ylim=(-2, 102),
            title=f"Accuracy by prefix length ({setting}, mean over seeds)")
-    ax.legend(fontsize=7)
+    legend_below(fig, ax)
     save_figure(fig, path, dpi=120)
     return True
 

@@ -30,7 +30,7 @@ import torch
 
 from hope.checkpoint import load_checkpoint
 from hope.errors import HopeError
-from hope.eval.report import common_parts, model_label, pooled, pyplot, save_figure
+from hope.eval.report import common_parts, legend_below, model_label, pooled, pyplot, save_figure
 from hope.files import write_text_atomic
 from hope.tasks.formal_languages import BOS_ID, FormalLanguageTask
 from hope.tasks.registry import get_task
@@ -86,7 +86,7 @@ def plot(by_model: dict[str, list[dict]], period: int, longest: int, path: Path)
              title="How far one period moves the state")
     right.set(xlabel="prefix length t", ylabel="distance to the nearest trained state of its phase",
               title=f"Past the longest training string ({longest})")
-    right.legend(fontsize=7)
+    legend_below(fig, right)
     save_figure(fig, path, dpi=120)
     return True
 

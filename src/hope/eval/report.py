@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import textwrap
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,19 @@ def pyplot():
 
 
 def save_figure(fig, path: Path, dpi: int = 110) -> None:
-    """Lay ``fig`` out tightly, write it to ``path`` and close it."""
+    """Lay ``fig`` out tightly, write it to ``path`` (cropped to everything drawn, a legend outside the axes
+    included) and close it."""
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     pyplot().close(fig)
+
+
+def legend_below(fig, ax, width: int = 120, fontsize: int = 7) -> None:
+    """One legend for ``fig`` under its axes, from ``ax``'s lines, each label wrapped at ``width`` characters: model
+    labels that name every override would otherwise crowd the axes out."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, [textwrap.fill(label, width) for label in labels], loc="upper center",
+               bbox_to_anchor=(0.5, 0.0), fontsize=fontsize, frameon=False)
 
 
 def run_markdown(result: dict[str, Any], plots: list[str]) -> str:
