@@ -10,7 +10,13 @@ longest training string it meets only states it has met before. Per prefix it re
 * the **cycle change** ``|h_t - h_{t-p}| / |h_{t-p}|``: how far one period moves the state;
 * past the longest training string, the **novelty** ``min_s |h_t - h_s| / |h_s|`` over the training prefixes ``s``
   of the same phase (``s = t mod p``): how far the state is from every state of its phase the model was trained on;
-* the **margin**, the IN minus the OUT logit, and whether the label is right.
+* the **margin**, the IN minus the OUT logit, and whether the label is right;
+* where every mixer writes a delta-rule matrix (Gated DeltaNet; Hope with ``memory=linear objective=dot
+  self_targets=false``), the **write eigenvalue** of each token and head at the training prefixes: a write
+  ``M <- M (alpha I - eta' k k^T) + eta' v k^T`` scales ``M`` along its key by ``alpha - eta' |k|^2`` (``eta'`` the step
+  the memory takes: ``eta / (1 + eta |k|^2)`` with Hope's proximal step). Below zero, the write flips the memory's
+  sign along ``k``, which a linear recurrence needs to count modulo 2 (Grazzi et al., ICLR 2025, "Unlocking
+  state-tracking in linear RNNs through negative eigenvalues").
 
 Runs of one model label are pooled as mean ± sample sd over seeds. Writes ``NAME.json``, ``NAME.md`` (and the
 cycle change and novelty by prefix as ``NAME.png``) under ``--docs``.
@@ -54,7 +60,49 @@ def read_states(model: torch.nn.Module, task: FormalLanguageTask, length: int) -
     margin = (output.logits[0, :, inside] - output.logits[0, :, outside]).double().numpy()
     expected = np.array(task.prefix_labels(string))
     return {"hidden": output.hidden_states[0].double().numpy(), "margin": margin, "member": expected == inside,
-            "right": output.logits[0].argmax(-1).numpy() == expected}
+            "right": output.logits[0].argmax(-1).numpy() == expected, "ids": ids}
+
+
+def write_eigenvalues(model: torch.nn.Module, ids: torch.Tensor) -> np.ndarray | None:
+    """``[layers, T, heads]``: the eigenvalue ``alpha_t - eta'_t |k_t|^2`` of each token's write along its key (see the
+    module docstring), or None unless every mixer is a delta-rule matrix memory. Hope's keys and gates are read at its
+    projection memories' initial state: exact before their first step (``chunk_size`` tokens)."""
+    from hope.models.gated_deltanet import GatedDeltaNet
+    from hope.models.hope.self_modifying_titans import SelfModifyingTitans
+
+    mixers = [block.mixer for block in model.blocks]
+    for mixer in mixers:
+        if isinstance(mixer, SelfModifyingTitans):
+            bank = mixer.banks["mem"]
+            if not (bank.kind == "linear" and bank.objective == "dot" and bank.dgd and not mixer.self_targets
+                    and mixer.test_time_learning):
+                return None
+        elif not isinstance(mixer, GatedDeltaNet):
+            return None
+    inputs = []
+    hooks = [mixer.register_forward_pre_hook(lambda module, args: inputs.append(args[0])) for mixer in mixers]
+    try:
+        with torch.no_grad():
+            model(ids)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    values = []
+    with torch.no_grad():
+        for mixer, x in zip(mixers, inputs):
+            if isinstance(mixer, GatedDeltaNet):  # unit keys: alpha - eta
+                retention, step = torch.sigmoid(mixer.gates(x)).split(mixer.n_heads, dim=-1)
+                values.append(retention - step)
+                continue
+            b, t, _ = x.shape
+            static = None if mixer.static is None else mixer.static(x).view(b, t, -1, mixer.n_heads, mixer.head_dim)
+            features, _ = mixer._features(mixer._memory_inputs(x), static, mixer.banks["proj"].shared(), None)
+            keys = features["k"].square().sum(-1)
+            step = features["eta"]
+            if mixer.banks["mem"].proximal:
+                step = step / (1 + step * keys)
+            values.append(features["alpha"] - step * keys)
+    return torch.cat(values).double().numpy()
 
 
 def cycle_measures(hidden: np.ndarray, period: int, longest: int) -> dict:
@@ -112,8 +160,10 @@ def main() -> None:
         model.eval()
         read = read_states(model, task, args.length)
         period = task.spec.length_step
+        eigenvalues = write_eigenvalues(model, read["ids"][:, : longest + 1])
         measured.append((result, {**{key: read[key].tolist() for key in ("margin", "member", "right")},
-                                  **cycle_measures(read["hidden"], period, longest)}))
+                                  **cycle_measures(read["hidden"], period, longest),
+                                  "write_eigenvalues": None if eigenvalues is None else eigenvalues.tolist()}))
     tasks = {r["config"]["task"] for r, _ in measured}
     if len(tasks) > 1:
         raise HopeError(f"the runs are of different languages ({', '.join(sorted(tasks))}); compare one language")
@@ -127,10 +177,12 @@ def main() -> None:
              f"string has {longest}. Cycle change: |h_t - h_(t-{period})| / |h_(t-{period})| of the last hidden state, "
              "mean over prefixes; novelty: its distance to the nearest state of the same phase at a training prefix "
              f"(relative), mean over the prefixes past {longest} where the string is a member (IN) and where it is not "
-             "(OUT). Mean ± sample sd over seeds.", "",
+             "(OUT). Write eigenvalues: over every layer, head and token of the training prefixes, where every mixer is a "
+             "delta-rule matrix (\"-\" otherwise). Mean ± sample sd over seeds.", "",
              f"| model | seeds | cycle change at {longest - 3 * period + 1}-{longest} | at {longest + 1}-{args.length} | "
-             f"novelty, IN | novelty, OUT | IN right past {longest} (%) | OUT right past {longest} (%) |",
-             "|---" * 8 + "|"]
+             f"novelty, IN | novelty, OUT | IN right past {longest} (%) | OUT right past {longest} (%) | "
+             f"write eigenvalues < 0 at 1-{longest} (%) | lowest write eigenvalue |",
+             "|---" * 10 + "|"]
     for label, runs in by_model.items():
         cells = [[statistics.fmean(r["cycle_change"][longest - 4 * period + 1: longest - period + 1]) for r in runs],
                  [statistics.fmean(r["cycle_change"][longest - period + 1:]) for r in runs]]
@@ -140,6 +192,12 @@ def main() -> None:
         text += [pooled([statistics.fmean(ok for ok, inside in zip(r["right"][longest + 1:],
                                                                           r["member"][longest + 1:]) if inside == want)
                           for r in runs]) for want in (True, False)]
+        eigenvalues = [None if r["write_eigenvalues"] is None else np.array(r["write_eigenvalues"]) for r in runs]
+        if any(e is None for e in eigenvalues):
+            text += ["-", "-"]
+        else:
+            text += [pooled([float((e < 0).mean()) for e in eigenvalues]),
+                     pooled([float(e.min()) for e in eigenvalues], lambda v: f"{v:.2f}")]
         lines.append(f"| {label} | {', '.join(str(r['seed']) for r in runs)} | " + " | ".join(text) + " |")
     args.docs.mkdir(parents=True, exist_ok=True)
     if plot(by_model, period, longest, args.docs / f"{args.name}.png"):

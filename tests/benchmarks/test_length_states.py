@@ -50,3 +50,56 @@ def test_the_script_reads_a_saved_run_as_the_runner_scored_it(tmp_path, monkeypa
                                       str(tmp_path / "docs"), "--name", "states"])
     with pytest.raises(HopeError, match="longest training string"):
         length_states.main()
+
+
+@pytest.mark.parametrize("arch,overrides", [
+    ("gated-deltanet", {}),
+    ("hope", {"memory": "linear", "objective": "dot", "self_targets": False}),
+    ("hope", {"memory": "linear", "objective": "dot", "self_targets": False, "proximal": False}),
+])
+def test_write_eigenvalues_are_the_writes_eigenvalues_along_the_key(arch, overrides):
+    """Each token's write, applied to the identity with a zero value, is the matrix ``alpha I - eta' k k^T``: its
+    lowest eigenvalue (by eigvalsh) is the script's (for Hope through the memory bank's own fold)."""
+    import torch
+
+    from hope.models import make_config
+    from hope.models.lm import LanguageModel
+
+    torch.manual_seed(0)
+    model = LanguageModel(make_config(arch, None, vocab_size=16, d_model=16, n_layers=1, n_heads=2, **overrides)).double()
+    for name, parameter in model.named_parameters():  # gates and steps spread widely, some writes below zero
+        if "gates" in name or "readout" in name:
+            torch.nn.init.normal_(parameter, std=2.0)
+    ids = torch.randint(0, 16, (1, 9))
+    found = length_states.write_eigenvalues(model, ids)
+    assert found.shape == (1, 9, 2) and (found < 0).any() and (found > 0).any()
+    mixer, inputs = model.blocks[0].mixer, []
+    hook = mixer.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+    model(ids)
+    hook.remove()
+    d = mixer.head_dim
+    if arch == "gated-deltanet":
+        qkv, _ = mixer.conv(mixer.qkv(inputs[0]))
+        keys = torch.nn.functional.normalize(qkv.view(1, 9, 3, 2, d)[:, :, 1], dim=-1)
+        retention, step = torch.sigmoid(mixer.gates(inputs[0])).split(2, dim=-1)
+        writes = retention[..., None, None] * torch.eye(d) - step[..., None, None] * keys[..., :, None] * keys[..., None, :]
+    else:
+        static = mixer.static(inputs[0]).view(1, 9, -1, 2, d)  # the static query
+        features, _ = mixer._features(mixer._memory_inputs(inputs[0]), static, mixer.banks["proj"].shared(), None)
+        writes = torch.stack([
+            mixer.banks["mem"].fold({"w": torch.eye(d, dtype=torch.float64).expand(1, 2, d, d)},
+                                    features["k"][:, t:t + 1], torch.zeros_like(features["k"][:, t:t + 1]),
+                                    features["alpha"][:, t:t + 1], features["eta"][:, t:t + 1])[1]["w"]
+            for t in range(9)], dim=1)
+    torch.testing.assert_close(torch.linalg.eigvalsh(writes.detach())[..., 0].numpy(), found[0][None], rtol=1e-5, atol=1e-5)
+
+
+def test_write_eigenvalues_only_for_delta_rule_matrices():
+    import torch
+
+    from hope.models import make_config
+    from hope.models.lm import LanguageModel
+
+    for arch, overrides in [("hope", {}), ("hope", {"memory": "linear", "objective": "dot"}), ("transformer", {})]:
+        model = LanguageModel(make_config(arch, None, vocab_size=16, d_model=16, n_layers=1, n_heads=2, **overrides))
+        assert length_states.write_eigenvalues(model, torch.randint(0, 16, (1, 5))) is None
